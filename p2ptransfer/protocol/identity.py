@@ -1,0 +1,220 @@
+"""Long-term Ed25519 identities, their addresses, fingerprints and safety numbers.
+
+An **address** is the public key itself, bech32m-encoded (BIP-350) with the
+human-readable part ``p2pt`` and a version digit, e.g. ``p2pt1q…``. Because the
+key is *in* the address, whoever holds an address can authenticate its owner
+with no directory; because bech32m's checksum detects any error in up to four
+characters (and almost all others), a mistyped or truncated address is
+refused instead of silently naming somebody else.
+
+A **fingerprint** is a short, readable digest of the key for display.
+A **safety number** is computed from *two* keys, identically on both sides
+(it sorts them), so two people can read it to each other and detect a
+man-in-the-middle who gave each of them a different key.
+
+Private seeds are passed in by the caller (this package's ``protocol``
+layer makes no randomness), held only in :class:`Identity`, and never
+appear in ``repr`` or exceptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ..errors import AddressError
+from . import primitives
+
+__all__ = [
+    "ADDRESS_HRP",
+    "ADDRESS_VERSION",
+    "Identity",
+    "PublicIdentity",
+    "safety_number",
+]
+
+ADDRESS_HRP = "p2pt"
+ADDRESS_VERSION = 0
+ADDRESS_LENGTH = len(ADDRESS_HRP) + 1 + 1 + 52 + 6  # hrp, "1", version, key, checksum
+
+_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_CHARSET_INDEX = {c: i for i, c in enumerate(_CHARSET)}
+_BECH32M_CONST = 0x2BC830A3
+_GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+_FINGERPRINT_CONTEXT = b"p2ptransfer-fingerprint-v1\x00"
+_SAFETY_CONTEXT = b"p2ptransfer-safety-number-v1\x00"
+
+
+# --- bech32m (BIP-350) -------------------------------------------------------
+
+
+def _polymod(values: list[int]) -> int:
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i, g in enumerate(_GENERATOR):
+            if (top >> i) & 1:
+                chk ^= g
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _checksum(hrp: str, data: list[int]) -> list[int]:
+    polymod = _polymod([*_hrp_expand(hrp), *data, 0, 0, 0, 0, 0, 0]) ^ _BECH32M_CONST
+    return [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+
+
+def _to_5bit(data: bytes) -> list[int]:
+    acc = bits = 0
+    out: list[int] = []
+    for byte in data:
+        acc = (acc << 8) | byte
+        bits += 8
+        while bits >= 5:
+            bits -= 5
+            out.append((acc >> bits) & 31)
+    if bits:
+        out.append((acc << (5 - bits)) & 31)
+    return out
+
+
+def _from_5bit(data: list[int]) -> bytes:
+    acc = bits = 0
+    out = bytearray()
+    for value in data:
+        acc = (acc << 5) | value
+        bits += 5
+        if bits >= 8:
+            bits -= 8
+            out.append((acc >> bits) & 0xFF)
+    if bits >= 5 or (acc & ((1 << bits) - 1)):
+        raise AddressError("address has invalid padding bits")
+    return bytes(out)
+
+
+def encode_address(public_key: bytes) -> str:
+    """The address text for a 32-byte Ed25519 public key."""
+    if len(public_key) != primitives.ED25519_KEY_SIZE:
+        raise ValueError("public key must be 32 bytes")
+    data = [ADDRESS_VERSION, *_to_5bit(public_key)]
+    return ADDRESS_HRP + "1" + "".join(_CHARSET[d] for d in data + _checksum(ADDRESS_HRP, data))
+
+
+def decode_address(text: str) -> bytes:
+    """The public key inside an address; every part of the address is checked."""
+    if not isinstance(text, str):
+        raise AddressError("address must be text")
+    stripped = text.strip()
+    if len(stripped) != ADDRESS_LENGTH:
+        raise AddressError(
+            f"an address has {ADDRESS_LENGTH} characters, this one has {len(stripped)}"
+        )
+    if stripped.lower() != stripped and stripped.upper() != stripped:
+        raise AddressError("address mixes upper and lower case")
+    stripped = stripped.lower()
+    hrp, sep, rest = stripped.rpartition("1")
+    if not sep or hrp != ADDRESS_HRP:
+        raise AddressError(f"address must start with {ADDRESS_HRP}1")
+    try:
+        data = [_CHARSET_INDEX[c] for c in rest]
+    except KeyError as exc:
+        raise AddressError(f"address contains a character not used in addresses: {exc}") from None
+    if _polymod([*_hrp_expand(hrp), *data]) != _BECH32M_CONST:
+        raise AddressError("address checksum does not match (mistyped?)")
+    payload = data[:-6]
+    if payload[0] != ADDRESS_VERSION:
+        raise AddressError(f"unsupported address version {payload[0]}")
+    key = _from_5bit(payload[1:])
+    if len(key) != primitives.ED25519_KEY_SIZE:
+        raise AddressError("address does not hold a 32-byte key")
+    return key
+
+
+# --- identities --------------------------------------------------------------
+
+
+def _group(text: str, size: int) -> str:
+    return " ".join(text[i : i + size] for i in range(0, len(text), size))
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    """Somebody's long-term public key; equal keys are the same identity."""
+
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.public_key) is not bytes or len(self.public_key) != 32:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+
+    @classmethod
+    def from_address(cls, address: str) -> PublicIdentity:
+        """Parse and fully validate an address."""
+        return cls(decode_address(address))
+
+    @property
+    def address(self) -> str:
+        return encode_address(self.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits in groups of four: short enough to eyeball, not to rely on."""
+        digest = hashlib.sha256(_FINGERPRINT_CONTEXT + self.public_key).hexdigest()
+        return _group(digest[:16], 4)
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Raise SignatureError unless this identity signed ``message``."""
+        primitives.ed25519_verify(self.public_key, signature, message)
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class Identity:
+    """A long-term identity with its private seed; the seed never leaves via repr."""
+
+    __slots__ = ("_seed", "public")
+
+    def __init__(self, seed: bytes) -> None:
+        if type(seed) is not bytes or len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self._seed = seed
+        self.public = PublicIdentity(primitives.ed25519_public_from_seed(seed))
+
+    @property
+    def address(self) -> str:
+        return self.public.address
+
+    @property
+    def seed(self) -> bytes:
+        """The private seed, for sealing into a key file only."""
+        return self._seed
+
+    def sign(self, message: bytes) -> bytes:
+        return primitives.ed25519_sign(self._seed, message)
+
+    def __repr__(self) -> str:
+        return f"Identity(address={self.address!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Identity) and other.public == self.public
+
+    def __hash__(self) -> int:
+        return hash(self.public)
+
+
+def safety_number(a: PublicIdentity, b: PublicIdentity) -> str:
+    """Thirty digits in six groups, the same whichever side computes them.
+
+    About 99.7 bits: finding a second key with the same number for a given
+    pair costs on the order of 2**99 hashes.
+    """
+    first, second = sorted((a.public_key, b.public_key))
+    digest = hashlib.sha512(_SAFETY_CONTEXT + first + second).digest()
+    groups = [int.from_bytes(digest[i : i + 5], "big") % 100_000 for i in range(0, 30, 5)]
+    return " ".join(f"{g:05d}" for g in groups)

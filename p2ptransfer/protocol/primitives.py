@@ -1,0 +1,181 @@
+"""The only doorway to cryptographic primitives.
+
+Every key agreement, signature, hash, KDF and AEAD call in p2ptransfer goes
+through these few functions, which wrap pyca/cryptography and translate its
+exceptions into ours. Keeping them in one place means the known-answer tests
+(RFC 7748, RFC 8032, RFC 5869) exercise exactly the code paths the protocol
+uses, and nothing else in the package touches ``cryptography`` directly for
+these operations.
+
+No function here makes randomness: secrets are passed in by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..errors import ChannelError, HandshakeError, SignatureError
+
+__all__ = [
+    "AEAD_KEY_SIZE",
+    "AEAD_NONCE_SIZE",
+    "AEAD_TAG_SIZE",
+    "ED25519_KEY_SIZE",
+    "ED25519_SIG_SIZE",
+    "X25519_KEY_SIZE",
+    "aead_open",
+    "aead_seal",
+    "constant_time_equal",
+    "ed25519_public_from_seed",
+    "ed25519_sign",
+    "ed25519_verify",
+    "hkdf_expand",
+    "hkdf_extract",
+    "hkdf_sha256",
+    "scrypt",
+    "sha256",
+    "x25519_public_from_private",
+    "x25519_shared_secret",
+]
+
+X25519_KEY_SIZE = 32
+ED25519_KEY_SIZE = 32
+ED25519_SIG_SIZE = 64
+AEAD_KEY_SIZE = 32
+AEAD_NONCE_SIZE = 12
+AEAD_TAG_SIZE = 16
+_SHA256_SIZE = 32
+
+
+def sha256(*parts: bytes) -> bytes:
+    """SHA-256 of the concatenation of ``parts``."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.digest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare secrets (MACs, hashes, keys) without leaking where they differ."""
+    return hmac.compare_digest(a, b)
+
+
+# --- X25519 (RFC 7748) -------------------------------------------------------
+
+
+def x25519_public_from_private(private: bytes) -> bytes:
+    """The X25519 public key for a 32-byte private scalar."""
+    if len(private) != X25519_KEY_SIZE:
+        raise HandshakeError("X25519 private key must be 32 bytes")
+    key = X25519PrivateKey.from_private_bytes(private)
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def x25519_shared_secret(private: bytes, peer_public: bytes) -> bytes:
+    """X25519(private, peer_public); a low-order peer key is a failed handshake.
+
+    pyca/cryptography raises when the result is all zero (a low-order or
+    identity point); we check again ourselves so the rule does not depend on
+    the backend version.
+    """
+    if len(private) != X25519_KEY_SIZE or len(peer_public) != X25519_KEY_SIZE:
+        raise HandshakeError("X25519 keys must be 32 bytes")
+    try:
+        shared = X25519PrivateKey.from_private_bytes(private).exchange(
+            X25519PublicKey.from_public_bytes(peer_public)
+        )
+    except ValueError as exc:
+        raise HandshakeError("peer ephemeral key is a low-order point") from exc
+    if constant_time_equal(shared, bytes(X25519_KEY_SIZE)):
+        raise HandshakeError("peer ephemeral key is a low-order point")
+    return shared
+
+
+# --- Ed25519 (RFC 8032) ------------------------------------------------------
+
+
+def ed25519_public_from_seed(seed: bytes) -> bytes:
+    """The Ed25519 public key for a 32-byte private seed."""
+    if len(seed) != ED25519_KEY_SIZE:
+        raise ValueError("Ed25519 seed must be 32 bytes")
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    """Ed25519 signature (pure, deterministic) of ``message`` under ``seed``."""
+    if len(seed) != ED25519_KEY_SIZE:
+        raise ValueError("Ed25519 seed must be 32 bytes")
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
+    """Raise :class:`SignatureError` unless ``signature`` is valid for ``message``.
+
+    OpenSSL's Ed25519 rejects non-canonical S (S >= L), so a malleated
+    signature (S + L) fails here as RFC 8032 §5.1.7 requires.
+    """
+    if len(public) != ED25519_KEY_SIZE or len(signature) != ED25519_SIG_SIZE:
+        raise SignatureError("malformed Ed25519 key or signature")
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError("signature does not verify") from exc
+
+
+# --- HKDF-SHA256 (RFC 5869) --------------------------------------------------
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 extract-then-expand."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract with SHA-256: PRK = HMAC-SHA256(salt, ikm)."""
+    return hmac.new(salt or bytes(_SHA256_SIZE), ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand with SHA-256."""
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
+
+
+# --- AES-256-GCM -------------------------------------------------------------
+
+
+def aead_seal(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+    """AES-GCM encrypt; returns ciphertext followed by the 16-byte tag."""
+    if len(nonce) != AEAD_NONCE_SIZE:
+        raise ValueError("AES-GCM nonce must be 12 bytes")
+    return AESGCM(key).encrypt(nonce, plaintext, associated_data)
+
+
+def aead_open(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+    """AES-GCM decrypt; any failure (tag, length) is a :class:`ChannelError`."""
+    if len(nonce) != AEAD_NONCE_SIZE:
+        raise ValueError("AES-GCM nonce must be 12 bytes")
+    if len(ciphertext) < AEAD_TAG_SIZE:
+        raise ChannelError("ciphertext shorter than its authentication tag")
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, associated_data)
+    except InvalidTag as exc:
+        raise ChannelError("record authentication failed") from exc
+
+
+# --- scrypt (RFC 7914) -------------------------------------------------------
+
+
+def scrypt(passphrase: bytes, salt: bytes, log_n: int, r: int, p: int, length: int) -> bytes:
+    """scrypt KDF; memory use is about 128 * r * 2**log_n bytes."""
+    return Scrypt(salt=salt, length=length, n=1 << log_n, r=r, p=p).derive(passphrase)

@@ -1,0 +1,168 @@
+"""A peer's home directory: where its key file, profile and ledger live.
+
+The home is created 0700 and every file in it 0600, so other local users
+cannot read the key file or the ledger. Loading refuses a key file that is
+readable or writable by group or others (as ssh does), saying why, instead
+of quietly using a key that may have been copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+
+from ..errors import AlreadyExists, CorruptKeyFile, InsecureKeyFile, NotFound, StorageError
+from ..protocol.identity import Identity, PublicIdentity
+from ..protocol.keyfile import (
+    DEFAULT_LOG_N,
+    SALT_SIZE,
+    KdfParams,
+    open_key_file,
+    read_public_key,
+    seal_key_file,
+)
+
+__all__ = ["KDF_LOG_N_ENV", "Home", "default_home_path"]
+
+HOME_ENV = "P2PTRANSFER_HOME"
+KDF_LOG_N_ENV = "P2PTRANSFER_KDF_LOG_N"
+_MAX_KEY_FILE = 4096
+_MAX_PROFILE = 64 * 1024
+
+
+def default_home_path() -> Path:
+    """``$P2PTRANSFER_HOME``, else the platform's per-user data directory."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "p2ptransfer"
+
+
+def kdf_params_from_env() -> KdfParams:
+    """scrypt cost for *new* keys; ``P2PTRANSFER_KDF_LOG_N`` lowers it (weaker keys, for tests)."""
+    raw = os.environ.get(KDF_LOG_N_ENV)
+    if not raw:
+        return KdfParams(DEFAULT_LOG_N)
+    try:
+        return KdfParams(int(raw))
+    except ValueError as exc:
+        raise StorageError(f"{KDF_LOG_N_ENV}={raw!r} is not a valid scrypt log2(n): {exc}") from None
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise CorruptKeyFile(f"{path} is larger than any key file ({limit} bytes)")
+    return data
+
+
+class Home:
+    """Paths and file-level operations of one peer's home directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).expanduser()
+
+    @property
+    def key_path(self) -> Path:
+        return self.path / "identity.key"
+
+    @property
+    def profile_path(self) -> Path:
+        return self.path / "profile.json"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "ledger.sqlite3"
+
+    def exists(self) -> bool:
+        return self.key_path.exists()
+
+    def ensure_directory(self) -> None:
+        """Create the home 0700 (parents as needed); tighten it if it exists."""
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+            if mode & 0o077:
+                self.path.chmod(0o700)
+        except OSError as exc:
+            raise StorageError(f"cannot create home directory {self.path}: {exc.strerror}") from exc
+
+    def create_identity(
+        self, passphrase: str, name: str, params: KdfParams | None = None
+    ) -> Identity:
+        """Generate a new identity and seal it; never overwrites an existing key file."""
+        if self.key_path.exists():
+            raise AlreadyExists(f"an identity already exists in {self.path}; refusing to overwrite")
+        params = params or kdf_params_from_env()
+        self.ensure_directory()
+        identity = Identity(secrets.token_bytes(32))
+        data = seal_key_file(
+            identity,
+            passphrase,
+            salt=secrets.token_bytes(SALT_SIZE),
+            nonce=secrets.token_bytes(12),
+            params=params,
+        )
+        self._write_new(self.key_path, data)
+        self._write_new(self.profile_path, json.dumps({"name": name}).encode())
+        return identity
+
+    def _write_new(self, path: Path, data: bytes) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            raise AlreadyExists(f"{path} already exists; refusing to overwrite") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
+
+    def _key_file_bytes(self) -> bytes:
+        if not self.key_path.exists():
+            raise NotFound(f"no identity in {self.path}; run 'p2ptransfer init' first")
+        st = self.key_path.stat()
+        if os.name == "posix" and stat.S_IMODE(st.st_mode) & 0o077:
+            raise InsecureKeyFile(
+                f"{self.key_path} is accessible by other users "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {self.key_path}'"
+            )
+        return _read_small(self.key_path, _MAX_KEY_FILE)
+
+    def load_identity(self, passphrase: str) -> Identity:
+        """Unlock the identity (slow by design: scrypt)."""
+        return open_key_file(self._key_file_bytes(), passphrase)
+
+    def public_identity(self) -> PublicIdentity:
+        """The identity's public half, readable without the passphrase."""
+        return PublicIdentity(read_public_key(self._key_file_bytes()))
+
+    @property
+    def name(self) -> str:
+        """The display name chosen at ``init``."""
+        try:
+            raw = self.profile_path.read_bytes()[:_MAX_PROFILE]
+            name = json.loads(raw)["name"]
+        except FileNotFoundError:
+            return ""
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"{self.profile_path} is damaged: {exc}") from exc
+        if not isinstance(name, str):
+            raise StorageError(f"{self.profile_path} is damaged: name is not text")
+        return name
