@@ -1,0 +1,672 @@
+"""The peer runtime: one identity on a relay, running sessions, keeping the ledger true.
+
+This is the only place where the protocol core, the relay connection and the
+ledger meet, and where the exactly-once rules are enforced:
+
+* **Sender.** A transfer is signed and committed to the ledger as *pending*
+  before its first byte leaves the machine. It becomes *completed* or
+  *rejected* only with a receipt that verifies against it. Any failure in
+  between (relay gone, session aborted, timeout) leaves it pending; retries
+  (within one ``send`` or later with ``resend``) reuse the same signed bytes,
+  hence the same id. A timeout alone never turns pending into failed.
+* **Receiver.** A transfer is validated, judged by the acceptance policy,
+  answered with a signed receipt and committed *together with that receipt*
+  in one SQLite transaction, and only then is the receipt sent. A repeated id
+  with the same content gets the stored receipt again; with different content
+  a signed CONFLICT rejection that is not stored.
+* **Group commit.** Transfers that arrive while a commit is running are
+  committed together in the next transaction, so a sender with many
+  transfers in flight costs one fsync per batch, not per transfer.
+
+Several connections of one address may exist (the relay fans frames out to
+all of them), so frames of sessions this process does not own are ignored
+silently, never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import (
+    IdentityError,
+    NetworkError,
+    P2PTransferError,
+    PeerOffline,
+    ProtocolError,
+    SessionTimeout,
+    TransferConflict,
+)
+from ..protocol.identity import Identity, PublicIdentity
+from ..protocol.session import (
+    Aborted,
+    Established,
+    Event,
+    PeerClosed,
+    ReceiptArrived,
+    Session,
+    TransferArrived,
+    frame_tag,
+    is_session_start,
+)
+from ..protocol.transfer import (
+    Comparison,
+    RejectReason,
+    SignedReceipt,
+    SignedTransfer,
+    Transfer,
+    accept,
+    compare,
+    reject,
+    sign_transfer,
+)
+from ..storage.ledger import Ledger, TransferRow
+from .relay_client import Deliver, Offline, RelayClient
+
+__all__ = [
+    "AcceptancePolicy",
+    "FaultHooks",
+    "Peer",
+    "PeerEvent",
+    "SendOutcome",
+    "now_ms",
+]
+
+log = logging.getLogger("p2ptransfer.peer")
+
+DEFAULT_WINDOW = 32
+MAX_BATCH = 256
+_SESSION_ATTEMPTS = 5
+_HANDSHAKE_TIMEOUT = 15.0
+_IDLE_SESSION_TIMEOUT = 60.0
+_MAX_SESSIONS = 64
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class AcceptancePolicy:
+    """What this peer agrees to receive."""
+
+    accept_unknown: bool = False
+    currencies: frozenset[str] | None = None  # None: any supported currency
+    limits: dict[str, int] = field(default_factory=dict)  # address -> max minor units per transfer
+
+    def judge(self, transfer: Transfer, known_sender: bool) -> RejectReason | None:
+        """None to accept, else why not."""
+        if not known_sender and not self.accept_unknown:
+            return RejectReason.UNKNOWN_SENDER
+        if self.currencies is not None and transfer.currency not in self.currencies:
+            return RejectReason.CURRENCY_NOT_ACCEPTED
+        limit = self.limits.get(transfer.sender)
+        if limit is not None and transfer.amount > limit:
+            return RejectReason.OVER_LIMIT
+        return None
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """The end of one outgoing transfer: its ledger row (completed or rejected) and receipt."""
+
+    row: TransferRow
+    receipt: SignedReceipt
+
+    @property
+    def accepted(self) -> bool:
+        return self.receipt.receipt.accepted
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """Something a user interface may want to show (``listen``'s live view)."""
+
+    kind: str  # connected, disconnected, session, recorded, duplicate, conflict, session-failed
+    detail: str = ""
+    row: TransferRow | None = None
+
+
+class FaultHooks:
+    """Test seams at the points where a crash or a cut matters for exactly-once.
+
+    Each hook is awaited at its point; a hook may raise (simulating a crash of
+    this step) or cut the connection. Production code passes none.
+    """
+
+    async def before_transfer_sent(self, peer: Peer, signed: SignedTransfer) -> None:
+        """Sender: the transfer is pending in the ledger, nothing sent yet."""
+
+    async def after_receipt_received(self, peer: Peer, receipt: SignedReceipt) -> None:
+        """Sender: the receipt arrived, not yet stored."""
+
+    async def after_commit(self, peer: Peer, receipts: Sequence[SignedReceipt]) -> None:
+        """Receiver: transfers and receipts committed, receipts not yet sent."""
+
+
+class _SessionRun:
+    """A session plus the queue its frames arrive on."""
+
+    def __init__(self, session: Session, remote: str) -> None:
+        self.session = session
+        self.remote = remote
+        self.inbox: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=1024)
+
+
+class Peer:
+    """One identity connected to one relay; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        ledger: Ledger,
+        relay_url: str,
+        *,
+        policy: AcceptancePolicy | None = None,
+        ssl: Any = None,
+        max_records: int | None = None,
+        window: int = DEFAULT_WINDOW,
+        hooks: FaultHooks | None = None,
+        on_event: Callable[[PeerEvent], None] | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.identity = identity
+        self.ledger = ledger
+        self.relay_url = relay_url
+        self.policy = policy or AcceptancePolicy()
+        self._ssl = ssl
+        self._max_records = max_records
+        self._window = max(1, window)
+        self._hooks = hooks or FaultHooks()
+        self._on_event = on_event
+        self._connect_timeout = connect_timeout
+        self._client: RelayClient | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._runs: dict[tuple[str, bytes], _SessionRun] = {}
+        self._serving: set[asyncio.Task[None]] = set()
+        self._accepting = False
+        self._recorded: asyncio.Queue[TransferRow] = asyncio.Queue()
+        self._commit_queue: asyncio.Queue[tuple[_SessionRun, TransferArrived]] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
+        self._disconnected = asyncio.Event()
+
+    # --- connection -------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    async def __aenter__(self) -> Peer:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect and authenticate to the relay (RelayUnreachable on failure)."""
+        client = await RelayClient.connect(
+            self.relay_url, self.identity, open_timeout=self._connect_timeout, ssl=self._ssl
+        )
+        self._client = client
+        self._disconnected.clear()
+        self._reader = asyncio.create_task(self._read_loop(client), name="peer-reader")
+        self._emit(PeerEvent("connected", self.relay_url))
+
+    async def close(self) -> None:
+        """Stop serving, end sessions and disconnect."""
+        self._accepting = False
+        tasks = [t for t in (self._reader, self._committer) if t is not None]
+        tasks += list(self._serving)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._reader = self._committer = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+            self._client = None
+
+    def _require_client(self) -> RelayClient:
+        if self._client is None:
+            raise NetworkError("not connected to the relay")
+        return self._client
+
+    async def _read_loop(self, client: RelayClient) -> None:
+        """Route every frame from the relay to its session; this is the only reader."""
+        try:
+            while True:
+                message = await client.recv()
+                if isinstance(message, Offline):
+                    self._fail_sessions_to(message.to, PeerOffline(f"{message.to} went offline"))
+                elif isinstance(message, Deliver):
+                    self._route(message.sender, message.payload)
+        except asyncio.CancelledError:
+            raise
+        except P2PTransferError as exc:
+            log.info("relay connection lost: %s", exc)
+            self._emit(PeerEvent("disconnected", str(exc)))
+            self._fail_all(exc)
+            self._disconnected.set()
+
+    def _route(self, remote: str, payload: bytes) -> None:
+        try:
+            tag = frame_tag(payload)
+            starts = is_session_start(payload)
+        except P2PTransferError:
+            log.debug("dropping malformed frame from %s", remote)
+            return
+        run = self._runs.get((remote, tag))
+        if run is not None:
+            try:
+                run.inbox.put_nowait(payload)
+            except asyncio.QueueFull:
+                run.inbox = asyncio.Queue()  # the session is being flooded: end it
+                run.inbox.put_nowait(ProtocolError("peer flooded the session"))
+            return
+        if starts and self._accepting and len(self._runs) < _MAX_SESSIONS:
+            session = Session.respond(
+                self.identity,
+                tag=tag,
+                ephemeral_private=secrets.token_bytes(32),
+                max_records=self._max_records,
+            )
+            run = _SessionRun(session, remote)
+            self._runs[(remote, tag)] = run
+            run.inbox.put_nowait(payload)
+            task = asyncio.create_task(self._serve(run), name="peer-serve")
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+        # Anything else belongs to a session this process does not own
+        # (another connection of our address, or a stale one): ignore it.
+
+    def _fail_sessions_to(self, remote: str, exc: BaseException) -> None:
+        for (addr, _tag), run in list(self._runs.items()):
+            if addr == remote:
+                run.inbox.put_nowait(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for run in list(self._runs.values()):
+            with contextlib.suppress(asyncio.QueueFull):
+                run.inbox.put_nowait(exc)
+
+    async def _flush(self, run: _SessionRun) -> None:
+        client = self._require_client()
+        for payload in run.session.data_to_send():
+            await client.send(run.remote, payload)
+
+    async def _next_events(self, run: _SessionRun, timeout: float) -> list[Event]:
+        """Wait for the next frame of ``run`` and feed it to its session."""
+        try:
+            item = await asyncio.wait_for(run.inbox.get(), timeout)
+        except TimeoutError:
+            raise SessionTimeout(f"no answer from {run.remote} within {timeout:.0f} s") from None
+        if isinstance(item, BaseException):
+            raise item
+        events = run.session.receive_frame(item)
+        await self._flush(run)
+        return events
+
+    def _emit(self, event: PeerEvent) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a display callback must never break the runtime
+                log.exception("event callback failed")
+
+    # --- sending ----------------------------------------------------------------
+
+    def prepare(self, recipient: str, amount: int, currency: str, memo: str = "") -> SignedTransfer:
+        """Sign a new transfer and commit it as pending: from here it can only end once."""
+        transfer = Transfer(
+            id=secrets.token_bytes(16),  # type: ignore[arg-type]
+            sender=self.address,
+            recipient=recipient,
+            amount=amount,
+            currency=currency,
+            memo=memo,
+            created_at=now_ms(),
+        )
+        signed = sign_transfer(self.identity, transfer)
+        self.ledger.record_outgoing(signed, now_ms())
+        return signed
+
+    async def send(
+        self, recipient: str, amount: int, currency: str, memo: str = "", *, timeout: float = 60.0
+    ) -> SendOutcome:
+        """Send one transfer and wait for its receipt (rejections are outcomes too)."""
+        signed = self.prepare(recipient, amount, currency, memo)
+        (outcome,) = await self.deliver([signed], timeout=timeout)
+        return outcome
+
+    async def send_many(
+        self,
+        recipient: str,
+        items: Iterable[tuple[int, str, str]],
+        *,
+        timeout: float = 60.0,
+    ) -> list[SendOutcome]:
+        """Send many (amount, currency, memo) transfers with several in flight per session."""
+        signed = [self.prepare(recipient, a, c, m) for a, c, m in items]
+        return await self.deliver(signed, timeout=timeout)
+
+    async def resend(
+        self, transfer_ids: Iterable[bytes] | None = None, *, timeout: float = 60.0
+    ) -> list[SendOutcome]:
+        """Retry pending outgoing transfers (all, or the given ids) with their original bytes."""
+        pending = self.ledger.pending_outgoing()
+        if transfer_ids is not None:
+            wanted = set(transfer_ids)
+            pending = [p for p in pending if p.id in wanted]
+        by_recipient: dict[str, list[SignedTransfer]] = {}
+        for signed in pending:
+            by_recipient.setdefault(signed.transfer.recipient, []).append(signed)
+        outcomes: list[SendOutcome] = []
+        for batch in by_recipient.values():
+            outcomes += await self.deliver(batch, timeout=timeout)
+        return outcomes
+
+    async def deliver(
+        self, transfers: Sequence[SignedTransfer], *, timeout: float = 60.0
+    ) -> list[SendOutcome]:
+        """Deliver pending transfers to their (single) recipient until each has a receipt.
+
+        Retries across sessions until ``timeout``; raises PeerOffline or
+        SessionTimeout if some are still pending then (they stay pending).
+        """
+        if not transfers:
+            return []
+        recipients = {t.transfer.recipient for t in transfers}
+        if len(recipients) != 1:
+            raise ValueError("deliver() takes transfers to one recipient")
+        remote = PublicIdentity.from_address(recipients.pop())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        outcomes: dict[bytes, SendOutcome] = {}
+        remaining = [t for t in transfers]
+        last_error: P2PTransferError | None = None
+        attempts = 0
+        while remaining:
+            left = deadline - loop.time()
+            if left <= 0 or attempts >= _SESSION_ATTEMPTS:
+                break
+            attempts += 1
+            try:
+                await self._require_client().wait_online(remote.address, left)
+                await self._run_outgoing(remote, remaining, outcomes, deadline)
+            except IdentityError:
+                raise  # never retry against a key we did not expect
+            except (ProtocolError, NetworkError) as exc:
+                last_error = exc
+                log.info("session to %s failed (%s); retrying", remote.address, exc)
+                if not self._disconnected.is_set():
+                    await asyncio.sleep(min(0.05 * 2**attempts, 1.0))
+                    continue
+                await self._reconnect(deadline)
+            remaining = [t for t in remaining if t.id not in outcomes]
+        if remaining:
+            if isinstance(last_error, PeerOffline) or last_error is None:
+                raise PeerOffline(
+                    f"{remote.address} did not come online within {timeout:g} s; "
+                    f"{len(remaining)} transfer(s) stay pending (use 'resend')"
+                ) from last_error
+            raise SessionTimeout(
+                f"could not complete delivery to {remote.address} ({last_error}); "
+                f"{len(remaining)} transfer(s) stay pending (use 'resend')"
+            ) from last_error
+        return [outcomes[t.id] for t in transfers]
+
+    async def _reconnect(self, deadline: float) -> None:
+        await self.close_client_only()
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        while True:
+            try:
+                await self.connect()
+                return
+            except NetworkError:
+                if loop.time() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def close_client_only(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.close()
+            self._client = None
+
+    async def _run_outgoing(
+        self,
+        remote: PublicIdentity,
+        remaining: list[SignedTransfer],
+        outcomes: dict[bytes, SendOutcome],
+        deadline: float,
+    ) -> None:
+        """One session: handshake, pipeline transfers, collect receipts."""
+        loop = asyncio.get_running_loop()
+        tag = secrets.token_bytes(16)
+        session = Session.initiate(
+            self.identity,
+            remote,
+            tag=tag,
+            ephemeral_private=secrets.token_bytes(32),
+            nonce=secrets.token_bytes(32),
+            max_records=self._max_records,
+        )
+        run = _SessionRun(session, remote.address)
+        self._runs[(remote.address, tag)] = run
+        try:
+            await self._flush(run)
+            while not session.is_open:
+                for event in await self._next_events(run, min(_HANDSHAKE_TIMEOUT, _left(loop, deadline))):
+                    if isinstance(event, Aborted):
+                        raise ProtocolError("the peer aborted the handshake")
+            queue = [t for t in remaining if t.id not in outcomes]
+            in_flight: dict[bytes, SignedTransfer] = {}
+            while queue or in_flight:
+                while queue and len(in_flight) < self._window and not session.needs_rekey:
+                    signed = queue.pop(0)
+                    await self._hooks.before_transfer_sent(self, signed)
+                    session.send_transfer(signed)
+                    in_flight[signed.id] = signed
+                await self._flush(run)
+                if not in_flight:
+                    break  # rekey needed: finish this session, the caller starts another
+                for event in await self._next_events(run, _left(loop, deadline)):
+                    if isinstance(event, ReceiptArrived):
+                        await self._on_receipt(event.signed, in_flight, outcomes)
+                    elif isinstance(event, PeerClosed | Aborted):
+                        raise ProtocolError("the peer ended the session before answering")
+                    elif isinstance(event, TransferArrived):
+                        raise ProtocolError("the peer sent a transfer in our session")
+            if session.is_open:
+                session.close()
+                await self._flush(run)
+        except BaseException:
+            if not session.finished:
+                session.abort()
+                with contextlib.suppress(Exception):
+                    await self._flush(run)
+            raise
+        finally:
+            self._runs.pop((remote.address, tag), None)
+
+    async def _on_receipt(
+        self,
+        receipt: SignedReceipt,
+        in_flight: dict[bytes, SignedTransfer],
+        outcomes: dict[bytes, SendOutcome],
+    ) -> None:
+        signed = in_flight.get(receipt.receipt.transfer_id)
+        if signed is None:
+            raise ProtocolError("receipt for a transfer that is not in flight")
+        receipt.verify(signed)  # forged / mismatched receipt: session ends, transfer stays pending
+        await self._hooks.after_receipt_received(self, receipt)
+        row = self.ledger.complete_outgoing(receipt, now_ms())
+        del in_flight[signed.id]
+        outcomes[signed.id] = SendOutcome(row, receipt)
+
+    # --- receiving --------------------------------------------------------------
+
+    async def receive(self, timeout: float = 60.0) -> TransferRow:
+        """Serve until the first incoming transfer is recorded; return its row."""
+        self._start_accepting()
+        try:
+            row = await asyncio.wait_for(self._recorded.get(), timeout)
+        except TimeoutError:
+            raise SessionTimeout(f"no transfer arrived within {timeout:g} s") from None
+        finally:
+            self._accepting = False
+        await self._drain_sessions(2.0)
+        return row
+
+    async def listen(self, stop: asyncio.Event | None = None) -> None:
+        """Serve incoming sessions until ``stop`` is set; reconnect to the relay with backoff."""
+        stop = stop or asyncio.Event()
+        self._start_accepting()
+        delay = 0.2
+        try:
+            while not stop.is_set():
+                if self._client is None or self._disconnected.is_set():
+                    try:
+                        await self.close_client_only()
+                        await self.connect()
+                        delay = 0.2
+                    except NetworkError as exc:
+                        self._emit(PeerEvent("disconnected", f"{exc}; retrying in {delay:.1f} s"))
+                        await _wait_or_stop(stop, delay)
+                        delay = min(delay * 2, 10.0)
+                        continue
+                await _wait_first(stop.wait(), self._disconnected.wait())
+        finally:
+            self._accepting = False
+            await self._drain_sessions(2.0)
+
+    def _start_accepting(self) -> None:
+        self._accepting = True
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop(), name="peer-committer")
+
+    async def _drain_sessions(self, timeout: float) -> None:
+        """Give running sessions a moment to send their last receipts."""
+        if self._serving:
+            await asyncio.wait(list(self._serving), timeout=timeout)
+
+    async def _serve(self, run: _SessionRun) -> None:
+        """Responder side of one session."""
+        session = run.session
+        try:
+            while not session.finished:
+                timeout = _HANDSHAKE_TIMEOUT if not session.is_open else _IDLE_SESSION_TIMEOUT
+                for event in await self._next_events(run, timeout):
+                    if isinstance(event, Established):
+                        self._emit(PeerEvent("session", event.peer.address))
+                    elif isinstance(event, TransferArrived):
+                        await self._commit_queue.put((run, event))
+                    elif isinstance(event, ReceiptArrived):
+                        raise ProtocolError("the peer sent a receipt in its own session")
+        except asyncio.CancelledError:
+            raise
+        except P2PTransferError as exc:
+            # Quietly: another connection of our own address may have won this session.
+            log.info("incoming session from %s ended: %s", run.remote, exc)
+            self._emit(PeerEvent("session-failed", f"{run.remote}: {exc}"))
+        finally:
+            self._runs.pop((run.remote, session.tag), None)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            first = await self._commit_queue.get()
+            await asyncio.sleep(0)  # let frames that already arrived join this batch
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._commit_queue.empty():
+                batch.append(self._commit_queue.get_nowait())
+            try:
+                await self._commit_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving: the senders will retry the batch
+                log.exception("commit of %d transfer(s) failed", len(batch))
+                for run, _ in batch:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        run.inbox.put_nowait(exc if isinstance(exc, P2PTransferError) else
+                                             ProtocolError("local commit failed"))
+
+    async def _commit_batch(self, batch: list[tuple[_SessionRun, TransferArrived]]) -> None:
+        decided_at = now_ms()
+        answers: list[tuple[_SessionRun, SignedReceipt]] = []
+        to_store: list[tuple[SignedTransfer, SignedReceipt]] = []
+        store_index: list[int] = []
+        for run, arrived in batch:
+            signed = arrived.signed
+            if arrived.problem is not None:
+                answers.append((run, reject(self.identity, signed, arrived.problem, decided_at)))
+                continue
+            existing = self.ledger.incoming(signed.id)
+            if existing is not None:
+                stored_transfer, stored_receipt = existing
+                if compare(stored_transfer.transfer, signed.transfer) is Comparison.SAME:
+                    answers.append((run, stored_receipt))
+                    self._emit(PeerEvent("duplicate", signed.id.hex()))
+                else:
+                    answers.append(
+                        (run, reject(self.identity, signed, RejectReason.CONFLICT, decided_at))
+                    )
+                    self._emit(PeerEvent("conflict", signed.id.hex()))
+                continue
+            known = self.ledger.contact_for_address(signed.transfer.sender) is not None
+            reason = self.policy.judge(signed.transfer, known)
+            receipt = (
+                accept(self.identity, signed, decided_at)
+                if reason is None
+                else reject(self.identity, signed, reason, decided_at)
+            )
+            store_index.append(len(answers))
+            answers.append((run, receipt))
+            to_store.append((signed, receipt))
+        if to_store:
+            stored = self.ledger.record_incoming_batch(to_store, decided_at)
+            for index, receipt in zip(store_index, stored, strict=True):
+                answers[index] = (answers[index][0], receipt)
+            for signed, _ in to_store:
+                row = self.ledger.get_transfer(signed.id, "in")
+                self._emit(PeerEvent("recorded", row=row))
+                self._recorded.put_nowait(row)
+        await self._hooks.after_commit(self, [r for _, r in answers])
+        for run, receipt in answers:
+            if run.session.is_open:
+                run.session.send_receipt(receipt)
+                with contextlib.suppress(P2PTransferError):
+                    await self._flush(run)
+
+
+def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
+    return max(0.0, deadline - loop.time())
+
+
+async def _wait_or_stop(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _wait_first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

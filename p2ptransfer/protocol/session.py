@@ -1,0 +1,405 @@
+"""One peer-to-peer session: handshake, then transfers and receipts over records.
+
+The relay moves opaque *payloads* between addresses. A session lives inside
+those payloads as **frames**::
+
+    frame = canonical Schema "session-frame": tag (16 bytes), kind (u8), body
+
+The **tag** is chosen at random by the initiator and names the session, so
+one peer can run many sessions at once, and several connections of one
+address (the relay fans frames out to all of them) can tell which frames are
+theirs. The tag is bound into the handshake prologue, so frames of one
+session cannot be spliced into another.
+
+The machine::
+
+    initiator:  HANDSHAKING --msg2 ok--> OPEN --close()/CLOSE record--> CLOSED
+    responder:  HANDSHAKING --msg3 ok--> OPEN --close()/CLOSE record--> CLOSED
+    any state:  any error (bad frame, failed handshake, failed record) --> ERROR
+
+ERROR and CLOSED are final: every later call raises. An ``ABORT`` frame is
+unauthenticated (the relay could forge one), so it only ever *ends* a
+session, which the relay could do anyway by dropping frames; it never
+changes what was recorded.
+
+Inside OPEN, records carry whole signed messages: a ``TRANSFER`` record one
+:class:`~p2ptransfer.protocol.transfer.SignedTransfer`, a ``RECEIPT`` record one
+:class:`~p2ptransfer.protocol.transfer.SignedReceipt`. This module decodes them
+and checks what can be checked without the ledger (signature, that the
+transfer's sender is the authenticated peer and its recipient is us); the
+acceptance policy and idempotency belong to the runtime and the ledger.
+
+Pure: no I/O, no clock, no randomness; tags and ephemeral keys are passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import (
+    DecodeError,
+    HandshakeError,
+    P2PTransferError,
+    ProtocolError,
+)
+from .channel import SecureChannel
+from .encoding import Bytes, Field, FixedBytes, Schema, UInt
+from .handshake import HandshakeResult, Initiator, Responder
+from .identity import Identity, PublicIdentity
+from .transfer import RejectReason, SignedReceipt, SignedTransfer
+
+__all__ = [
+    "TAG_SIZE",
+    "Aborted",
+    "Established",
+    "Event",
+    "FrameKind",
+    "PeerClosed",
+    "ReceiptArrived",
+    "RecordType",
+    "Session",
+    "SessionState",
+    "TransferArrived",
+    "frame_tag",
+    "is_session_start",
+]
+
+TAG_SIZE = 16
+MAX_FRAME_BODY = 60 * 1024
+_PROLOGUE = b"p2ptransfer/1 session\x00"
+
+
+class FrameKind(enum.IntEnum):
+    HELLO = 1  # handshake message 1 (initiator -> responder)
+    HELLO_REPLY = 2  # handshake message 2
+    HELLO_FINISH = 3  # handshake message 3
+    RECORD = 4  # one sealed channel record
+    ABORT = 5  # unauthenticated "I am giving up on this session"
+
+
+class RecordType(enum.IntEnum):
+    TRANSFER = 0x11
+    RECEIPT = 0x12
+    CLOSE = 0x13
+
+
+FRAME = Schema(
+    "session-frame",
+    0x18,
+    [
+        Field(1, "tag", FixedBytes(TAG_SIZE)),
+        Field(2, "kind", UInt(8)),
+        Field(3, "body", Bytes(MAX_FRAME_BODY)),
+    ],
+    max_size=MAX_FRAME_BODY + 64,
+)
+
+
+class SessionState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+# --- events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Established:
+    """The handshake finished: ``peer`` proved its identity; records may flow."""
+
+    peer: PublicIdentity
+    session_id: bytes
+
+
+@dataclass(frozen=True)
+class TransferArrived:
+    """A transfer record arrived. ``problem`` is set when it must be rejected as invalid.
+
+    ``signed`` is None only when the record did not even decode; then there is
+    nothing to bind a receipt to and the session ends instead.
+    """
+
+    signed: SignedTransfer
+    problem: RejectReason | None
+
+
+@dataclass(frozen=True)
+class ReceiptArrived:
+    """A receipt record arrived (not yet matched to a transfer: the runtime does that)."""
+
+    signed: SignedReceipt
+
+
+@dataclass(frozen=True)
+class PeerClosed:
+    """The peer ended the session cleanly."""
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """The peer (or someone on the path) sent ABORT; the session is over."""
+
+
+Event = Established | TransferArrived | ReceiptArrived | PeerClosed | Aborted
+
+
+def _decode_frame(payload: bytes) -> tuple[bytes, FrameKind, bytes]:
+    values = FRAME.decode(payload)
+    try:
+        kind = FrameKind(values["kind"])
+    except ValueError as exc:
+        raise DecodeError(f"unknown session frame kind {values['kind']}") from exc
+    return values["tag"], kind, values["body"]
+
+
+def _encode_frame(tag: bytes, kind: FrameKind, body: bytes) -> bytes:
+    return FRAME.encode({"tag": tag, "kind": int(kind), "body": body})
+
+
+def frame_tag(payload: bytes) -> bytes:
+    """The session tag of a payload, to route it to its session (DecodeError if malformed)."""
+    return _decode_frame(payload)[0]
+
+
+def is_session_start(payload: bytes) -> bool:
+    """Whether a payload opens a new session (a HELLO frame)."""
+    return _decode_frame(payload)[1] is FrameKind.HELLO
+
+
+def abort_frame(tag: bytes) -> bytes:
+    """An ABORT frame for ``tag``: what to answer a frame for an unknown session."""
+    return _encode_frame(tag, FrameKind.ABORT, b"")
+
+
+class Session:
+    """A session as a state machine over frames; see the module docstring."""
+
+    def __init__(
+        self,
+        role: Role,
+        identity: Identity,
+        tag: bytes,
+        handshake: Initiator | Responder,
+    ) -> None:
+        if len(tag) != TAG_SIZE:
+            raise ValueError("session tag must be 16 bytes")
+        self.role = role
+        self.identity = identity
+        self.tag = tag
+        self.state = SessionState.HANDSHAKING
+        self._handshake: Initiator | Responder | None = handshake
+        self._channel: SecureChannel | None = None
+        self.peer: PublicIdentity | None = None
+        self.session_id: bytes | None = None
+        self._outgoing: list[bytes] = []
+
+    # --- construction ---------------------------------------------------------
+
+    @classmethod
+    def initiate(
+        cls,
+        identity: Identity,
+        expected_peer: PublicIdentity,
+        *,
+        tag: bytes,
+        ephemeral_private: bytes,
+        nonce: bytes,
+        max_records: int | None = None,
+    ) -> Session:
+        """Start a session to ``expected_peer``; the first frame is queued at once."""
+        kwargs = {} if max_records is None else {"max_records": max_records}
+        handshake = Initiator(
+            identity,
+            expected_peer,
+            ephemeral_private=ephemeral_private,
+            nonce=nonce,
+            prologue=_PROLOGUE + tag,
+            **kwargs,
+        )
+        session = cls(Role.INITIATOR, identity, tag, handshake)
+        session._outgoing.append(_encode_frame(tag, FrameKind.HELLO, handshake.start()))
+        return session
+
+    @classmethod
+    def respond(
+        cls,
+        identity: Identity,
+        *,
+        tag: bytes,
+        ephemeral_private: bytes,
+        max_records: int | None = None,
+    ) -> Session:
+        """A responder for the session ``tag``; feed it the HELLO frame next."""
+        kwargs = {} if max_records is None else {"max_records": max_records}
+        handshake = Responder(
+            identity, ephemeral_private=ephemeral_private, prologue=_PROLOGUE + tag, **kwargs
+        )
+        return cls(Role.RESPONDER, identity, tag, handshake)
+
+    # --- I/O-free interface ---------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """Payloads to hand to the relay, in order; empties the queue."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is SessionState.OPEN
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (SessionState.CLOSED, SessionState.ERROR)
+
+    @property
+    def needs_rekey(self) -> bool:
+        """True when this session's key is near its record cap: finish and start a new one."""
+        return self._channel is not None and self._channel.needs_rekey
+
+    def receive_frame(self, payload: bytes) -> list[Event]:
+        """Feed one payload from the relay; returns what it meant.
+
+        Raises a ProtocolError (and moves to ERROR) on anything not allowed.
+        """
+        self._require_live()
+        try:
+            tag, kind, body = _decode_frame(payload)
+            if tag != self.tag:
+                raise ProtocolError("frame belongs to another session")
+            return self._dispatch(kind, body)
+        except P2PTransferError:
+            self._fail()
+            raise
+
+    def send_transfer(self, signed: SignedTransfer) -> None:
+        self._seal(RecordType.TRANSFER, signed.encode())
+
+    def send_receipt(self, signed: SignedReceipt) -> None:
+        self._seal(RecordType.RECEIPT, signed.encode())
+
+    def close(self) -> None:
+        """End the session cleanly, telling the peer (if the session is open)."""
+        if self.state is SessionState.OPEN:
+            self._seal(RecordType.CLOSE, b"")
+        self._finish(SessionState.CLOSED)
+
+    def abort(self) -> None:
+        """Give up locally and tell the peer with an (unauthenticated) ABORT frame."""
+        if not self.finished:
+            self._outgoing.append(abort_frame(self.tag))
+        self._fail()
+
+    # --- internals ------------------------------------------------------------
+
+    def _require_live(self) -> None:
+        if self.finished:
+            raise ProtocolError(f"session is {self.state.value}")
+
+    def _fail(self) -> None:
+        self._finish(SessionState.ERROR)
+
+    def _finish(self, state: SessionState) -> None:
+        self.state = state
+        self._handshake = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _seal(self, record_type: RecordType, plaintext: bytes) -> None:
+        self._require_live()
+        if self._channel is None:
+            raise ProtocolError("session is not open yet")
+        try:
+            record = self._channel.seal(int(record_type), plaintext)
+        except P2PTransferError:
+            self._fail()
+            raise
+        self._outgoing.append(_encode_frame(self.tag, FrameKind.RECORD, record))
+
+    def _dispatch(self, kind: FrameKind, body: bytes) -> list[Event]:
+        if kind is FrameKind.ABORT:
+            self._fail()
+            return [Aborted()]
+        if self.state is SessionState.HANDSHAKING:
+            step = _HANDSHAKE_STEPS.get((self.role, kind))
+            if step is None:
+                raise HandshakeError(f"unexpected {kind.name} frame during the handshake")
+            return step(self, body)
+        if kind is not FrameKind.RECORD:
+            raise ProtocolError(f"unexpected {kind.name} frame in an open session")
+        return self._on_record(body)
+
+    def _initiator_on_reply(self, body: bytes) -> list[Event]:
+        assert isinstance(self._handshake, Initiator)
+        finish = self._handshake.receive(body)
+        self._outgoing.append(_encode_frame(self.tag, FrameKind.HELLO_FINISH, finish))
+        return self._established(self._handshake.result)
+
+    def _responder_on_hello(self, body: bytes) -> list[Event]:
+        assert isinstance(self._handshake, Responder)
+        reply = self._handshake.receive(body)
+        if reply is None:
+            raise HandshakeError("responder produced no reply to HELLO")
+        self._outgoing.append(_encode_frame(self.tag, FrameKind.HELLO_REPLY, reply))
+        return []
+
+    def _responder_on_finish(self, body: bytes) -> list[Event]:
+        assert isinstance(self._handshake, Responder)
+        self._handshake.receive(body)
+        return self._established(self._handshake.result)
+
+    def _established(self, result: HandshakeResult | None) -> list[Event]:
+        if result is None:
+            raise HandshakeError("handshake did not complete")
+        self._handshake = None
+        self._channel = result.channel
+        self.peer = result.peer
+        self.session_id = result.session_id
+        self.state = SessionState.OPEN
+        return [Established(result.peer, result.session_id)]
+
+    def _on_record(self, body: bytes) -> list[Event]:
+        assert self._channel is not None
+        record_type, plaintext = self._channel.open(body)
+        if record_type == RecordType.CLOSE:
+            if plaintext:
+                raise ProtocolError("CLOSE record must be empty")
+            self._finish(SessionState.CLOSED)
+            return [PeerClosed()]
+        if record_type == RecordType.TRANSFER:
+            return [self._on_transfer(plaintext)]
+        if record_type == RecordType.RECEIPT:
+            return [ReceiptArrived(SignedReceipt.decode(plaintext))]
+        raise ProtocolError(f"unknown record type {record_type:#04x}")
+
+    def _on_transfer(self, plaintext: bytes) -> TransferArrived:
+        signed = SignedTransfer.decode(plaintext)
+        assert self.peer is not None
+        problem: RejectReason | None = None
+        if signed.transfer.sender != self.peer.address:
+            # Signed by, or claiming, somebody other than who proved themselves in the handshake.
+            problem = RejectReason.INVALID
+        elif signed.transfer.recipient != self.identity.address:
+            problem = RejectReason.WRONG_RECIPIENT
+        else:
+            try:
+                signed.verify()
+            except P2PTransferError:
+                problem = RejectReason.INVALID
+        return TransferArrived(signed, problem)
+
+
+_HANDSHAKE_STEPS: dict[tuple[Role, FrameKind], Callable[[Session, bytes], list[Event]]] = {
+    (Role.INITIATOR, FrameKind.HELLO_REPLY): Session._initiator_on_reply,
+    (Role.RESPONDER, FrameKind.HELLO): Session._responder_on_hello,
+    (Role.RESPONDER, FrameKind.HELLO_FINISH): Session._responder_on_finish,
+}
