@@ -182,13 +182,16 @@ class SecureChannel:
 
     # --- records ---------------------------------------------------------
 
-    def seal(self, record_type: int, plaintext: bytes) -> bytes:
+    def seal(self, record_type: int, plaintext: bytes | bytearray | memoryview) -> bytes:
         """Protect one record for the peer; raises RecordLimitReached at the cap."""
         keys = self._usable_send()
         if type(record_type) is not int or not RECORD_TYPE_MIN <= record_type <= RECORD_TYPE_MAX:
             raise ValueError(
                 f"record type must be in {RECORD_TYPE_MIN:#04x}..{RECORD_TYPE_MAX:#04x}"
             )
+        if not isinstance(plaintext, bytes | bytearray | memoryview):
+            raise TypeError("record plaintext must be bytes")
+        plaintext = bytes(plaintext)
         if len(plaintext) > MAX_PLAINTEXT:
             raise ValueError(f"record plaintext exceeds {MAX_PLAINTEXT} bytes")
         if self._send_seq >= self._max_records:
@@ -203,13 +206,15 @@ class SecureChannel:
             seq,
             len(plaintext) + primitives.AEAD_TAG_SIZE,
         )
-        body = primitives.aead_seal(keys.key, record_nonce(keys.iv, seq), bytes(plaintext), header)
+        body = primitives.aead_seal(keys.key, record_nonce(keys.iv, seq), plaintext, header)
         self._send_seq = seq + 1
         return header + body
 
-    def open(self, record: bytes) -> tuple[int, bytes]:
+    def open(self, record: bytes | bytearray | memoryview) -> tuple[int, bytes]:
         """Check and decrypt the next record from the peer: ``(record_type, plaintext)``."""
         keys = self._usable_recv()
+        if not isinstance(record, bytes | bytearray | memoryview):
+            raise TypeError("a record must be bytes")
         try:
             return self._open(keys, bytes(record))
         except ChannelError as exc:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import (
@@ -225,9 +225,9 @@ def absorb(th: bytes, data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class _HandshakeKeys:
-    secret: bytes
-    i2r: bytes
-    r2i: bytes
+    secret: bytes = field(repr=False)
+    i2r: bytes = field(repr=False)
+    r2i: bytes = field(repr=False)
 
 
 def handshake_keys(th2: bytes, dh: bytes) -> _HandshakeKeys:
@@ -321,6 +321,8 @@ class _Handshake:
             raise TypeError("identity must be an Identity")
         if type(prologue) is not bytes or len(prologue) > MAX_PROLOGUE:
             raise ValueError(f"prologue must be bytes of at most {MAX_PROLOGUE}")
+        if type(max_records) is not int or not 1 <= max_records <= DEFAULT_MAX_RECORDS:
+            raise ValueError(f"max_records must be between 1 and {DEFAULT_MAX_RECORDS}")
         self._identity: Identity | None = identity
         self._state = State.START
         self._th = initial_transcript(prologue)
@@ -362,7 +364,7 @@ class _Handshake:
             )
         return target
 
-    def _receive_event(self, data: bytes, expected: _Event) -> _Event:
+    def _receive_event(self, data: bytes | bytearray | memoryview, expected: _Event) -> _Event:
         """Map the message's type byte to an event; unknown types fail closed."""
         if self._state is State.ERROR:
             raise HandshakeError(f"handshake already failed ({self._error}); start a new one")
@@ -444,7 +446,7 @@ class Initiator(_Handshake):
         self._state = target
         return msg1
 
-    def receive(self, data: bytes) -> bytes:
+    def receive(self, data: bytes | bytearray | memoryview) -> bytes:
         """Take msg2; return msg3 to send. The result is ready when this returns."""
         event = self._receive_event(data, _Event.RECEIVE_RESPONSE)
         self._transition(event)
@@ -510,7 +512,7 @@ class Responder(_Handshake):
         self._ephemeral_public = primitives.x25519_public_from_private(ephemeral_private)
         self._keys: _HandshakeKeys | None = None
 
-    def receive(self, data: bytes) -> bytes | None:
+    def receive(self, data: bytes | bytearray | memoryview) -> bytes | None:
         """Take msg1 (returns msg2 to send) or msg3 (returns None; the result is ready)."""
         event = self._receive_event(data, _Event.RECEIVE_INIT)
         target = self._transition(event)

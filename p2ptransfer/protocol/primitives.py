@@ -119,14 +119,44 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
 
 
+# The eight points of small order on edwards25519 (and y = p, y = p + 1, the
+# non-canonical encodings of two of them), each with the x-sign bit cleared: the
+# list libsodium's ge25519_has_small_order() uses. A signature "verifies" under a
+# small-order public key for many messages with no secret at all (under the
+# identity point, R = identity and S = 0 verify for *every* message), and
+# OpenSSL accepts that, so such keys are refused here.
+_ED25519_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+def _ed25519_has_small_order(encoding: bytes) -> bool:
+    return encoding[:31] + bytes([encoding[31] & 0x7F]) in _ED25519_SMALL_ORDER
+
+
 def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
     """Raise :class:`SignatureError` unless ``signature`` is valid for ``message``.
 
     OpenSSL's Ed25519 rejects non-canonical S (S >= L), so a malleated
-    signature (S + L) fails here as RFC 8032 §5.1.7 requires.
+    signature (S + L) fails here as RFC 8032 §5.1.7 requires. Small-order
+    public keys and small-order R are refused before OpenSSL is asked (as
+    libsodium does): OpenSSL would accept a forgery under such a key.
     """
     if len(public) != ED25519_KEY_SIZE or len(signature) != ED25519_SIG_SIZE:
         raise SignatureError("malformed Ed25519 key or signature")
+    if _ed25519_has_small_order(public):
+        raise SignatureError("Ed25519 public key has small order")
+    if _ed25519_has_small_order(signature[:32]):
+        raise SignatureError("signature does not verify")
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
@@ -156,6 +186,8 @@ def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
 
 def aead_seal(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
     """AES-GCM encrypt; returns ciphertext followed by the 16-byte tag."""
+    if len(key) != AEAD_KEY_SIZE:
+        raise ValueError("AES-256-GCM key must be 32 bytes")
     if len(nonce) != AEAD_NONCE_SIZE:
         raise ValueError("AES-GCM nonce must be 12 bytes")
     return AESGCM(key).encrypt(nonce, plaintext, associated_data)
@@ -163,6 +195,8 @@ def aead_seal(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes
 
 def aead_open(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
     """AES-GCM decrypt; any failure (tag, length) is a :class:`ChannelError`."""
+    if len(key) != AEAD_KEY_SIZE:
+        raise ValueError("AES-256-GCM key must be 32 bytes")
     if len(nonce) != AEAD_NONCE_SIZE:
         raise ValueError("AES-GCM nonce must be 12 bytes")
     if len(ciphertext) < AEAD_TAG_SIZE:

@@ -334,6 +334,10 @@ class Session:
             if step is None:
                 raise HandshakeError(f"unexpected {kind.name} frame during the handshake")
             return step(self, body)
+        if kind is FrameKind.HELLO_REPLY and self.role is Role.INITIATOR:
+            # Another connection of the responder's address (the relay fans frames
+            # out to all of them) answered our HELLO too; we already chose one.
+            return []
         if kind is not FrameKind.RECORD:
             raise ProtocolError(f"unexpected {kind.name} frame in an open session")
         return self._on_record(body)

@@ -163,6 +163,15 @@ def test_seal_misuse_is_value_error_and_consumes_nothing(
     assert b.open(a.seal(DATA, b"ok")) == (DATA, b"ok")
 
 
+def test_non_bytes_are_a_type_error_and_change_nothing() -> None:
+    a, b = pair()
+    with pytest.raises(TypeError, match="plaintext must be bytes"):
+        a.seal(DATA, 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a record must be bytes"):
+        b.open(5)  # type: ignore[arg-type]
+    assert b.open(memoryview(a.seal(DATA, bytearray(b"ok")))) == (DATA, b"ok")
+
+
 # --- tampering, replay, reorder, drop: rejected, closed for good ----------------------
 
 

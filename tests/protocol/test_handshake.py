@@ -243,8 +243,10 @@ def test_result_before_completion_is_refused() -> None:
         ({"nonce": b"\x01" * 16}, "nonce must be exactly 32 bytes"),
         ({"prologue": b"x" * 4097}, "prologue must be bytes of at most 4096"),
         ({"prologue": "text"}, "prologue must be bytes"),
+        ({"max_records": 0}, "max_records must be between 1 and 16777216"),
+        ({"max_records": (1 << 24) + 1}, "max_records must be between 1 and 16777216"),
     ],
-    ids=["short-ephemeral", "short-nonce", "long-prologue", "text-prologue"],
+    ids=["short-ephemeral", "short-nonce", "long-prologue", "text-prologue", "zero-cap", "big-cap"],
 )
 def test_local_misuse_is_a_value_error(kwargs: dict[str, object], match: str) -> None:
     args: dict[str, object] = {

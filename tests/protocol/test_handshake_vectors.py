@@ -351,6 +351,16 @@ def test_stored_handshake_follows_the_documented_formulas(index: int) -> None:
     assert plaintext == v["record_plaintext"]
 
 
+def test_protocol_doc_quotes_the_current_vector() -> None:
+    """docs/protocol.md shows vector values; keep them true when the vectors change."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text("utf-8")
+    flat = "".join(doc.split())
+    stored = _stored_handshakes()[0]
+    for name in ("th0", "th1", "msg1", "session_id"):
+        assert stored[name] in flat, name
+    assert stored["initiator_address"] in doc
+
+
 if __name__ == "__main__":
     regenerate()
     print(f"wrote {HANDSHAKE_FILE} and {RECORD_FILE}")

@@ -1,0 +1,272 @@
+"""The session machine, two endpoints wired together in memory (h11's ConnectionPair idea)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2ptransfer.errors import (
+    ChannelError,
+    DecodeError,
+    HandshakeError,
+    IdentityMismatch,
+    P2PTransferError,
+    ProtocolError,
+)
+from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.session import (
+    FRAME,
+    Aborted,
+    Established,
+    FrameKind,
+    PeerClosed,
+    ReceiptArrived,
+    Session,
+    SessionState,
+    TransferArrived,
+    abort_frame,
+    frame_tag,
+    is_session_start,
+)
+from p2ptransfer.protocol.transfer import RejectReason, SignedTransfer, Transfer, accept
+
+ALICE = Identity(bytes(range(32)))
+BOB = Identity(bytes(range(1, 33)))
+MALLORY = Identity(bytes(range(2, 34)))
+
+
+def make_transfer(
+    sender: Identity = ALICE,
+    recipient: Identity = BOB,
+    amount: int = 1250,
+    signer: Identity | None = None,
+) -> SignedTransfer:
+    """A transfer signed by ``signer`` (default: its sender), valid or not."""
+    transfer = Transfer(
+        id=secrets.token_bytes(16),  # type: ignore[arg-type]
+        sender=sender.address,
+        recipient=recipient.address,
+        amount=amount,
+        currency="EUR",
+        memo="rent",
+        created_at=1_700_000_000_000,
+    )
+    return SignedTransfer(transfer, (signer or sender).sign(transfer.signing_message()))
+
+
+class Pair:
+    """An initiator and a responder session with a loss-free pipe between them."""
+
+    def __init__(self, initiator: Identity = ALICE, responder: Identity = BOB, expected=None, max_records=None):
+        self.tag = secrets.token_bytes(16)
+        self.i = Session.initiate(
+            initiator,
+            (expected or responder).public,
+            tag=self.tag,
+            ephemeral_private=secrets.token_bytes(32),
+            nonce=secrets.token_bytes(32),
+            max_records=max_records,
+        )
+        self.r = Session.respond(
+            responder, tag=self.tag, ephemeral_private=secrets.token_bytes(32), max_records=max_records
+        )
+
+    def i_to_r(self):
+        events = []
+        for frame in self.i.data_to_send():
+            events += self.r.receive_frame(frame)
+        return events
+
+    def r_to_i(self):
+        events = []
+        for frame in self.r.data_to_send():
+            events += self.i.receive_frame(frame)
+        return events
+
+    def handshake(self):
+        assert self.i_to_r() == []
+        i_events = self.r_to_i()
+        r_events = self.i_to_r()
+        return i_events, r_events
+
+
+def test_handshake_establishes_both_sides_with_the_same_session_id():
+    pair = Pair()
+    (i_est,), (r_est,) = pair.handshake()
+    assert isinstance(i_est, Established) and isinstance(r_est, Established)
+    assert i_est.peer == BOB.public and r_est.peer == ALICE.public
+    assert i_est.session_id == r_est.session_id
+    assert pair.i.is_open and pair.r.is_open
+
+
+def test_transfer_and_receipt_flow_and_clean_close():
+    pair = Pair()
+    pair.handshake()
+    signed = make_transfer()
+    pair.i.send_transfer(signed)
+    (arrived,) = pair.i_to_r()
+    assert arrived == TransferArrived(signed, None)
+    receipt = accept(BOB, signed, 1_700_000_000_500)
+    pair.r.send_receipt(receipt)
+    (got,) = pair.r_to_i()
+    assert got == ReceiptArrived(receipt)
+    pair.i.close()
+    assert pair.i.state is SessionState.CLOSED
+    assert pair.i_to_r() == [PeerClosed()]
+    assert pair.r.state is SessionState.CLOSED
+
+
+def test_first_frame_is_a_session_start_with_the_tag():
+    pair = Pair()
+    (hello,) = pair.i.data_to_send()
+    assert is_session_start(hello)
+    assert frame_tag(hello) == pair.tag
+
+
+@pytest.mark.parametrize(
+    ("sender", "signer", "recipient", "problem"),
+    [
+        (MALLORY, MALLORY, BOB, RejectReason.INVALID),  # claims another sender than the peer
+        (ALICE, MALLORY, BOB, RejectReason.INVALID),  # signed by another key
+        (ALICE, ALICE, MALLORY, RejectReason.WRONG_RECIPIENT),
+    ],
+    ids=["sender-is-not-peer", "signed-by-other-key", "wrong-recipient"],
+)
+def test_transfers_that_must_be_refused_are_flagged(sender, signer, recipient, problem):
+    pair = Pair()
+    pair.handshake()
+    signed = make_transfer(sender=sender, recipient=recipient, signer=signer)
+    pair.i.send_transfer(signed)
+    (arrived,) = pair.i_to_r()
+    assert arrived.problem is problem
+
+
+def test_wrong_expected_identity_fails_before_any_record():
+    pair = Pair(expected=MALLORY)
+    pair.i_to_r()
+    with pytest.raises(IdentityMismatch):
+        pair.r_to_i()
+    assert pair.i.state is SessionState.ERROR
+    with pytest.raises(ProtocolError):
+        pair.i.send_transfer(make_transfer())
+
+
+def test_frame_for_another_session_is_refused():
+    pair = Pair()
+    pair.handshake()
+    other = FRAME.encode({"tag": bytes(16), "kind": int(FrameKind.RECORD), "body": b"x"})
+    with pytest.raises(ProtocolError, match="another session"):
+        pair.r.receive_frame(other)
+    assert pair.r.state is SessionState.ERROR
+
+
+def test_replayed_record_closes_the_session():
+    pair = Pair()
+    pair.handshake()
+    pair.i.send_transfer(make_transfer())
+    (frame,) = pair.i.data_to_send()
+    pair.r.receive_frame(frame)
+    with pytest.raises(ChannelError):
+        pair.r.receive_frame(frame)
+    assert pair.r.state is SessionState.ERROR
+    with pytest.raises(ProtocolError):
+        pair.r.receive_frame(frame)
+
+
+def test_flipped_byte_in_a_record_closes_the_session():
+    pair = Pair()
+    pair.handshake()
+    pair.i.send_transfer(make_transfer())
+    (frame,) = pair.i.data_to_send()
+    tampered = bytearray(frame)
+    tampered[-1] ^= 0x01
+    with pytest.raises(ChannelError):
+        pair.r.receive_frame(bytes(tampered))
+    assert pair.r.finished
+
+
+def test_abort_frame_ends_the_session():
+    pair = Pair()
+    pair.handshake()
+    assert pair.r.receive_frame(abort_frame(pair.tag)) == [Aborted()]
+    assert pair.r.state is SessionState.ERROR
+
+
+def test_record_during_handshake_is_refused():
+    pair = Pair()
+    record = FRAME.encode({"tag": pair.tag, "kind": int(FrameKind.RECORD), "body": b"\x00" * 40})
+    with pytest.raises(HandshakeError, match="unexpected RECORD"):
+        pair.r.receive_frame(record)
+
+
+def test_reflected_hello_is_refused_by_the_initiator():
+    pair = Pair()
+    (hello,) = pair.i.data_to_send()
+    with pytest.raises(HandshakeError):
+        pair.i.receive_frame(hello)
+
+
+def test_needs_rekey_near_the_record_cap():
+    pair = Pair(max_records=10)
+    pair.handshake()
+    sent = 0
+    while not pair.i.needs_rekey:
+        pair.i.send_transfer(make_transfer())
+        pair.i_to_r()
+        sent += 1
+        assert sent < 10
+    assert pair.i.needs_rekey
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_frames_only_raise_package_errors(data):
+    pair = Pair()
+    pair.handshake()
+    try:
+        pair.r.receive_frame(data)
+    except P2PTransferError:
+        assert pair.r.finished
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_frames_into_a_fresh_responder_only_raise_package_errors(data):
+    session = Session.respond(BOB, tag=bytes(16), ephemeral_private=secrets.token_bytes(32))
+    try:
+        session.receive_frame(data)
+    except P2PTransferError:
+        pass
+
+
+def test_frame_decoder_is_strict():
+    with pytest.raises(DecodeError):
+        frame_tag(b"")
+    with pytest.raises(DecodeError, match="unknown session frame kind"):
+        frame_tag(FRAME.encode({"tag": bytes(16), "kind": 99, "body": b""}))
+
+
+def test_second_reply_from_another_connection_of_the_responder_is_ignored():
+    """The relay fans a HELLO out to every connection of an address; two may answer."""
+    tag = secrets.token_bytes(16)
+    initiator = Session.initiate(
+        ALICE, BOB.public, tag=tag, ephemeral_private=secrets.token_bytes(32), nonce=secrets.token_bytes(32)
+    )
+    (hello,) = initiator.data_to_send()
+    first = Session.respond(BOB, tag=tag, ephemeral_private=secrets.token_bytes(32))
+    second = Session.respond(BOB, tag=tag, ephemeral_private=secrets.token_bytes(32))
+    first.receive_frame(hello)
+    second.receive_frame(hello)
+    (reply_1,), (reply_2,) = first.data_to_send(), second.data_to_send()
+    assert isinstance(initiator.receive_frame(reply_1)[0], Established)
+    assert initiator.receive_frame(reply_2) == []
+    (finish,) = initiator.data_to_send()
+    assert isinstance(first.receive_frame(finish)[0], Established)
+    with pytest.raises(HandshakeError):
+        second.receive_frame(finish)  # the loser cannot open it: it ends, quietly, on its side
+    initiator.send_transfer(make_transfer())
+    (record,) = initiator.data_to_send()
+    assert isinstance(first.receive_frame(record)[0], TransferArrived)
