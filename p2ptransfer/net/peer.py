@@ -41,7 +41,6 @@ from ..errors import (
     PeerOffline,
     ProtocolError,
     SessionTimeout,
-    TransferConflict,
 )
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.session import (
@@ -639,7 +638,11 @@ class Peer:
             answers.append((run, receipt))
             to_store.append((signed, receipt))
         if to_store:
-            stored = self.ledger.record_incoming_batch(to_store, decided_at)
+            stored = self.ledger.record_incoming_batch(
+                to_store,
+                decided_at,
+                on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
+            )
             for index, receipt in zip(store_index, stored, strict=True):
                 answers[index] = (answers[index][0], receipt)
             for signed, _ in to_store:

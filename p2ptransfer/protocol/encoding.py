@@ -154,14 +154,15 @@ class Schema:
     def __init__(self, name: str, type_id: int, fields: Sequence[Field], max_size: int) -> None:
         if not 0 <= type_id <= 0xFF:
             raise ValueError("type_id must fit in one byte")
-        if Schema._registry.setdefault(type_id, name) != name:
-            raise ValueError(f"type id {type_id:#04x} already used by {Schema._registry[type_id]}")
         tags = [f.tag for f in fields]
         if tags != sorted(set(tags)) or not all(0 <= t <= 0xFF for t in tags):
             raise ValueError("field tags must be unique one-byte values in ascending order")
         names = [f.name for f in fields]
         if len(set(names)) != len(names):
             raise ValueError("field names must be unique")
+        # Registered last, so a schema that failed validation does not hold its id.
+        if Schema._registry.setdefault(type_id, name) != name:
+            raise ValueError(f"type id {type_id:#04x} already used by {Schema._registry[type_id]}")
         self.name = name
         self.type_id = type_id
         self.fields = tuple(fields)
@@ -197,7 +198,9 @@ class Schema:
             raise DecodeError(f"{self.name}: expected bytes")
         data = bytes(data)
         if len(data) > self.max_size:
-            raise DecodeError(f"{self.name}: {len(data)} bytes exceeds the limit of {self.max_size}")
+            raise DecodeError(
+                f"{self.name}: {len(data)} bytes exceeds the limit of {self.max_size}"
+            )
         if not data:
             raise DecodeError(f"{self.name}: empty message")
         if data[0] != self.type_id:

@@ -114,6 +114,9 @@ def decode_address(text: str) -> bytes:
         raise AddressError(
             f"an address has {ADDRESS_LENGTH} characters, this one has {len(stripped)}"
         )
+    if not stripped.isascii():
+        # Else str.lower() would map look-alikes (KELVIN SIGN -> "k") onto valid characters.
+        raise AddressError("address contains a character that is not ASCII")
     if stripped.lower() != stripped and stripped.upper() != stripped:
         raise AddressError("address mixes upper and lower case")
     stripped = stripped.lower()

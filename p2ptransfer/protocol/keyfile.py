@@ -13,7 +13,7 @@ a SHA-256 checksum of both. The checksum is not a security measure (anyone
 can recompute it); it lets us tell a **damaged** file (checksum fails) from a
 **wrong passphrase** (checksum fine, seal fails), two different problems for
 the user. KDF parameters read from a file are bounded before use, so a
-hostile file cannot make unlocking allocate gigabytes.
+hostile file cannot make unlocking allocate more than 1 GiB (``MAX_MEMORY``).
 
 Pure functions over bytes: salt and nonce come from the caller.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ChannelError, CorruptKeyFile, DecodeError, WrongPassphrase
+from ..errors import ChannelError, CorruptKeyFile, DecodeError, KeyFileError, WrongPassphrase
 from . import primitives
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
 from .identity import Identity
@@ -31,6 +31,7 @@ from .identity import Identity
 __all__ = [
     "DEFAULT_LOG_N",
     "MAX_LOG_N",
+    "MAX_MEMORY",
     "MIN_LOG_N",
     "KdfParams",
     "open_key_file",
@@ -43,6 +44,7 @@ KDF_SCRYPT = 1
 DEFAULT_LOG_N = 17
 MIN_LOG_N = 10
 MAX_LOG_N = 20
+MAX_MEMORY = 1 << 30  # bytes scrypt may use (128 * r * n): the bound a hostile file meets
 SALT_SIZE = 16
 _SEALED_SIZE = 32 + primitives.AEAD_TAG_SIZE
 
@@ -87,10 +89,16 @@ class KdfParams:
             raise ValueError(f"scrypt log2(n) must be between {MIN_LOG_N} and {MAX_LOG_N}")
         if not 1 <= self.r <= 16 or not 1 <= self.p <= 4:
             raise ValueError("scrypt r must be 1..16 and p 1..4")
+        if (128 * self.r) << self.log_n > MAX_MEMORY:
+            raise ValueError("scrypt n and r together would need more than 1 GiB of memory")
 
 
 def _passphrase_bytes(passphrase: str) -> bytes:
-    return passphrase.encode("utf-8")
+    try:
+        return passphrase.encode("utf-8")
+    except UnicodeEncodeError:
+        pass  # raised below, outside the handler: the UnicodeEncodeError holds the passphrase
+    raise KeyFileError("the passphrase is not valid Unicode text (it has a lone surrogate)")
 
 
 def _key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
@@ -102,7 +110,7 @@ def _key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
 def seal_key_file(
     identity: Identity, passphrase: str, *, salt: bytes, nonce: bytes, params: KdfParams
 ) -> bytes:
-    """The key file bytes for ``identity``; ``salt`` (16) and ``nonce`` (12) must be fresh random."""
+    """The key file bytes for ``identity``; ``salt`` (16) and ``nonce`` (12): fresh random."""
     header = HEADER.encode(
         {
             "version": FORMAT_VERSION,

@@ -56,7 +56,9 @@ def kdf_params_from_env() -> KdfParams:
     try:
         return KdfParams(int(raw))
     except ValueError as exc:
-        raise StorageError(f"{KDF_LOG_N_ENV}={raw!r} is not a valid scrypt log2(n): {exc}") from None
+        raise StorageError(
+            f"{KDF_LOG_N_ENV}={raw!r} is not a valid scrypt log2(n): {exc}"
+        ) from None
 
 
 def _read_small(path: Path, limit: int) -> bytes:
@@ -143,7 +145,10 @@ class Home:
                 f"{self.key_path} is accessible by other users "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {self.key_path}'"
             )
-        return _read_small(self.key_path, _MAX_KEY_FILE)
+        try:
+            return _read_small(self.key_path, _MAX_KEY_FILE)
+        except OSError as exc:  # unreadable, a directory, vanished: not a traceback
+            raise StorageError(f"cannot read {self.key_path}: {exc.strerror}") from exc
 
     def load_identity(self, passphrase: str) -> Identity:
         """Unlock the identity (slow by design: scrypt)."""
@@ -161,6 +166,8 @@ class Home:
             name = json.loads(raw)["name"]
         except FileNotFoundError:
             return ""
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.profile_path}: {exc.strerror}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"{self.profile_path} is damaged: {exc}") from exc
         if not isinstance(name, str):

@@ -1,0 +1,171 @@
+"""What every command of one invocation shares, on one object tests can inspect.
+
+The root command builds an :class:`App` from the global options and stores it
+as the click context object; commands receive it with ``@pass_app``. Output
+goes through ``app.out`` (stdout: data) and ``app.err`` (stderr: diagnostics,
+spinners, prompts); both are rich consoles that look at the stream when they
+print, so click's CliRunner captures them, and both honour ``NO_COLOR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from ..errors import NotFound, PassphraseUnavailable
+from ..protocol.identity import Identity, PublicIdentity
+from ..storage.home import Home
+from ..storage.ledger import Ledger
+
+__all__ = [
+    "DEFAULT_RELAY",
+    "PASSPHRASE_ENV",
+    "RELAY_ENV",
+    "App",
+    "now_ms",
+    "pass_app",
+    "stdin_is_tty",
+]
+
+T = TypeVar("T")
+
+DEFAULT_RELAY = "ws://127.0.0.1:8765"
+RELAY_ENV = "P2PTRANSFER_RELAY"
+PASSPHRASE_ENV = "P2PTRANSFER_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+_MAX_PASSPHRASE_FILE = 4096
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def stdin_is_tty() -> bool:
+    """Whether a hidden passphrase prompt can work (a seam tests may replace)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _console(*, stderr: bool) -> Console:
+    # highlight=False: rich would otherwise colour numbers and addresses at random.
+    # soft_wrap=True: never break an address or an id in the middle when piped.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class App:
+    """The state one ``p2ptransfer`` invocation shares between its commands."""
+
+    home: Home
+    relay_url: str
+    verbose: int = 0
+    passphrase_file: Path | None = None
+    out: Console = field(default_factory=lambda: _console(stderr=False))
+    err: Console = field(default_factory=lambda: _console(stderr=True))
+
+    # --- home, identity and ledger -------------------------------------------------
+
+    def require_home(self) -> Home:
+        """The home, which must hold an identity; nothing is created here."""
+        if not self.home.exists():
+            raise NotFound(f"no identity in {self.home.path}; run 'p2ptransfer init' first")
+        return self.home
+
+    def public_identity(self) -> PublicIdentity:
+        return self.require_home().public_identity()
+
+    @contextlib.contextmanager
+    def ledger(self) -> Iterator[Ledger]:
+        """The home's ledger, open for the duration of the block."""
+        home = self.require_home()
+        ledger = Ledger.open(home.ledger_path)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+    def read_passphrase(self, *, confirm: bool = False) -> str:
+        """``$P2PTRANSFER_PASSPHRASE``, else ``--passphrase-file``, else a hidden prompt.
+
+        The order follows issue 5 (environment first); security.md lists the
+        file first. A terminal prompt is used only when stdin is a terminal;
+        with no source at all the command fails before anything is written.
+        """
+        env = os.environ.get(PASSPHRASE_ENV)
+        if env:
+            return env
+        if self.passphrase_file is not None:
+            return _read_passphrase_file(self.passphrase_file)
+        if stdin_is_tty():
+            value: str = click.prompt(
+                "Passphrase", hide_input=True, confirmation_prompt=confirm, err=True
+            )
+            return value
+        raise PassphraseUnavailable(
+            f"no passphrase available: set {PASSPHRASE_ENV}, pass --passphrase-file FILE, "
+            "or run the command on a terminal"
+        )
+
+    async def unlock(self, passphrase: str) -> Identity:
+        """Open the key file in a worker thread, so scrypt runs beside other async setup."""
+        home = self.require_home()
+        return await asyncio.to_thread(home.load_identity, passphrase)
+
+    # --- running and waiting ----------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one command's async part on a fresh event loop."""
+        return asyncio.run(coro)
+
+    @contextlib.contextmanager
+    def waiting(self, text: str) -> Iterator[None]:
+        """A spinner on stderr while a block runs, only when stderr is a terminal."""
+        if self.err.is_terminal:
+            with self.err.status(text):
+                yield
+        else:
+            yield
+
+    def note(self, text: str) -> None:
+        """One diagnostic line on stderr (never markup-interpreted)."""
+        self.err.print(text, markup=False)
+
+
+def _read_passphrase_file(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(_MAX_PASSPHRASE_FILE + 1)
+    except OSError as exc:
+        raise PassphraseUnavailable(
+            f"cannot read passphrase file {path}: {exc.strerror or exc}"
+        ) from exc
+    if len(data) > _MAX_PASSPHRASE_FILE:
+        raise PassphraseUnavailable(
+            f"passphrase file {path} is larger than {_MAX_PASSPHRASE_FILE} bytes"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PassphraseUnavailable(f"passphrase file {path} is not UTF-8 text") from None
+    # One trailing line break is the file's, not the passphrase's.
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise PassphraseUnavailable(f"passphrase file {path} is empty")
+    return text
+
+
+pass_app = click.make_pass_decorator(App)

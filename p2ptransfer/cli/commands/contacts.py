@@ -1,0 +1,150 @@
+"""``contacts add|list|show|verify|remove``: the people you pin, and how you check them."""
+
+from __future__ import annotations
+
+import click
+
+from ...errors import InputError
+from ...protocol.identity import PublicIdentity, safety_number
+from ...storage.ledger import Contact, check_contact_name
+from ..app import App, now_ms, pass_app, stdin_is_tty
+from ..render import contact_json, contacts_table, echo_json, iso_time, output_option
+
+
+@click.group()
+def contacts() -> None:
+    """Add, list, check and remove the people you transfer with."""
+
+
+def _lookup(app: App, handle: str) -> str:
+    passphrase = app.read_passphrase()
+
+    from ...net.relay_client import RelayClient
+
+    async def lookup() -> str:
+        identity = await app.unlock(passphrase)
+        client = await RelayClient.connect(app.relay_url, identity)
+        try:
+            return await client.lookup_handle(handle)
+        finally:
+            await client.close()
+
+    with app.waiting(f"looking up {handle} at {app.relay_url}…"):
+        return app.run(lookup())
+
+
+@contacts.command("add")
+@click.argument("name")
+@click.argument("address", required=False)
+@click.option("--lookup", "handle", metavar="HANDLE", help="Ask the relay's directory instead.")
+@click.option("--note", default="", help="A private note kept with the contact.")
+@pass_app
+def add(app: App, name: str, address: str | None, handle: str | None, note: str) -> None:
+    """Pin NAME to ADDRESS (or to the address the relay has for --lookup HANDLE).
+
+    A looked-up address is trusted on first use only: compare safety numbers
+    with `p2ptransfer contacts verify NAME`.
+    """
+    if (address is None) == (handle is None):
+        raise click.UsageError("give either ADDRESS or --lookup HANDLE (not both)")
+    name = check_contact_name(name)
+    if handle is not None:
+        check_contact_name(handle, "handle")
+    own = app.public_identity()
+    if address is not None:
+        public = PublicIdentity.from_address(address)
+    else:
+        assert handle is not None
+        public = PublicIdentity.from_address(_lookup(app, handle))
+    if public == own:
+        raise InputError("that is your own address; a contact is somebody else")
+    with app.ledger() as ledger:
+        if handle is not None:
+            ledger.pin_handle(handle, public.address, at=now_ms())
+        ledger.add_contact(name, public.address, note=note, at=now_ms())
+    source = f" (handle {handle} at {app.relay_url})" if handle else ""
+    app.out.print(f"added {name}{source}: {public.address}", markup=False)
+    app.out.print(f"fingerprint  {public.fingerprint}", markup=False)
+    app.note(f"compare safety numbers with {name}: p2ptransfer contacts verify {name}")
+
+
+@contacts.command("list")
+@output_option("json")
+@pass_app
+def list_(app: App, output: str) -> None:
+    """List your contacts."""
+    with app.ledger() as ledger:
+        rows = ledger.contacts()
+    if output == "json":
+        echo_json({"contacts": [contact_json(c) for c in rows]})
+    elif rows:
+        app.out.print(contacts_table(rows))
+    else:
+        app.note("no contacts yet; add one with: p2ptransfer contacts add NAME ADDRESS")
+
+
+def _safety(app: App, contact: Contact) -> str:
+    return safety_number(app.public_identity(), PublicIdentity.from_address(contact.address))
+
+
+@contacts.command("show")
+@click.argument("name")
+@output_option("json")
+@pass_app
+def show(app: App, name: str, output: str) -> None:
+    """Show one contact, with the safety number to compare."""
+    with app.ledger() as ledger:
+        contact = ledger.get_contact(name)
+    number = _safety(app, contact)
+    if output == "json":
+        echo_json({**contact_json(contact), "safety_number": number})
+        return
+    data = contact_json(contact)
+    for key in ("name", "address", "fingerprint"):
+        app.out.print(f"{key:<14}{data[key]}", markup=False)
+    verified = iso_time(contact.verified_at) if contact.verified_at is not None else "no"
+    app.out.print(f"{'verified':<14}{verified}", markup=False)
+    app.out.print(f"{'added':<14}{data['added_at']}", markup=False)
+    if contact.note:
+        app.out.print(f"{'note':<14}{contact.note}", markup=False)
+    app.out.print(f"{'safety number':<14}{number}", markup=False)
+
+
+@contacts.command("verify")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Mark verified without asking (numbers matched).")
+@pass_app
+def verify(app: App, name: str, yes: bool) -> None:
+    """Print the safety number to compare aloud with NAME, and mark NAME verified.
+
+    NAME runs `p2ptransfer contacts verify YOU` and reads the number; if both
+    read the same thirty digits, nobody swapped keys between you.
+    """
+    with app.ledger() as ledger:
+        contact = ledger.get_contact(name)
+        number = _safety(app, contact)
+        app.out.print(f"safety number with {contact.name}:", markup=False)
+        app.out.print(f"  {number}", markup=False)
+        if not yes:
+            if not stdin_is_tty():
+                app.note("not marked verified; after comparing, run again with --yes")
+                return
+            if not click.confirm(f"Does {contact.name} read the same number?", err=True):
+                app.note(f"{contact.name} stays unverified; do not trust a mismatching key")
+                return
+        ledger.mark_verified(contact.name, at=now_ms())
+    app.note(f"{contact.name} is marked verified")
+
+
+@contacts.command("remove")
+@click.argument("name")
+@pass_app
+def remove(app: App, name: str) -> None:
+    """Forget NAME's pin (the ledger keeps every past transfer)."""
+    with app.ledger() as ledger:
+        ledger.remove_contact(name)
+    app.note(f"removed {name}")
+
+
+def register_commands(group: click.Group) -> None:
+    group.add_command(contacts)

@@ -1,0 +1,96 @@
+"""``init``, ``whoami`` and ``register``: who this home is, and its handle at the relay."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from ...errors import AlreadyExists
+from ...protocol.identity import PublicIdentity
+from ...storage.home import kdf_params_from_env
+from ...storage.ledger import Ledger
+from ..app import App, pass_app
+from ..render import echo_json, output_option
+from . import check_name
+
+
+def _default_name() -> str:
+    try:
+        return getpass.getuser() or "me"
+    except (KeyError, OSError):
+        return "me"
+
+
+def _show_identity(app: App, name: str, public: PublicIdentity, output: str) -> None:
+    if output == "json":
+        echo_json({"name": name, "address": public.address, "fingerprint": public.fingerprint})
+        return
+    app.out.print(f"name         {name}", markup=False)
+    app.out.print(f"address      {public.address}", markup=False)
+    app.out.print(f"fingerprint  {public.fingerprint}", markup=False)
+
+
+@click.command()
+@click.option("--name", help="Your display name, shown to nobody but you [default: login name].")
+@output_option("json")
+@pass_app
+def init(app: App, name: str | None, output: str) -> None:
+    """Create your identity (key file, passphrase-protected) and an empty ledger.
+
+    Refuses to touch a home that already holds an identity.
+    """
+    home = app.home
+    if home.exists():
+        raise AlreadyExists(f"an identity already exists in {home.path}; refusing to overwrite it")
+    display = check_name(name if name is not None else _default_name(), "the name")
+    params = kdf_params_from_env()  # a bad P2PTRANSFER_KDF_LOG_N fails before any prompt
+    passphrase = app.read_passphrase(confirm=True)
+    with app.waiting("creating and encrypting your key…"):
+        identity = home.create_identity(passphrase, display, params)
+    Ledger.open(home.ledger_path).close()
+    _show_identity(app, display, identity.public, output)
+    app.note(f"created a new identity in {home.path}")
+    app.note("share your address; the other person runs: p2ptransfer contacts add NAME ADDRESS")
+
+
+@click.command()
+@output_option("json")
+@pass_app
+def whoami(app: App, output: str) -> None:
+    """Show your name, address and fingerprint (no passphrase needed)."""
+    public = app.public_identity()
+    _show_identity(app, app.home.name, public, output)
+
+
+@click.command()
+@click.argument("handle")
+@pass_app
+def register(app: App, handle: str) -> None:
+    """Claim HANDLE at the relay's directory, so others can look your address up.
+
+    First come, first served; the relay binds the handle to your key.
+    """
+    app.require_home()
+    passphrase = app.read_passphrase()
+
+    from ...net.relay_client import RelayClient
+
+    async def claim() -> None:
+        identity = await app.unlock(passphrase)
+        client = await RelayClient.connect(app.relay_url, identity)
+        try:
+            await client.claim_handle(handle)
+        finally:
+            await client.close()
+
+    with app.waiting(f"claiming {handle} at {app.relay_url}…"):
+        app.run(claim())
+    app.out.print(f"registered handle {handle} at {app.relay_url}", markup=False)
+    app.note(f"others can now run: p2ptransfer contacts add NAME --lookup {handle}")
+
+
+def register_commands(group: click.Group) -> None:
+    group.add_command(init)
+    group.add_command(whoami)
+    group.add_command(register)

@@ -1,0 +1,337 @@
+"""``send``, ``receive``, ``listen`` and ``resend``: the commands that go online.
+
+(The network modules are imported inside the commands, so the offline
+commands start without loading websockets.)
+
+Each validates everything it can *before* asking for the passphrase or
+opening a connection, so a refused command writes nothing. The peer runtime
+does the rest: an outgoing transfer is pending in the ledger before its first
+byte leaves, and only a verified receipt completes or rejects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ...errors import InputError, NotFound, PeerOffline, SessionTimeout, TransferRefused
+from ...protocol.identity import PublicIdentity
+from ...protocol.transfer import check_currency, check_memo, format_amount, parse_amount
+from ...storage.ledger import Ledger, TransferRow
+from ..app import App, pass_app
+from ..render import (
+    Names,
+    echo_json,
+    format_time,
+    output_option,
+    short_address,
+    transfer_json,
+    transfer_line,
+)
+
+if TYPE_CHECKING:
+    from ...net.peer import PeerEvent, SendOutcome
+
+_TIMEOUT = click.FloatRange(min=0.1, max=24 * 3600)
+
+
+def resolve_recipient(ledger: Ledger, text: str) -> tuple[str, str]:
+    """(address, label) for a contact name or an address; a name wins if both could match."""
+    with contextlib.suppress(NotFound):
+        contact = ledger.get_contact(text)
+        return contact.address, contact.name
+    if text.strip().lower().startswith("p2pt1"):
+        public = PublicIdentity.from_address(text)
+        known = ledger.contact_for_address(public.address)
+        return public.address, known.name if known is not None else short_address(public.address)
+    raise NotFound(f"no contact named {text!r}; give a contact name or an address (p2pt1…)")
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _refused(label: str, outcome: SendOutcome) -> TransferRefused:
+    reason = outcome.receipt.receipt.reason
+    return TransferRefused(
+        reason.name.lower(),
+        f"{label} rejected the transfer {outcome.row.id.hex()}: "
+        f"{_sentence_case(reason.describe())}",
+    )
+
+
+def _show_outcomes(
+    app: App, outcomes: list[SendOutcome], names: Names, output: str, *, single: bool = False
+) -> None:
+    if output == "json":
+        rows = [transfer_json(o.row, names) for o in outcomes]
+        echo_json(rows[0] if single else {"transfers": rows})
+        return
+    for outcome in outcomes:
+        app.out.print(transfer_line(outcome.row, names), markup=False)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
+@click.argument("recipient")
+@click.argument("amount")
+@click.argument("currency")
+@click.option("--memo", default="", help="A note for the recipient (at most 280 bytes).")
+@click.option(
+    "--timeout",
+    type=_TIMEOUT,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the recipient to come online and answer.",
+)
+@output_option("json")
+@pass_app
+def send(
+    app: App, recipient: str, amount: str, currency: str, memo: str, timeout: float, output: str
+) -> None:
+    """Send AMOUNT of CURRENCY to RECIPIENT (a contact name or an address).
+
+    Exits 0 only when the recipient's signed receipt accepted the transfer.
+    On a timeout the transfer stays pending: `p2ptransfer resend` retries it
+    with the same id, so it can never be applied twice.
+    """
+    code = check_currency(currency)
+    minor = parse_amount(amount, code)
+    memo = check_memo(memo)
+    own = app.public_identity()
+    with app.ledger() as ledger:
+        address, label = resolve_recipient(ledger, recipient)
+        if address == own.address:
+            raise InputError("you cannot send a transfer to yourself")
+        passphrase = app.read_passphrase()
+
+        async def go() -> SendOutcome:
+            from ...net.peer import Peer
+
+            identity = await app.unlock(passphrase)
+            async with Peer(identity, ledger, app.relay_url) as peer:
+                signed = peer.prepare(address, minor, code, memo)
+                try:
+                    (outcome,) = await peer.deliver([signed], timeout=timeout)
+                except (PeerOffline, SessionTimeout) as exc:
+                    raise type(exc)(
+                        f"{label} did not answer within {timeout:g} s; transfer "
+                        f"{signed.id.hex()} stays pending: run 'p2ptransfer resend' later"
+                    ) from exc
+                return outcome
+
+        shown = f"{format_amount(minor, code)} {code}"
+        with app.waiting(f"sending {shown} to {label}, waiting for a receipt…"):
+            outcome = app.run(go())
+        names = Names(ledger.contacts())
+    if not outcome.accepted:
+        raise _refused(label, outcome)
+    _show_outcomes(app, [outcome], names, output, single=True)
+
+
+@click.command()
+@click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
+)
+@output_option("json")
+@pass_app
+def receive(app: App, timeout: float, accept_unknown: bool, output: str) -> None:
+    """Wait for the first incoming transfer, record it, show it, exit."""
+    from ...net.peer import AcceptancePolicy, Peer
+
+    policy = AcceptancePolicy(accept_unknown=accept_unknown)
+    with app.ledger() as ledger:
+        passphrase = app.read_passphrase()
+
+        async def go() -> TransferRow:
+            identity = await app.unlock(passphrase)
+            async with Peer(identity, ledger, app.relay_url, policy=policy) as peer:
+                app.note(f"waiting up to {timeout:g} s for a transfer to {identity.address}")
+                return await peer.receive(timeout)
+
+        with app.waiting("waiting for a transfer…"):
+            row = app.run(go())
+        names = Names(ledger.contacts())
+    if output == "json":
+        echo_json(transfer_json(row, names))
+    else:
+        app.out.print(transfer_line(row, names), markup=False)
+
+
+class _ListenView:
+    """``listen``'s output: a rich Live view on a terminal, plain lines otherwise."""
+
+    MAX_ROWS = 20
+
+    def __init__(self, app: App, names: Names) -> None:
+        self.app = app
+        self.names = names
+        self.state = "connecting"
+        self.rows: list[TransferRow] = []
+        self.count = 0
+        self.live: Live | None = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if not self.app.out.is_terminal:
+            yield
+            return
+        with Live(self._render(), console=self.app.out, refresh_per_second=4) as live:
+            self.live = live
+            try:
+                yield
+            finally:
+                self.live = None
+
+    def _render(self) -> Group:
+        table = Table(title="Incoming transfers", title_justify="left", expand=False)
+        for column in ("time (UTC)", "from", "amount", "status", "memo"):
+            table.add_column(column, justify="right" if column == "amount" else "left")
+        for row in self.rows[-self.MAX_ROWS :]:
+            status = row.status if not row.reason else f"{row.status} ({row.reason})"
+            table.add_row(
+                format_time(row.created_at),
+                Text(self.names.show(row.counterparty)),
+                f"{format_amount(row.amount_minor, row.currency)} {row.currency}",
+                Text(status, style="green" if row.status == "completed" else "red"),
+                Text(row.memo),
+            )
+        style = "green" if self.state.startswith("connected") else "yellow"
+        header = Text.assemble(("relay: ", "bold"), (self.state, style), "   (Ctrl-C to stop)")
+        return Group(header, table)
+
+    def on_event(self, event: PeerEvent) -> None:
+        if event.kind == "connected":
+            self.state = f"connected to {event.detail}"
+            self._diagnostic(self.state)
+        elif event.kind == "disconnected":
+            self.state = f"disconnected: {event.detail}"
+            self._diagnostic(self.state)
+        elif event.kind == "recorded" and event.row is not None:
+            self.count += 1
+            self.rows.append(event.row)
+            if self.live is None:
+                click.echo(transfer_line(event.row, self.names))
+                sys.stdout.flush()
+        elif event.kind in ("duplicate", "conflict", "session-failed"):
+            self._diagnostic(f"{event.kind}: {event.detail}")
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _diagnostic(self, text: str) -> None:
+        if self.live is None:
+            self.app.note(text)
+
+
+@click.command()
+@click.option(
+    "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
+)
+@pass_app
+def listen(app: App, accept_unknown: bool) -> None:
+    """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
+
+    Reconnects by itself when the relay goes away.
+    """
+    from ...net.peer import AcceptancePolicy, Peer
+
+    policy = AcceptancePolicy(accept_unknown=accept_unknown)
+    with app.ledger() as ledger:
+        view = _ListenView(app, Names(ledger.contacts()))
+        passphrase = app.read_passphrase()
+
+        async def go() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            installed: list[signal.Signals] = []
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(signum, stop.set)
+                    installed.append(signum)
+            try:
+                identity = await app.unlock(passphrase)
+                if stop.is_set():
+                    return
+                async with Peer(
+                    identity, ledger, app.relay_url, policy=policy, on_event=view.on_event
+                ) as peer:
+                    app.note(f"listening as {identity.address} (Ctrl-C to stop)")
+                    await peer.listen(stop)
+            finally:
+                for signum in installed:
+                    loop.remove_signal_handler(signum)
+
+        with view.running():
+            app.run(go())
+    app.note(f"stopped; {view.count} transfer(s) recorded")
+
+
+def _match_pending(ledger: Ledger, prefix: str | None) -> list[bytes] | None:
+    if prefix is None:
+        return None
+    text = prefix.strip().lower()
+    if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+        raise InputError(f"{prefix!r} is not a transfer id (hexadecimal, at least 4 digits)")
+    matches: list[bytes] = [s.id for s in ledger.pending_outgoing() if s.id.hex().startswith(text)]
+    if not matches:
+        raise NotFound(f"no pending outgoing transfer with id {text}")
+    if len(matches) > 1:
+        raise InputError(f"id {text} matches {len(matches)} pending transfers; give more digits")
+    return matches
+
+
+@click.command()
+@click.argument("transfer_id", metavar="[ID]", required=False)
+@click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
+@output_option("json")
+@pass_app
+def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> None:
+    """Retry pending outgoing transfers (all, or the one with ID or an ID prefix).
+
+    They go out with their original ids and signatures, so a recipient that
+    already has one answers with its stored receipt and applies nothing twice.
+    """
+    with app.ledger() as ledger:
+        ids = _match_pending(ledger, transfer_id)
+        if not ledger.pending_outgoing():
+            app.note("nothing to resend: no pending outgoing transfers")
+            if output == "json":
+                echo_json({"transfers": []})
+            return
+        passphrase = app.read_passphrase()
+
+        async def go() -> list[SendOutcome]:
+            from ...net.peer import Peer
+
+            identity = await app.unlock(passphrase)
+            async with Peer(identity, ledger, app.relay_url) as peer:
+                return await peer.resend(ids, timeout=timeout)
+
+        with app.waiting("resending pending transfers…"):
+            outcomes = app.run(go())
+        names = Names(ledger.contacts())
+    _show_outcomes(app, outcomes, names, output)
+    refused = [o for o in outcomes if not o.accepted]
+    if len(refused) == 1:
+        raise _refused(names.show(refused[0].row.counterparty), refused[0])
+    if refused:
+        raise TransferRefused(
+            "several", f"{len(refused)} of {len(outcomes)} resent transfers were rejected"
+        )
+
+
+def register_commands(group: click.Group) -> None:
+    group.add_command(send)
+    group.add_command(receive)
+    group.add_command(listen)
+    group.add_command(resend)

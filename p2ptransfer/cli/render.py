@@ -1,0 +1,267 @@
+"""How the CLI shows things: rich tables for people, JSON and CSV for scripts.
+
+JSON and CSV are written with plain ``click.echo``, never through rich, so
+they carry no markup, colour or wrapping whatever the terminal. Their keys
+and columns are a stable interface (docs/cli.md); add, never rename.
+Text from other people (memos, contact names) is never interpreted as rich
+markup: it goes into ``Text`` objects or is printed with ``markup=False``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..protocol.identity import PublicIdentity
+from ..protocol.transfer import format_amount
+from ..storage import export
+from ..storage.export import iso_utc
+from ..storage.ledger import Contact, TransferRow
+
+__all__ = [
+    "TRANSFER_FIELDS",
+    "Names",
+    "balances_json",
+    "balances_table",
+    "contact_json",
+    "contacts_table",
+    "echo_csv",
+    "echo_json",
+    "format_time",
+    "iso_time",
+    "output_option",
+    "short_address",
+    "transfer_json",
+    "transfer_line",
+    "transfers_table",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TRANSFER_FIELDS = (
+    "id",
+    "direction",
+    "counterparty",
+    "counterparty_name",
+    "amount",
+    "amount_minor",
+    "currency",
+    "memo",
+    "status",
+    "reason",
+    "created_at",
+    "updated_at",
+)
+
+_STATUS_STYLE = {
+    "completed": "green",
+    "pending": "yellow",
+    "rejected": "red",
+    "failed": "red",
+}
+
+
+def output_option(*formats: str) -> Callable[[F], F]:
+    """Add ``--json`` (and ``--csv`` ...) as one ``output`` parameter: "text" by default.
+
+    One decorator for every command, so the flags mean the same thing everywhere.
+    """
+
+    def decorate(func: F) -> F:
+        for fmt in reversed(formats):
+            func = click.option(
+                f"--{fmt}",
+                "output",
+                flag_value=fmt,
+                help=f"Print {fmt.upper()} for scripts (no colour, stable keys).",
+            )(func)
+        return click.option("--text", "output", flag_value="text", default=True, hidden=True)(func)
+
+    return decorate
+
+
+def echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def echo_csv(rows: Iterable[TransferRow]) -> None:
+    """The ledger's own CSV export (it guards memos against spreadsheet formulas)."""
+    click.echo(export.to_csv(rows), nl=False)
+
+
+def iso_time(ms: int | None) -> str | None:
+    """Unix milliseconds as ISO 8601 UTC with milliseconds, e.g. 2026-11-29T02:30:00.123Z."""
+    return None if ms is None else iso_utc(ms)
+
+
+def format_time(ms: int) -> str:
+    """A compact UTC time for tables: 2026-11-29 02:30:00."""
+    return iso_utc(ms)[:19].replace("T", " ")
+
+
+def short_address(address: str) -> str:
+    return f"{address[:12]}…{address[-6:]}"
+
+
+class Names:
+    """Contact names by address, for showing people instead of keys."""
+
+    def __init__(self, contacts: Iterable[Contact]) -> None:
+        self._by_address = {c.address: c.name for c in contacts}
+
+    def get(self, address: str) -> str | None:
+        return self._by_address.get(address)
+
+    def show(self, address: str) -> str:
+        return self._by_address.get(address) or short_address(address)
+
+
+# --- transfers --------------------------------------------------------------------
+
+
+def _reason_text(row: TransferRow) -> str | None:
+    reason = row.reason
+    if reason is None or reason == "":
+        return None
+    return str(reason)
+
+
+def transfer_json(row: TransferRow, names: Names) -> dict[str, object]:
+    return {
+        "id": row.id.hex(),
+        "direction": row.direction,
+        "counterparty": row.counterparty,
+        "counterparty_name": names.get(row.counterparty),
+        "amount": format_amount(row.amount_minor, row.currency),
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "memo": row.memo,
+        "status": str(row.status),
+        "reason": _reason_text(row),
+        "created_at": iso_time(row.created_at),
+        "updated_at": iso_time(row.updated_at),
+    }
+
+
+def transfer_line(row: TransferRow, names: Names) -> str:
+    """One plain line for logs and non-terminal output."""
+    arrow = "from" if row.direction == "in" else "to"
+    amount = format_amount(row.amount_minor, row.currency)
+    memo = f" ({row.memo})" if row.memo else ""
+    reason = _reason_text(row)
+    status = f"{row.status}: {reason}" if reason and row.status != "completed" else row.status
+    return (
+        f"{row.direction} {amount} {row.currency} {arrow} {names.show(row.counterparty)}"
+        f"{memo} [{status}] id {row.id.hex()}"
+    )
+
+
+def transfers_table(rows: Sequence[TransferRow], names: Names, title: str = "Transfers") -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("id", no_wrap=True, style="dim")
+    table.add_column("dir", no_wrap=True)
+    table.add_column("counterparty", no_wrap=True)
+    table.add_column("amount", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("memo")
+    for row in rows:
+        signed = format_amount(
+            row.amount_minor if row.direction == "in" else -row.amount_minor, row.currency
+        )
+        if row.direction == "in":
+            signed = "+" + signed
+        status = Text(row.status, style=_STATUS_STYLE.get(row.status, ""))
+        reason = _reason_text(row)
+        if reason and row.status != "completed":
+            status.append(f" ({reason})", style="dim")
+        table.add_row(
+            format_time(row.created_at),
+            row.id.hex()[:8],
+            "in" if row.direction == "in" else "out",
+            Text(names.show(row.counterparty)),
+            f"{signed} {row.currency}",
+            status,
+            Text(row.memo),
+        )
+    return table
+
+
+# --- balances ---------------------------------------------------------------------
+
+
+def balances_json(balances: Mapping[tuple[str, str], int], names: Names) -> list[dict[str, object]]:
+    return [
+        {
+            "counterparty": counterparty,
+            "counterparty_name": names.get(counterparty),
+            "currency": currency,
+            "balance": format_amount(amount, currency),
+            "balance_minor": amount,
+        }
+        for (counterparty, currency), amount in sorted(balances.items())
+    ]
+
+
+def balances_table(balances: Mapping[tuple[str, str], int], names: Names) -> Table:
+    table = Table(
+        title="Balances (+ they paid you more than you paid them)",
+        title_justify="left",
+        expand=False,
+    )
+    table.add_column("counterparty", no_wrap=True)
+    table.add_column("balance", justify="right", no_wrap=True)
+    for (counterparty, currency), amount in sorted(balances.items()):
+        text = format_amount(amount, currency)
+        style = "green" if amount > 0 else "red" if amount < 0 else ""
+        table.add_row(
+            Text(names.show(counterparty)),
+            Text(f"{'+' if amount > 0 else ''}{text} {currency}", style=style),
+        )
+    return table
+
+
+# --- contacts ---------------------------------------------------------------------
+
+
+def contact_json(contact: Contact) -> dict[str, object]:
+    return {
+        "name": contact.name,
+        "address": contact.address,
+        "fingerprint": PublicIdentity.from_address(contact.address).fingerprint,
+        "verified": contact.verified_at is not None,
+        "verified_at": iso_time(contact.verified_at),
+        "added_at": iso_time(contact.added_at),
+        "note": contact.note,
+    }
+
+
+def contacts_table(contacts: Sequence[Contact]) -> Table:
+    table = Table(title="Contacts", title_justify="left", expand=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("fingerprint", no_wrap=True)
+    table.add_column("verified", no_wrap=True)
+    table.add_column("address", no_wrap=True)
+    for contact in contacts:
+        verified = (
+            Text("yes", style="green")
+            if contact.verified_at is not None
+            else Text("no", style="yellow")
+        )
+        table.add_row(
+            Text(contact.name),
+            PublicIdentity.from_address(contact.address).fingerprint,
+            verified,
+            short_address(contact.address),
+        )
+    return table
+
+
+def print_table(console: Console, table: Table) -> None:
+    console.print(table)

@@ -1,0 +1,314 @@
+"""Two people, two homes, real processes: the relay from rendezvous.py and the CLI.
+
+Every wait is bounded: processes have timeouts, background output is read by
+threads into queues, and every started process is terminated at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSPHRASE = "two peers, one relay"
+START_TIMEOUT = 20.0
+STEP_TIMEOUT = 60.0
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "rendezvous.py").exists(), reason="rendezvous.py is not there yet"
+)
+
+
+class Background:
+    """A process whose stdout and stderr lines are collected by threads."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: dict[str, list[str]] = {"out": [], "err": []}
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._pump, args=("out", self.proc.stdout), daemon=True),
+            threading.Thread(target=self._pump, args=("err", self.proc.stderr), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump(self, name: str, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put((name, line.rstrip("\n")))
+        stream.close()
+
+    def _drain(self, block_for: float) -> None:
+        try:
+            name, line = self._queue.get(timeout=block_for)
+        except queue.Empty:
+            return
+        self.lines[name].append(line)
+        while True:
+            try:
+                name, line = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self.lines[name].append(line)
+
+    def wait_for(self, pattern: str, stream: str = "err", timeout: float = START_TIMEOUT) -> str:
+        """The first line of ``stream`` matching ``pattern``, waiting at most ``timeout`` s."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines[stream]:
+                if regex.search(line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.proc.poll() is not None and self._queue.empty()):
+                self._drain(0.2)
+                raise AssertionError(f"no line matching {pattern!r} in {self.lines}")
+            self._drain(min(left, 0.2))
+
+    def finish(self, timeout: float = STEP_TIMEOUT) -> int:
+        code = self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._drain(0)
+        return code
+
+    @property
+    def out(self) -> str:
+        return "\n".join(self.lines["out"])
+
+    @property
+    def err(self) -> str:
+        return "\n".join(self.lines["err"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PTRANSFER_")}
+    env.update(
+        P2PTRANSFER_KDF_LOG_N="10",
+        P2PTRANSFER_PASSPHRASE=PASSPHRASE,
+        PYTHONUNBUFFERED="1",
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+@pytest.fixture
+def relay_url() -> Iterator[str]:
+    relay = Background([sys.executable, "rendezvous.py", "--port", "0"], _base_env())
+    try:
+        line = relay.wait_for(r"listening on ws://", stream="err", timeout=START_TIMEOUT)
+        match = re.search(r"(ws://[0-9.]+:\d+)", line)
+        assert match, line
+        yield match.group(1)
+    finally:
+        relay.stop()
+
+
+@dataclass
+class Cli:
+    """One person's command line: ``python -m p2ptransfer --home HOME``."""
+
+    home: Path
+    relay: str
+
+    def env(self) -> dict[str, str]:
+        env = _base_env()
+        env["P2PTRANSFER_RELAY"] = self.relay
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "p2ptransfer", "--home", str(self.home), *args]
+
+    def run(self, *args: str, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.argv(*args),
+            cwd=ROOT,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert "Traceback" not in done.stdout + done.stderr, done
+        return done
+
+    def ok(self, *args: str) -> str:
+        done = self.run(*args)
+        assert done.returncode == 0, done
+        return done.stdout
+
+    def json(self, *args: str) -> dict[str, object]:
+        data = json.loads(self.ok(*args, "--json"))
+        assert isinstance(data, dict)
+        return data
+
+    def background(self, *args: str) -> Background:
+        return Background(self.argv(*args), self.env())
+
+
+def _person(tmp_path: Path, relay: str, name: str) -> tuple[Cli, str]:
+    cli = Cli(tmp_path / name, relay)
+    cli.ok("init", "--name", name)
+    who = cli.json("whoami")
+    assert who["name"] == name
+    address = who["address"]
+    assert isinstance(address, str) and address.startswith("p2pt1")
+    return cli, address
+
+
+@pytest.fixture
+def people(tmp_path: Path, relay_url: str) -> tuple[Cli, str, Cli, str]:
+    alice, alice_address = _person(tmp_path, relay_url, "alice")
+    bob, bob_address = _person(tmp_path, relay_url, "bob")
+    alice.ok("contacts", "add", "bob", bob_address)
+    bob.ok("contacts", "add", "alice", alice_address)
+    return alice, alice_address, bob, bob_address
+
+
+def _ledger(cli: Cli) -> dict[str, object]:
+    return cli.json("ledger")
+
+
+def test_send_and_receive(people: tuple[Cli, str, Cli, str]) -> None:
+    alice, alice_address, bob, bob_address = people
+    receiver = bob.background("receive", "--timeout", "45", "--json")
+    try:
+        receiver.wait_for("waiting up to")
+        sent = alice.json("send", "bob", "12.50", "EUR", "--memo", "lunch", "--timeout", "45")
+        assert sent["status"] == "completed"
+        assert sent["direction"] == "out"
+        assert receiver.finish() == 0, receiver.err
+    finally:
+        receiver.stop()
+    received = json.loads(receiver.out)
+    assert received["id"] == sent["id"]
+    assert received["direction"] == "in"
+    assert received["counterparty"] == alice_address
+    assert received["counterparty_name"] == "alice"
+    assert (received["amount"], received["currency"], received["memo"]) == ("12.50", "EUR", "lunch")
+    assert received["status"] == "completed"
+
+    alice_book = _ledger(alice)
+    assert [(t["direction"], t["amount"], t["status"]) for t in alice_book["transfers"]] == [  # type: ignore[attr-defined]
+        ("out", "12.50", "completed")
+    ]
+    assert alice_book["balances"] == [
+        {
+            "counterparty": bob_address,
+            "counterparty_name": "bob",
+            "currency": "EUR",
+            "balance": "-12.50",
+            "balance_minor": -1250,
+        }
+    ]
+    bob_book = _ledger(bob)
+    assert bob_book["balances"][0]["balance"] == "12.50"  # type: ignore[index]
+    for cli in (alice, bob):
+        assert cli.ok("ledger", "verify").startswith("ledger OK: ")
+
+
+def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
+    people: tuple[Cli, str, Cli, str], tmp_path: Path
+) -> None:
+    alice, _, bob, bob_address = people
+    carol, _ = _person(tmp_path, alice.relay, "carol")  # bob does not know carol
+    listener = bob.background("listen")
+    try:
+        listener.wait_for("listening as")
+        alice.json("send", "bob", "7", "EUR", "--timeout", "45")
+        refused = carol.run("send", bob_address, "2.00", "EUR", "--timeout", "45")
+        assert refused.returncode == 7, refused
+        assert refused.stderr.startswith("error: ")
+        assert "rejected the transfer" in refused.stderr
+        assert "the recipient does not know you" in refused.stderr
+        listener.wait_for(r"\[rejected", stream="out")
+        listener.proc.send_signal(signal.SIGINT)
+        assert listener.finish(timeout=20) == 0, listener.err
+    finally:
+        listener.stop()
+    assert "Traceback" not in listener.out + listener.err
+    lines = listener.lines["out"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("in 7.00 EUR from alice [completed]")
+    assert lines[1].startswith("in 2.00 EUR from p2pt1") and "[rejected: unknown_sender]" in lines[1]
+    assert "stopped; 2 transfer(s) recorded" in listener.err
+    carol_book = _ledger(carol)
+    assert [t["status"] for t in carol_book["transfers"]] == ["rejected"]  # type: ignore[attr-defined]
+    assert carol_book["balances"] == []
+    for cli in (alice, bob, carol):
+        cli.ok("ledger", "verify")
+
+
+def test_timeout_leaves_pending_and_resend_completes(people: tuple[Cli, str, Cli, str]) -> None:
+    alice, _, bob, _ = people
+    late = alice.run("send", "bob", "3.00", "EUR", "--timeout", "1")
+    assert late.returncode == 10, late
+    assert "stays pending" in late.stderr and "p2ptransfer resend" in late.stderr
+    (pending,) = _ledger(alice)["transfers"]  # type: ignore[misc]
+    assert pending["status"] == "pending"  # type: ignore[index]
+
+    receiver = bob.background("receive", "--timeout", "45")
+    try:
+        receiver.wait_for("waiting up to")
+        resent = alice.json("resend", "--timeout", "45")
+        assert [t["status"] for t in resent["transfers"]] == ["completed"]  # type: ignore[attr-defined]
+        assert receiver.finish() == 0, receiver.err
+    finally:
+        receiver.stop()
+    assert receiver.out.startswith("in 3.00 EUR from alice [completed]")
+    (done,) = _ledger(alice)["transfers"]  # type: ignore[misc]
+    assert done["status"] == "completed"  # type: ignore[index]
+    assert done["id"] == pending["id"]  # type: ignore[index]
+    assert alice.ok("resend") == ""  # nothing left
+
+
+def test_register_and_lookup(people: tuple[Cli, str, Cli, str], tmp_path: Path) -> None:
+    alice, alice_address, _, _ = people
+    assert alice.ok("register", "alice-h") == f"registered handle alice-h at {alice.relay}\n"
+    dave, _ = _person(tmp_path, alice.relay, "dave")
+    added = dave.ok("contacts", "add", "al", "--lookup", "alice-h")
+    assert added.startswith(f"added al (handle alice-h at {alice.relay}): {alice_address}")
+    taken = dave.run("register", "alice-h")
+    assert taken.returncode == 10, taken
+    assert taken.stderr.startswith("error: ")
+
+
+def test_receive_times_out(people: tuple[Cli, str, Cli, str]) -> None:
+    _, _, bob, _ = people
+    done = bob.run("receive", "--timeout", "0.5")
+    assert done.returncode == 10
+    assert done.stderr.endswith("error: no transfer arrived within 0.5 s\n")
