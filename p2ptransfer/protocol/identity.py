@@ -19,6 +19,7 @@ appear in ``repr`` or exceptions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -97,6 +98,7 @@ def _from_5bit(data: list[int]) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the ledger and transfers re-encode the same few keys
 def encode_address(public_key: bytes) -> str:
     """The address text for a 32-byte Ed25519 public key."""
     if len(public_key) != primitives.ED25519_KEY_SIZE:
@@ -105,6 +107,7 @@ def encode_address(public_key: bytes) -> str:
     return ADDRESS_HRP + "1" + "".join(_CHARSET[d] for d in data + _checksum(ADDRESS_HRP, data))
 
 
+@functools.lru_cache(maxsize=4096)  # pure; errors are not cached (they raise)
 def decode_address(text: str) -> bytes:
     """The public key inside an address; every part of the address is checked."""
     if not isinstance(text, str):

@@ -116,8 +116,12 @@ class Home:
             nonce=secrets.token_bytes(12),
             params=params,
         )
+        # The profile first, replacing any leftover of an earlier failed init: the key
+        # file is the identity, and it is written last and only if absent (O_EXCL).
+        profile_tmp = self.path / f".profile.{secrets.token_hex(8)}.tmp"
+        self._write_new(profile_tmp, json.dumps({"name": name}).encode())
+        os.replace(profile_tmp, self.profile_path)
         self._write_new(self.key_path, data)
-        self._write_new(self.profile_path, json.dumps({"name": name}).encode())
         return identity
 
     def _write_new(self, path: Path, data: bytes) -> None:

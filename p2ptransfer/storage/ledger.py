@@ -281,20 +281,22 @@ class _TransitionError(P2PTransferError):
     """An entry that the state machine does not allow (internal; surfaced differently)."""
 
 
-def _decode_transfer(entry: JournalEntry) -> SignedTransfer:
+def _decode_transfer(entry: JournalEntry, given: SignedTransfer | None) -> SignedTransfer:
     if entry.signed_transfer is None:
         raise _TransitionError(f"a {entry.kind.text} entry needs the signed transfer")
-    signed = SignedTransfer.decode(entry.signed_transfer)
+    signed = given if given is not None else SignedTransfer.decode(entry.signed_transfer)
     if signed.id != entry.transfer_id:
         raise _TransitionError("the signed transfer has another id than the entry")
     signed.verify()
     return signed
 
 
-def _decode_receipt(entry: JournalEntry, signed: SignedTransfer) -> SignedReceipt:
+def _decode_receipt(
+    entry: JournalEntry, signed: SignedTransfer, given: SignedReceipt | None
+) -> SignedReceipt:
     if entry.signed_receipt is None:
         raise _TransitionError(f"a {entry.kind.text} entry needs the signed receipt")
-    receipt = SignedReceipt.decode(entry.signed_receipt)
+    receipt = given if given is not None else SignedReceipt.decode(entry.signed_receipt)
     receipt.verify(signed)
     return receipt
 
@@ -305,8 +307,19 @@ def _decided(receipt: SignedReceipt) -> tuple[TransferStatus, str | None]:
     return TransferStatus.REJECTED, _reason_text(receipt.receipt.reason)
 
 
-def apply_entry(entry: JournalEntry, current: TransferRow | None) -> TransferRow:
+def apply_entry(
+    entry: JournalEntry,
+    current: TransferRow | None,
+    *,
+    decoded_transfer: SignedTransfer | None = None,
+    decoded_receipt: SignedReceipt | None = None,
+) -> TransferRow:
     """The transfer row after ``entry``, given the row before it (None: not yet known).
+
+    ``decoded_transfer``/``decoded_receipt`` may pass the objects whose
+    ``encode()`` the entry's blobs are, so the write path skips decoding them
+    again (encoding is canonical: decoding the blob gives the same object).
+    Signatures and bindings are checked either way.
 
     Checks everything the entry claims: the signed transfer is by its sender,
     the receipt is by the transfer's recipient and answers exactly that
@@ -321,19 +334,20 @@ def apply_entry(entry: JournalEntry, current: TransferRow | None) -> TransferRow
             raise _TransitionError(
                 f"transfer {entry.transfer_id.hex()} ({kind.direction}) is already recorded"
             )
-        signed = _decode_transfer(entry)
+        signed = _decode_transfer(entry, decoded_transfer)
+        assert entry.signed_transfer is not None  # _decode_transfer checked it
         t = signed.transfer
         if kind is EntryKind.OUT_PENDING:
             if entry.signed_receipt is not None:
                 raise _TransitionError("an out-pending entry carries no receipt")
-            status, reason, receipt_blob = TransferStatus.PENDING, None, None
+            receipt: SignedReceipt | None = None
+            status, reason = TransferStatus.PENDING, None
             counterparty = t.recipient
         else:
-            receipt = _decode_receipt(entry, signed)
+            receipt = _decode_receipt(entry, signed, decoded_receipt)
             status, reason = _decided(receipt)
-            receipt_blob = entry.signed_receipt
             counterparty = t.sender
-        return TransferRow(
+        row = TransferRow(
             id=t.id,
             direction=kind.direction,
             counterparty=counterparty,
@@ -344,11 +358,12 @@ def apply_entry(entry: JournalEntry, current: TransferRow | None) -> TransferRow
             reason=reason,
             created_at=t.created_at,
             updated_at=entry.at,
-            signed_transfer=signed.encode(),
-            signed_receipt=receipt_blob,
+            signed_transfer=entry.signed_transfer,
+            signed_receipt=entry.signed_receipt,
             recorded_seq=entry.seq,
             updated_seq=entry.seq,
         )
+        return _with_decoded(row, signed, receipt)
     if current is None:
         raise _TransitionError(f"transfer {entry.transfer_id.hex()} (out) was never recorded")
     if entry.signed_transfer is not None:
@@ -358,9 +373,8 @@ def apply_entry(entry: JournalEntry, current: TransferRow | None) -> TransferRow
             raise _TransitionError(
                 f"transfer {entry.transfer_id.hex()} is already {current.status}"
             )
-        receipt = _decode_receipt(entry, current.signed)
+        receipt = _decode_receipt(entry, current.signed, decoded_receipt)
         status, reason = _decided(receipt)
-        receipt_blob = entry.signed_receipt
     else:  # OUT_FAILED
         if current.status is not TransferStatus.PENDING:
             raise _TransitionError(
@@ -368,8 +382,9 @@ def apply_entry(entry: JournalEntry, current: TransferRow | None) -> TransferRow
             )
         if entry.signed_receipt is not None:
             raise _TransitionError("an out-failed entry carries no receipt")
-        status, reason, receipt_blob = TransferStatus.FAILED, None, None
-    return TransferRow(
+        receipt = None
+        status, reason = TransferStatus.FAILED, None
+    row = TransferRow(
         id=current.id,
         direction=current.direction,
         counterparty=current.counterparty,
@@ -381,10 +396,20 @@ def apply_entry(entry: JournalEntry, current: TransferRow | None) -> TransferRow
         created_at=current.created_at,
         updated_at=entry.at,
         signed_transfer=current.signed_transfer,
-        signed_receipt=receipt_blob,
+        signed_receipt=entry.signed_receipt,
         recorded_seq=current.recorded_seq,
         updated_seq=entry.seq,
     )
+    return _with_decoded(row, current.signed, receipt)
+
+
+def _with_decoded(
+    row: TransferRow, signed: SignedTransfer, receipt: SignedReceipt | None
+) -> TransferRow:
+    """Fill the row's decode caches with objects already at hand (saves a decode per use)."""
+    row.__dict__["signed"] = signed
+    row.__dict__["receipt"] = receipt
+    return row
 
 
 # --- opening -----------------------------------------------------------------------
@@ -703,23 +728,26 @@ class Ledger:
         kind: EntryKind,
         transfer_id: bytes,
         at: int,
-        signed_transfer: bytes | None,
-        signed_receipt: bytes | None,
         current: TransferRow | None,
+        *,
+        signed: SignedTransfer | None = None,
+        receipt: SignedReceipt | None = None,
     ) -> TransferRow:
         """Append one entry and write the row it implies; inside a write transaction only."""
+        signed_blob = signed.encode() if signed is not None else None
+        receipt_blob = receipt.encode() if receipt is not None else None
         head_seq, head_hash = conn.execute("SELECT seq, hash FROM ledger_head").fetchone()
         seq = head_seq + 1
-        encoded = schema.encode_entry(seq, kind, transfer_id, at, signed_transfer, signed_receipt)
+        encoded = schema.encode_entry(seq, kind, transfer_id, at, signed_blob, receipt_blob)
         digest = schema.entry_hash(head_hash, encoded)
         entry = JournalEntry(
-            seq, kind, transfer_id, at, signed_transfer, signed_receipt, head_hash, digest
+            seq, kind, transfer_id, at, signed_blob, receipt_blob, head_hash, digest
         )
-        row = apply_entry(entry, current)
+        row = apply_entry(entry, current, decoded_transfer=signed, decoded_receipt=receipt)
         conn.execute(
             "INSERT INTO journal (seq, kind, transfer_id, at, signed_transfer, signed_receipt, "
             "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, kind.text, transfer_id, at, signed_transfer, signed_receipt, head_hash, digest),
+            (seq, kind.text, transfer_id, at, signed_blob, receipt_blob, head_hash, digest),
         )
         conn.execute("UPDATE ledger_head SET seq = ?, hash = ?", (seq, digest))
         self._write_row(conn, row, new=current is None)
@@ -790,7 +818,7 @@ class Ledger:
                 raise TransferConflict(
                     f"outgoing transfer {signed.id.hex()} is already recorded with other content"
                 )
-            return self._append(conn, EntryKind.OUT_PENDING, signed.id, at, blob, None, None)
+            return self._append(conn, EntryKind.OUT_PENDING, signed.id, at, None, signed=signed)
 
     def complete_outgoing(self, signed_receipt: SignedReceipt, at: int) -> TransferRow:
         """Store the recipient's receipt: the transfer becomes completed or rejected.
@@ -824,7 +852,9 @@ class Ledger:
                     f"{transfer_id.hex()}: it is {current.status} here, the new receipt says "
                     f"{signed_receipt.receipt.status.name.lower()}"
                 )
-            return self._append(conn, EntryKind.OUT_RECEIPT, transfer_id, at, None, blob, current)
+            return self._append(
+                conn, EntryKind.OUT_RECEIPT, transfer_id, at, current, receipt=signed_receipt
+            )
 
     def mark_failed(self, transfer_id: bytes, at: int) -> TransferRow:
         """The user gives up on a pending outgoing transfer (never done automatically).
@@ -844,7 +874,7 @@ class Ledger:
                     f"transfer {transfer_id.hex()} is already {current.status}; "
                     "only a pending transfer can be marked failed"
                 )
-            return self._append(conn, EntryKind.OUT_FAILED, transfer_id, at, None, None, current)
+            return self._append(conn, EntryKind.OUT_FAILED, transfer_id, at, current)
 
     def pending_outgoing(self) -> list[SignedTransfer]:
         """Outgoing transfers still waiting for a receipt, oldest first (what resend retries)."""
@@ -925,9 +955,9 @@ class Ledger:
                         EntryKind.IN_RECORDED,
                         signed.id,
                         at,
-                        signed.encode(),
-                        receipt.encode(),
                         None,
+                        signed=signed,
+                        receipt=receipt,
                     )
                     batch[signed.id] = row
                     results.append(receipt)

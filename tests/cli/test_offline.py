@@ -541,3 +541,16 @@ def test_verbose_shows_the_cause_chain(invoke: Invoke, tmp_path: Path) -> None:
         "  (PassphraseUnavailable, exit code 4)",
         f"  caused by FileNotFoundError: [Errno 2] No such file or directory: '{missing}'",
     ]
+
+
+def test_shell_completion_offers_contact_names(
+    alice: Person, bob: Person, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke(*alice.args("contacts", "add", "bob", bob.address))
+    monkeypatch.setenv("COMP_WORDS", f"p2ptransfer --home {alice.home} send b")
+    monkeypatch.setenv("COMP_CWORD", "4")
+    result = CliRunner().invoke(
+        cli, [], prog_name="p2ptransfer", env={"_P2PTRANSFER_COMPLETE": "bash_complete"}
+    )
+    assert result.exit_code == 0
+    assert result.stdout == "plain,bob\n"

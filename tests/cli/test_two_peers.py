@@ -264,7 +264,8 @@ def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
     lines = listener.lines["out"]
     assert len(lines) == 2, lines
     assert lines[0].startswith("in 7.00 EUR from alice [completed]")
-    assert lines[1].startswith("in 2.00 EUR from p2pt1") and "[rejected: unknown_sender]" in lines[1]
+    assert lines[1].startswith("in 2.00 EUR from p2pt1")
+    assert "[rejected: unknown_sender]" in lines[1]
     assert "stopped; 2 transfer(s) recorded" in listener.err
     carol_book = _ledger(carol)
     assert [t["status"] for t in carol_book["transfers"]] == ["rejected"]  # type: ignore[attr-defined]

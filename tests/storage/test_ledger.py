@@ -824,10 +824,8 @@ def test_a_second_process_reads_during_a_write_and_waits_to_write(
         done = make_transfer(me, bob)
         writer.record_outgoing(done, T0)
         with writer._transaction() as conn:
-            writer._append(
-                conn, EntryKind.OUT_PENDING, (t := make_transfer(me, bob)).id, T0,
-                t.encode(), None, None,
-            )  # fmt: skip
+            t = make_transfer(me, bob)
+            writer._append(conn, EntryKind.OUT_PENDING, t.id, T0, None, signed=t)
             assert other.pending_outgoing() == [done]  # WAL: readers see the last commit
             assert other.verify() == 1
             with pytest.raises(StorageError, match="database is locked"):

@@ -371,7 +371,7 @@ _CHILD = textwrap.dedent(
         print("committed", i + 1, flush=True)
     t, r = incoming(10_000)
     with ledger._transaction() as conn:
-        ledger._append(conn, EntryKind.IN_RECORDED, t.id, 1, t.encode(), r.encode(), None)
+        ledger._append(conn, EntryKind.IN_RECORDED, t.id, 1, None, signed=t, receipt=r)
         print("holding", flush=True)
         if mode == "self":
             os.kill(os.getpid(), signal.SIGKILL)

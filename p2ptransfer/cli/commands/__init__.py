@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 
+import click
+from click.shell_completion import CompletionItem
+
 from ...errors import InputError
+from ...storage.home import Home, default_home_path
+from ...storage.ledger import Ledger
 
 MAX_NAME_CHARS = 64
 
@@ -27,3 +32,20 @@ def check_name(name: str, what: str = "a name") -> str:
                 "control and invisible characters are not allowed"
             )
     return unicodedata.normalize("NFC", stripped)
+
+
+def complete_contact(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of contact names from the ledger (silently nothing on any problem)."""
+    root = ctx.find_root()
+    home_dir = root.params.get("home_dir")
+    home = Home(home_dir) if home_dir else Home(default_home_path())
+    if not home.ledger_path.exists():
+        return []
+    try:
+        with Ledger.open(home.ledger_path) as ledger:
+            names = [c.name for c in ledger.contacts()]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]

@@ -9,6 +9,7 @@ from ...protocol.identity import PublicIdentity, safety_number
 from ...storage.ledger import Contact, check_contact_name
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..render import contact_json, contacts_table, echo_json, iso_time, output_option
+from . import complete_contact
 
 
 @click.group()
@@ -88,7 +89,7 @@ def _safety(app: App, contact: Contact) -> str:
 
 
 @contacts.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_contact)
 @output_option("json")
 @pass_app
 def show(app: App, name: str, output: str) -> None:
@@ -111,7 +112,7 @@ def show(app: App, name: str, output: str) -> None:
 
 
 @contacts.command("verify")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_contact)
 @click.option("--yes", "-y", is_flag=True, help="Mark verified without asking (numbers matched).")
 @pass_app
 def verify(app: App, name: str, yes: bool) -> None:
@@ -137,7 +138,7 @@ def verify(app: App, name: str, yes: bool) -> None:
 
 
 @contacts.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_contact)
 @pass_app
 def remove(app: App, name: str) -> None:
     """Forget NAME's pin (the ledger keeps every past transfer)."""

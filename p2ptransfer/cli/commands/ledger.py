@@ -15,11 +15,18 @@ from ..render import (
     transfer_json,
     transfers_table,
 )
+from . import complete_contact
 from .transfers import resolve_recipient
 
 
 @click.group(invoke_without_command=True)
-@click.option("--contact", "contact", metavar="NAME", help="Only transfers with this contact.")
+@click.option(
+    "--contact",
+    "contact",
+    metavar="NAME",
+    shell_complete=complete_contact,
+    help="Only transfers with this contact.",
+)
 @output_option("json", "csv")
 @click.pass_context
 def ledger(ctx: click.Context, contact: str | None, output: str) -> None:

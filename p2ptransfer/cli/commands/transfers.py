@@ -38,6 +38,7 @@ from ..render import (
     transfer_json,
     transfer_line,
 )
+from . import complete_contact
 
 if TYPE_CHECKING:
     from ...net.peer import PeerEvent, SendOutcome
@@ -82,7 +83,7 @@ def _show_outcomes(
 
 
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
-@click.argument("recipient")
+@click.argument("recipient", shell_complete=complete_contact)
 @click.argument("amount")
 @click.argument("currency")
 @click.option("--memo", default="", help="A note for the recipient (at most 280 bytes).")
