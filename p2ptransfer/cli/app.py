@@ -71,6 +71,7 @@ class App:
     relay_url: str
     verbose: int = 0
     passphrase_file: Path | None = None
+    json: bool = False
     out: Console = field(default_factory=lambda: _console(stderr=False))
     err: Console = field(default_factory=lambda: _console(stderr=True))
 

@@ -11,6 +11,7 @@ them.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -68,8 +69,28 @@ def _verbosity(ctx: click.Context) -> int:
     return app.verbose if app is not None else 0
 
 
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, attribute). The relay's command is its own (the one rendezvous.py
+    # runs, with the same options); loading it only when asked keeps websockets' server
+    # side out of every other command's start-up.
+    "relay": ("p2ptransfer.net.relay", "relay_command"),
+}
+
+
 class DispatchGroup(click.Group):
     """The root group: runs the command chain and maps every error in one place."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module_name, attribute = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module_name}.{attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -115,6 +136,12 @@ class DispatchGroup(click.Group):
     metavar="FILE",
     help="Read the key passphrase from FILE (used when P2PTRANSFER_PASSPHRASE is not set).",
 )
+@click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help="Print JSON for scripts, as if every command got its own --json.",
+)
 @click.option("-v", "--verbose", count=True, help="Explain errors in more detail (repeatable).")
 @click.version_option(__version__, "--version", prog_name="p2ptransfer")
 @click.pass_context
@@ -123,6 +150,7 @@ def cli(
     home_dir: Path | None,
     relay_url: str,
     passphrase_file: Path | None,
+    json_output: bool,
     verbose: int,
 ) -> None:
     """Send signed, end-to-end encrypted transfer instructions to another person.
@@ -137,7 +165,13 @@ def cli(
     --passphrase-file, else a hidden prompt on a terminal.
     """
     home = Home(home_dir) if home_dir is not None else Home(default_home_path())
-    ctx.obj = App(home=home, relay_url=relay_url, verbose=verbose, passphrase_file=passphrase_file)
+    ctx.obj = App(
+        home=home,
+        relay_url=relay_url,
+        verbose=verbose,
+        passphrase_file=passphrase_file,
+        json=json_output,
+    )
 
 
 identity.register_commands(cli)

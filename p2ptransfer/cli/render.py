@@ -9,9 +9,10 @@ markup: it goes into ``Text`` objects or is printed with ``markup=False``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -23,6 +24,7 @@ from ..protocol.transfer import format_amount
 from ..storage import export
 from ..storage.export import iso_utc
 from ..storage.ledger import Contact, TransferRow
+from .app import App
 
 __all__ = [
     "TRANSFER_FIELDS",
@@ -74,14 +76,25 @@ def output_option(*formats: str) -> Callable[[F], F]:
     """
 
     def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def with_global_json(*args: Any, **kwargs: Any) -> Any:
+            # The global `p2ptransfer --json CMD` means the same as `CMD --json`.
+            app = click.get_current_context().find_object(App)
+            if kwargs.get("output") == "text" and app is not None and app.json:
+                kwargs["output"] = "json"
+            return func(*args, **kwargs)
+
+        command = cast(F, with_global_json)
         for fmt in reversed(formats):
-            func = click.option(
+            command = click.option(
                 f"--{fmt}",
                 "output",
                 flag_value=fmt,
                 help=f"Print {fmt.upper()} for scripts (no colour, stable keys).",
-            )(func)
-        return click.option("--text", "output", flag_value="text", default=True, hidden=True)(func)
+            )(command)
+        return click.option("--text", "output", flag_value="text", default=True, hidden=True)(
+            command
+        )
 
     return decorate
 
@@ -172,11 +185,14 @@ def transfers_table(rows: Sequence[TransferRow], names: Names, title: str = "Tra
     table.add_column("status", no_wrap=True)
     table.add_column("memo")
     for row in rows:
-        signed = format_amount(
-            row.amount_minor if row.direction == "in" else -row.amount_minor, row.currency
-        )
-        if row.direction == "in":
-            signed = "+" + signed
+        # Only completed transfers move money: others show their amount unsigned and dim.
+        amount = Text(f"{format_amount(row.amount_minor, row.currency)} {row.currency}")
+        if row.status != "completed":
+            amount.stylize("dim")
+        elif row.direction == "in":
+            amount = Text("+") + amount
+        else:
+            amount = Text("-") + amount
         status = Text(row.status, style=_STATUS_STYLE.get(row.status, ""))
         reason = _reason_text(row)
         if reason and row.status != "completed":
@@ -186,7 +202,7 @@ def transfers_table(rows: Sequence[TransferRow], names: Names, title: str = "Tra
             row.id.hex()[:8],
             "in" if row.direction == "in" else "out",
             Text(names.show(row.counterparty)),
-            f"{signed} {row.currency}",
+            amount,
             status,
             Text(row.memo),
         )

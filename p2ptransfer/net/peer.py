@@ -51,6 +51,7 @@ from ..protocol.session import (
     ReceiptArrived,
     Session,
     TransferArrived,
+    abort_frame,
     frame_tag,
     is_session_start,
 )
@@ -406,10 +407,14 @@ class Peer:
             except (ProtocolError, NetworkError) as exc:
                 last_error = exc
                 log.info("session to %s failed (%s); retrying", remote.address, exc)
-                if not self._disconnected.is_set():
+                if self._client is not None and not self._disconnected.is_set():
                     await asyncio.sleep(min(0.05 * 2**attempts, 1.0))
                     continue
-                await self._reconnect(deadline)
+                try:
+                    await self._reconnect(deadline)
+                except NetworkError as reconnect_error:
+                    last_error = reconnect_error
+                    break
             remaining = [t for t in remaining if t.id not in outcomes]
         if remaining:
             if isinstance(last_error, PeerOffline) or last_error is None:
@@ -581,9 +586,14 @@ class Peer:
         except asyncio.CancelledError:
             raise
         except P2PTransferError as exc:
-            # Quietly: another connection of our own address may have won this session.
             log.info("incoming session from %s ended: %s", run.remote, exc)
             self._emit(PeerEvent("session-failed", f"{run.remote}: {exc}"))
+            if session.peer is not None:
+                # Established, so it was ours: tell the sender to retry now rather than
+                # wait out its timeout. (Before that, stay quiet: another connection of
+                # our own address may have won the handshake.)
+                with contextlib.suppress(P2PTransferError):
+                    await self._require_client().send(run.remote, abort_frame(session.tag))
         finally:
             self._runs.pop((run.remote, session.tag), None)
 

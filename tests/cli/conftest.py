@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -51,7 +52,7 @@ class Run:
     def err(self) -> str:
         return self.result.stderr
 
-    def json(self) -> object:
+    def json(self) -> Any:
         return json.loads(self.out)
 
     def __repr__(self) -> str:  # shown by pytest when an assertion fails

@@ -72,4 +72,4 @@ def test_resend_with_relay_unreachable_keeps_pending(
     run = invoke("--relay", dead_relay, *alice.args("resend", tid.hex()[:6]))
     assert run.code == 10
     data = invoke(*alice.args("ledger", "--json")).json()
-    assert [t["status"] for t in data["transfers"]] == ["pending"]  # type: ignore[index]
+    assert [t["status"] for t in data["transfers"]] == ["pending"]

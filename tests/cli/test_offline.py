@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from p2ptransfer.cli import app as app_module
 from p2ptransfer.cli import cli
 from p2ptransfer.protocol.identity import PublicIdentity, safety_number
-from p2ptransfer.protocol.transfer import Transfer, sign_transfer
+from p2ptransfer.protocol.transfer import Transfer, TransferId, sign_transfer
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger
 
@@ -236,7 +236,7 @@ def test_contacts_lifecycle(invoke: Invoke, alice: Person, bob: Person) -> None:
     verified = invoke(*alice.args("contacts", "verify", "bob", "--yes"))
     assert verified.code == 0
     assert verified.err == "bob is marked verified\n"
-    assert invoke(*alice.args("contacts", "show", "bob", "--json")).json()["verified"] is True  # type: ignore[index]
+    assert invoke(*alice.args("contacts", "show", "bob", "--json")).json()["verified"] is True
 
     removed = invoke(*alice.args("contacts", "remove", "bob"))
     assert removed.code == 0
@@ -248,7 +248,7 @@ def test_bob_computes_the_same_safety_number(invoke: Invoke, alice: Person, bob:
     invoke(*bob.args("contacts", "add", "alice", alice.address))
     a = invoke(*alice.args("contacts", "show", "bob", "--json")).json()
     b = invoke(*bob.args("contacts", "show", "alice", "--json")).json()
-    assert a["safety_number"] == b["safety_number"]  # type: ignore[index]
+    assert a["safety_number"] == b["safety_number"]
 
 
 @pytest.mark.parametrize(("answer", "verified"), [("y\n", True), ("n\n", False)], ids=["yes", "no"])
@@ -267,7 +267,7 @@ def test_contacts_verify_asks_on_a_terminal(
     assert run.code == 0
     assert "Does bob read the same number?" in run.err
     data = invoke(*alice.args("contacts", "show", "bob", "--json")).json()
-    assert data["verified"] is verified  # type: ignore[index]
+    assert data["verified"] is verified
 
 
 def test_contacts_list_empty(invoke: Invoke, alice: Person) -> None:
@@ -348,7 +348,7 @@ def _pending_transfer(person: Person, recipient: str, amount: int, memo: str) ->
     """Write one pending outgoing transfer through the library, as `send` would."""
     identity = Home(person.home).load_identity(PASSPHRASE)
     transfer = Transfer(
-        id=bytes([amount % 256]) * 16,  # type: ignore[arg-type]
+        id=TransferId(bytes([amount % 256]) * 16),
         sender=identity.address,
         recipient=recipient,
         amount=amount,
@@ -386,9 +386,10 @@ def test_ledger_shows_pending_transfers(invoke: Invoke, alice: Person, bob: Pers
     }
     text = invoke(*alice.args("ledger"), env={"COLUMNS": "160"})
     assert "lunch [bold]x[/bold]" in text.out  # memo shown literally, never as markup
-    assert "-12.50 EUR" in text.out and "pending" in text.out
+    assert " 12.50 EUR" in text.out and "-12.50" not in text.out  # pending: no money moved
+    assert "pending" in text.out
     filtered = invoke(*alice.args("ledger", "--contact", "bob", "--json")).json()
-    assert len(filtered["transfers"]) == 1  # type: ignore[index]
+    assert len(filtered["transfers"]) == 1
     csv_lines = invoke(*alice.args("ledger", "--csv")).out.splitlines()
     assert csv_lines[1].startswith(f"{tid.hex()},out,{bob.address},12.50,EUR,")
 
@@ -554,3 +555,11 @@ def test_shell_completion_offers_contact_names(
     )
     assert result.exit_code == 0
     assert result.stdout == "plain,bob\n"
+
+
+def test_global_json_flag(invoke: Invoke, alice: Person) -> None:
+    assert invoke("--json", *alice.args("whoami")).json()["name"] == "alice"
+    assert invoke("--json", *alice.args("ledger")).json() == {"transfers": [], "balances": []}
+    assert invoke("--json", *alice.args("contacts", "list")).json() == {"contacts": []}
+    csv_run = invoke("--json", *alice.args("ledger", "--csv"))  # an explicit format wins
+    assert csv_run.out.startswith("id,direction,")

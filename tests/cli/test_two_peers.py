@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -129,7 +129,7 @@ def _base_env() -> dict[str, str]:
 def relay_url() -> Iterator[str]:
     relay = Background([sys.executable, "rendezvous.py", "--port", "0"], _base_env())
     try:
-        line = relay.wait_for(r"listening on ws://", stream="err", timeout=START_TIMEOUT)
+        line = relay.wait_for(r"^listening on ws://", stream="out", timeout=START_TIMEOUT)
         match = re.search(r"(ws://[0-9.]+:\d+)", line)
         assert match, line
         yield match.group(1)
@@ -171,7 +171,7 @@ class Cli:
         assert done.returncode == 0, done
         return done.stdout
 
-    def json(self, *args: str) -> dict[str, object]:
+    def json(self, *args: str) -> dict[str, Any]:
         data = json.loads(self.ok(*args, "--json"))
         assert isinstance(data, dict)
         return data
@@ -199,7 +199,7 @@ def people(tmp_path: Path, relay_url: str) -> tuple[Cli, str, Cli, str]:
     return alice, alice_address, bob, bob_address
 
 
-def _ledger(cli: Cli) -> dict[str, object]:
+def _ledger(cli: Cli) -> dict[str, Any]:
     return cli.json("ledger")
 
 
@@ -223,7 +223,7 @@ def test_send_and_receive(people: tuple[Cli, str, Cli, str]) -> None:
     assert received["status"] == "completed"
 
     alice_book = _ledger(alice)
-    assert [(t["direction"], t["amount"], t["status"]) for t in alice_book["transfers"]] == [  # type: ignore[attr-defined]
+    assert [(t["direction"], t["amount"], t["status"]) for t in alice_book["transfers"]] == [
         ("out", "12.50", "completed")
     ]
     assert alice_book["balances"] == [
@@ -236,7 +236,7 @@ def test_send_and_receive(people: tuple[Cli, str, Cli, str]) -> None:
         }
     ]
     bob_book = _ledger(bob)
-    assert bob_book["balances"][0]["balance"] == "12.50"  # type: ignore[index]
+    assert bob_book["balances"][0]["balance"] == "12.50"
     for cli in (alice, bob):
         assert cli.ok("ledger", "verify").startswith("ledger OK: ")
 
@@ -255,6 +255,7 @@ def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
         assert refused.stderr.startswith("error: ")
         assert "rejected the transfer" in refused.stderr
         assert "the recipient does not know you" in refused.stderr
+        assert "[rejected: unknown_sender]" in refused.stdout  # the row is still data
         listener.wait_for(r"\[rejected", stream="out")
         listener.proc.send_signal(signal.SIGINT)
         assert listener.finish(timeout=20) == 0, listener.err
@@ -268,7 +269,7 @@ def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
     assert "[rejected: unknown_sender]" in lines[1]
     assert "stopped; 2 transfer(s) recorded" in listener.err
     carol_book = _ledger(carol)
-    assert [t["status"] for t in carol_book["transfers"]] == ["rejected"]  # type: ignore[attr-defined]
+    assert [t["status"] for t in carol_book["transfers"]] == ["rejected"]
     assert carol_book["balances"] == []
     for cli in (alice, bob, carol):
         cli.ok("ledger", "verify")
@@ -279,21 +280,21 @@ def test_timeout_leaves_pending_and_resend_completes(people: tuple[Cli, str, Cli
     late = alice.run("send", "bob", "3.00", "EUR", "--timeout", "1")
     assert late.returncode == 10, late
     assert "stays pending" in late.stderr and "p2ptransfer resend" in late.stderr
-    (pending,) = _ledger(alice)["transfers"]  # type: ignore[misc]
-    assert pending["status"] == "pending"  # type: ignore[index]
+    (pending,) = _ledger(alice)["transfers"]
+    assert pending["status"] == "pending"
 
     receiver = bob.background("receive", "--timeout", "45")
     try:
         receiver.wait_for("waiting up to")
         resent = alice.json("resend", "--timeout", "45")
-        assert [t["status"] for t in resent["transfers"]] == ["completed"]  # type: ignore[attr-defined]
+        assert [t["status"] for t in resent["transfers"]] == ["completed"]
         assert receiver.finish() == 0, receiver.err
     finally:
         receiver.stop()
     assert receiver.out.startswith("in 3.00 EUR from alice [completed]")
-    (done,) = _ledger(alice)["transfers"]  # type: ignore[misc]
-    assert done["status"] == "completed"  # type: ignore[index]
-    assert done["id"] == pending["id"]  # type: ignore[index]
+    (done,) = _ledger(alice)["transfers"]
+    assert done["status"] == "completed"
+    assert done["id"] == pending["id"]
     assert alice.ok("resend") == ""  # nothing left
 
 
@@ -313,3 +314,61 @@ def test_receive_times_out(people: tuple[Cli, str, Cli, str]) -> None:
     done = bob.run("receive", "--timeout", "0.5")
     assert done.returncode == 10
     assert done.stderr.endswith("error: no transfer arrived within 0.5 s\n")
+
+
+def test_listen_accept_unknown_and_sigterm(
+    people: tuple[Cli, str, Cli, str], tmp_path: Path
+) -> None:
+    _, _, bob, bob_address = people
+    carol, _ = _person(tmp_path, bob.relay, "carol")
+    listener = bob.background("listen", "--accept-unknown")
+    try:
+        listener.wait_for("listening as")
+        sent = carol.json("send", bob_address, "1.50", "EUR", "--timeout", "45")
+        assert sent["status"] == "completed"
+        assert sent["counterparty_name"] is None  # carol has no contact for bob
+        listener.wait_for(r"\[completed\]", stream="out")
+        listener.proc.send_signal(signal.SIGTERM)
+        assert listener.finish(timeout=20) == 0, listener.err
+    finally:
+        listener.stop()
+    assert "Traceback" not in listener.out + listener.err
+    assert "stopped; 1 transfer(s) recorded" in listener.err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_listen_reconnects_after_the_relay_restarts(tmp_path: Path) -> None:
+    port = _free_port()
+    argv = [sys.executable, "rendezvous.py", "--port", str(port)]
+    relay = Background(argv, _base_env())
+    listener: Background | None = None
+    try:
+        url = re.search(r"ws://\S+", relay.wait_for("^listening on", stream="out"))
+        assert url
+        alice, alice_address = _person(tmp_path, url.group(0), "alice")
+        bob, bob_address = _person(tmp_path, url.group(0), "bob")
+        alice.ok("contacts", "add", "bob", bob_address)
+        bob.ok("contacts", "add", "alice", alice_address)
+        listener = bob.background("listen")
+        listener.wait_for("listening as")
+        relay.stop()
+        listener.wait_for("^disconnected")
+        relay = Background(argv, _base_env())
+        relay.wait_for("^listening on", stream="out")
+        sent = alice.json("send", "bob", "4.00", "EUR", "--timeout", "45")
+        assert sent["status"] == "completed"
+        listener.wait_for(r"\[completed\]", stream="out")
+        listener.proc.send_signal(signal.SIGINT)
+        assert listener.finish(timeout=20) == 0, listener.err
+    finally:
+        if listener is not None:
+            listener.stop()
+        relay.stop()

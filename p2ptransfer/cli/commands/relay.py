@@ -75,9 +75,6 @@ def demo(app: App, keep_dir: Path | None) -> None:
 
 
 def register_commands(group: click.Group) -> None:
+    # `relay` is the relay's own click command (the one rendezvous.py runs); the root
+    # group loads it lazily, see main.LAZY_COMMANDS.
     group.add_command(demo)
-    try:
-        from ...net.relay import relay_command
-    except ImportError:  # pragma: no cover - the relay module is not there yet
-        return
-    group.add_command(relay_command, name="relay")

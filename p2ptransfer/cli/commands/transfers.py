@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ...errors import InputError, NotFound, PeerOffline, SessionTimeout, TransferRefused
+from ...errors import (
+    InputError,
+    NetworkError,
+    NotFound,
+    PeerOffline,
+    SessionTimeout,
+    TransferRefused,
+)
 from ...protocol.identity import PublicIdentity
 from ...protocol.transfer import check_currency, check_memo, format_amount, parse_amount
 from ...storage.ledger import Ledger, TransferRow
@@ -123,10 +129,16 @@ def send(
                 signed = peer.prepare(address, minor, code, memo)
                 try:
                     (outcome,) = await peer.deliver([signed], timeout=timeout)
-                except (PeerOffline, SessionTimeout) as exc:
+                except NetworkError as exc:
+                    # The transfer is in the ledger as pending: say so, keep the exit code.
+                    problem = (
+                        f"{label} did not answer within {timeout:g} s"
+                        if isinstance(exc, PeerOffline | SessionTimeout)
+                        else str(exc)
+                    )
                     raise type(exc)(
-                        f"{label} did not answer within {timeout:g} s; transfer "
-                        f"{signed.id.hex()} stays pending: run 'p2ptransfer resend' later"
+                        f"{problem}; transfer {signed.id.hex()} stays pending: "
+                        "run 'p2ptransfer resend' later"
                     ) from exc
                 return outcome
 
@@ -134,9 +146,9 @@ def send(
         with app.waiting(f"sending {shown} to {label}, waiting for a receipt…"):
             outcome = app.run(go())
         names = Names(ledger.contacts())
+    _show_outcomes(app, [outcome], names, output, single=True)  # rejected ones too: it is data
     if not outcome.accepted:
         raise _refused(label, outcome)
-    _show_outcomes(app, [outcome], names, output, single=True)
 
 
 @click.command()
@@ -222,8 +234,7 @@ class _ListenView:
             self.count += 1
             self.rows.append(event.row)
             if self.live is None:
-                click.echo(transfer_line(event.row, self.names))
-                sys.stdout.flush()
+                self.app.out.print(transfer_line(event.row, self.names), markup=False)
         elif event.kind in ("duplicate", "conflict", "session-failed"):
             self._diagnostic(f"{event.kind}: {event.detail}")
         if self.live is not None:

@@ -1,0 +1,127 @@
+"""Every setting of the relay, with its safe default (docs/relay.md lists them all)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...protocol.relay_wire import MAX_FRAME_SIZE, normalize_relay_url
+
+__all__ = ["RelayConfig"]
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Settings of one relay; ``dataclasses.replace`` it to change one."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public_urls: tuple[str, ...] = ()
+    """URLs peers dial (and sign); empty = derived from the bind address."""
+    data_dir: Path | None = None
+    """Where the handle directory lives; None = in memory, lost on exit."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    """Peer IPs (a reverse proxy) whose X-Forwarded-For names the real client for limits."""
+    log_format: str = "text"
+    log_level: str = "info"
+
+    # frames
+    max_frame_size: int = MAX_FRAME_SIZE
+    max_queue: int = 8
+    """Incoming frames buffered per connection before TCP back-pressure (websockets max_queue)."""
+    outgoing_frames: int = 64
+    """Frames queued for one slow reader before it is disconnected (1013)."""
+    outgoing_bytes: int = 1 << 20
+    write_limit: int = 64 * 1024
+
+    # per-connection token buckets (frames and bytes per second, burst)
+    frame_rate: float = 200.0
+    frame_burst: float = 400.0
+    byte_rate: float = float(2 << 20)
+    byte_burst: float = float(4 << 20)
+    rate_limit_strikes: int = 100
+    """Consecutive rate-limited frames after which the connection is closed (1008)."""
+
+    # connections
+    max_connections: int = 4096
+    max_connections_per_ip: int = 256
+    connection_rate_per_ip: float = 20.0
+    connection_burst_per_ip: float = 100.0
+    max_connections_per_address: int = 4
+    max_watches: int = 32
+
+    # timeouts (seconds)
+    auth_timeout: float = 10.0
+    open_timeout: float = 10.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    close_timeout: float = 5.0
+    shutdown_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be 0-65535")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log format is text or json")
+        for name in (
+            "max_frame_size",
+            "max_queue",
+            "outgoing_frames",
+            "outgoing_bytes",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_connections_per_address",
+            "rate_limit_strikes",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for url in self.public_urls:
+            normalize_relay_url(url)
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.tls_cert is not None else "ws"
+
+    def replace(self, **changes: object) -> RelayConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def accepted_urls(self, port: int) -> frozenset[str]:
+        """The normalised URLs a peer may sign for, given the port actually bound."""
+        if self.public_urls:
+            return frozenset(normalize_relay_url(u) for u in self.public_urls)
+        hosts: set[str] = {_url_host(self.host)}
+        if _is_loopback(self.host) or _is_wildcard(self.host):
+            hosts.update(_LOOPBACK_NAMES)
+        if _is_wildcard(self.host):
+            # No public URL given: accept the machine's own names. Operators behind a
+            # proxy or with a DNS name must set --public-url (docs/relay.md).
+            for name in {socket.gethostname(), socket.getfqdn()}:
+                if name:
+                    hosts.add(_url_host(name))
+        return frozenset(normalize_relay_url(f"{self.scheme}://{h}:{port}") for h in hosts)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - naming it, not binding it

@@ -1,0 +1,534 @@
+"""The rendezvous relay server: authenticate addresses, route opaque frames, stay fair.
+
+One connection's life::
+
+    HTTP request --process_request--> 503/429 (over a limit), 200 (/healthz, /metrics)
+        | upgrade
+    UNAUTHENTICATED: relay sends Challenge; the first frame must be a valid Auth
+        | AuthOk                      (bad/late/other frame -> close 1008 or 1003)
+    AUTHENTICATED: Send / Watch / Claim / Lookup until either side closes
+        | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
+    CLOSED: the address is unregistered; watches dropped
+
+Every connection has a bounded outgoing queue drained by its own writer task,
+so a sender never waits for a recipient and a recipient that does not read
+is disconnected (1013) instead of growing the relay's memory. Frames to an
+address go to *every* authenticated connection of that address (up to
+``max_connections_per_address``): a user may run ``listen`` and ``send`` with
+the same identity at once, and the peer runtime tells sessions apart by a tag
+inside the opaque payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import itertools
+import logging
+import secrets
+import ssl
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from ...errors import DecodeError, ProtocolError
+from ...protocol.relay_wire import (
+    Auth,
+    AuthOk,
+    Challenge,
+    Claim,
+    ClaimOk,
+    ClientFrame,
+    Deliver,
+    Lookup,
+    LookupResult,
+    NotFound,
+    Offline,
+    Online,
+    Refused,
+    Send,
+    Watch,
+    decode_client_frame,
+    verify_auth,
+)
+from .config import RelayConfig
+from .directory import Directory
+from .limits import TokenBucket
+from .logs import log_event
+from .metrics import Metrics
+
+__all__ = ["RelayServer"]
+
+_MAX_REASON_BYTES = 123  # RFC 6455: a close reason fits in a 125-byte control frame
+
+
+class _Close(Exception):
+    """Raised inside a handler to close its connection with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str, metric: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.metric = metric
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One websocket connection and the relay's bookkeeping for it."""
+
+    ws: ServerConnection
+    cid: int
+    ip: str
+    frame_bucket: TokenBucket
+    byte_bucket: TokenBucket
+    address: str | None = None
+    out: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    out_bytes: int = 0
+    writer: asyncio.Task[None] | None = None
+    strikes: int = 0
+    watches: set[str] = field(default_factory=set)
+    dropped: bool = False
+
+
+def _client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
+    peer = connection.remote_address
+    ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+    request = connection.request
+    if ip in trusted_proxies and request is not None:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            ip = forwarded.split(",")[-1].strip() or ip
+    return ip
+
+
+def _truncate(reason: str) -> str:
+    raw = reason.encode("utf-8")[:_MAX_REASON_BYTES]
+    return raw.decode("utf-8", errors="ignore")
+
+
+class RelayServer:
+    """An asyncio relay; ``await start()``, read ``url``, ``await close()``."""
+
+    def __init__(self, config: RelayConfig | None = None) -> None:
+        self.config = config or RelayConfig()
+        self.metrics = Metrics()
+        self.directory = Directory(self.config.data_dir)
+        self._server: Server | None = None
+        self._conns: set[_Conn] = set()
+        self._per_ip: defaultdict[str, int] = defaultdict(int)
+        self._ip_buckets: dict[str, TokenBucket] = {}
+        self._by_address: dict[str, set[_Conn]] = {}
+        self._watchers: dict[str, set[_Conn]] = {}
+        self._ids = itertools.count(1)
+        self._accepted_urls: frozenset[str] = frozenset()
+        self._closing = False
+        self._port = 0
+        m = self.metrics
+        m.gauge("p2pt_relay_connections", "Open WebSocket connections.", lambda: len(self._conns))
+        m.gauge(
+            "p2pt_relay_authenticated_peers",
+            "Authenticated connections.",
+            lambda: sum(len(c) for c in self._by_address.values()),
+        )
+        m.gauge(
+            "p2pt_relay_addresses_online",
+            "Distinct addresses with at least one connection.",
+            lambda: len(self._by_address),
+        )
+        m.gauge(
+            "p2pt_relay_watches",
+            "Pending Watch requests.",
+            lambda: sum(len(c) for c in self._watchers.values()),
+        )
+        m.gauge(
+            "p2pt_relay_outgoing_queued_bytes",
+            "Bytes waiting in per-connection outgoing queues.",
+            lambda: sum(c.out_bytes for c in self._conns),
+        )
+        m.gauge("p2pt_relay_handles", "Handles in the directory.", self.directory.count)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with ``port=0``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT`` (or ``wss://``) of the bound socket."""
+        host = self.config.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{self.config.scheme}://{host}:{self._port}"
+
+    @property
+    def accepted_urls(self) -> frozenset[str]:
+        """The normalised URLs an Auth may be signed for."""
+        return self._accepted_urls
+
+    async def start(self) -> None:
+        """Bind and start accepting; returns once the socket listens."""
+        cfg = self.config
+        ssl_context: ssl.SSLContext | None = None
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        self._server = await serve(
+            self._handler,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            compression=None,
+            server_header=None,
+            open_timeout=cfg.open_timeout,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            close_timeout=cfg.close_timeout,
+            max_size=cfg.max_frame_size,
+            max_queue=cfg.max_queue,
+            write_limit=cfg.write_limit,
+            ssl=ssl_context,
+        )
+        self._port = next(iter(self._server.sockets)).getsockname()[1]
+        self._accepted_urls = cfg.accepted_urls(self._port)
+        log_event(
+            logging.INFO,
+            "listening",
+            f"listening on {self.url}",
+            url=self.url,
+            accepts=",".join(sorted(self._accepted_urls)),
+        )
+
+    async def close(self) -> None:
+        """Stop accepting, close every peer with 1001, wait (bounded) for them to go."""
+        if self._closing:
+            return
+        self._closing = True
+        log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_timeout)
+            except TimeoutError:
+                for conn in list(self._conns):
+                    conn.ws.transport.abort()
+        self.directory.close()
+        log_event(logging.INFO, "stopped", "relay stopped")
+
+    async def __aenter__(self) -> RelayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- HTTP: health, metrics, early refusal ---------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        if path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
+            headers = Headers(response.headers)
+            del headers["Content-Type"]
+            headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            response.headers = headers
+            return response
+        cfg = self.config
+        ip = _client_ip(connection, cfg.trusted_proxies)
+        refusal: tuple[http.HTTPStatus, str, str] | None = None
+        if self._closing:
+            refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting-down", "relay shutting down")
+        elif len(self._conns) >= cfg.max_connections:
+            refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "relay-full", "relay full")
+        elif self._per_ip[ip] >= cfg.max_connections_per_ip:
+            refusal = (
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                "ip-connections",
+                "too many connections from your address",
+            )
+        elif not self._ip_bucket(ip).take():
+            refusal = (http.HTTPStatus.TOO_MANY_REQUESTS, "ip-rate", "connecting too fast")
+            self.metrics.rate_limited += 1
+        if refusal is None:
+            return None
+        status, metric, text = refusal
+        self.metrics.connections_refused[metric] += 1
+        log_event(logging.INFO, "refused", text, ip=ip, status=int(status))
+        response = connection.respond(status, text + "\n")
+        if status == http.HTTPStatus.TOO_MANY_REQUESTS:
+            response.headers["Retry-After"] = "1"
+        return response
+
+    def _ip_bucket(self, ip: str) -> TokenBucket:
+        bucket = self._ip_buckets.get(ip)
+        if bucket is None:
+            if len(self._ip_buckets) >= 10_000:  # forget idle IPs; bounded memory
+                for key in [k for k, b in self._ip_buckets.items() if b.full]:
+                    del self._ip_buckets[key]
+            cfg = self.config
+            bucket = TokenBucket(cfg.connection_rate_per_ip, cfg.connection_burst_per_ip)
+            self._ip_buckets[ip] = bucket
+        return bucket
+
+    # --- one connection -----------------------------------------------------
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        cfg = self.config
+        conn = _Conn(
+            ws=ws,
+            cid=next(self._ids),
+            ip=_client_ip(ws, cfg.trusted_proxies),
+            frame_bucket=TokenBucket(cfg.frame_rate, cfg.frame_burst),
+            byte_bucket=TokenBucket(cfg.byte_rate, cfg.byte_burst),
+        )
+        self._conns.add(conn)
+        self._per_ip[conn.ip] += 1
+        self.metrics.connections_total += 1
+        conn.writer = asyncio.create_task(self._write_loop(conn), name=f"relay-writer-{conn.cid}")
+        log_event(logging.DEBUG, "open", "connection opened", conn=conn.cid, ip=conn.ip)
+        try:
+            if len(self._conns) > cfg.max_connections:  # lost a race in process_request
+                raise _Close(CloseCode.TRY_AGAIN_LATER, "relay full", "relay-full")
+            challenge = secrets.token_bytes(32)
+            self._enqueue(conn, Challenge(challenge).encode())
+            try:
+                async with asyncio.timeout(cfg.auth_timeout):
+                    address = await self._authenticate(conn, challenge)
+            except TimeoutError:
+                self.metrics.auth_failures += 1
+                raise _Close(
+                    CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
+                ) from None
+            self._register(conn, address)
+            async for message in ws:
+                self._on_message(conn, message)
+        except _Close as close:
+            self.metrics.connections_closed[close.metric] += 1
+            log_event(
+                logging.INFO,
+                "close",
+                close.reason,
+                conn=conn.cid,
+                ip=conn.ip,
+                address=conn.address or "-",
+                code=int(close.code),
+            )
+            self._stop_writer(conn)
+            await ws.close(close.code, _truncate(close.reason))
+        except ConnectionClosed:
+            pass
+        finally:
+            self._forget(conn)
+            self._stop_writer(conn)
+            log_event(
+                logging.DEBUG,
+                "closed",
+                "connection closed",
+                conn=conn.cid,
+                code=ws.close_code if ws.close_code is not None else "-",
+            )
+
+    async def _authenticate(self, conn: _Conn, challenge: bytes) -> str:
+        frame = self._decode(await conn.ws.recv())
+        if not isinstance(frame, Auth):
+            self.metrics.auth_failures += 1
+            raise _Close(CloseCode.POLICY_VIOLATION, "authenticate first", "auth-failed")
+        try:
+            address = verify_auth(frame, challenge, self._accepted_urls)
+        except ProtocolError as exc:
+            self.metrics.auth_failures += 1
+            raise _Close(
+                CloseCode.POLICY_VIOLATION, f"authentication failed: {exc}", "auth-failed"
+            ) from None
+        if len(self._by_address.get(address, ())) >= self.config.max_connections_per_address:
+            raise _Close(
+                CloseCode.TRY_AGAIN_LATER,
+                "too many connections for this address",
+                "address-connections",
+            )
+        return address
+
+    def _decode(self, message: str | bytes) -> ClientFrame:
+        if isinstance(message, str):
+            raise _Close(
+                CloseCode.UNSUPPORTED_DATA, "text frames are not part of the protocol", "text"
+            )
+        try:
+            return decode_client_frame(message)
+        except DecodeError as exc:
+            raise _Close(
+                CloseCode.POLICY_VIOLATION, f"malformed frame: {exc}", "malformed"
+            ) from None
+
+    def _register(self, conn: _Conn, address: str) -> None:
+        conn.address = address
+        first = address not in self._by_address
+        self._by_address.setdefault(address, set()).add(conn)
+        self._enqueue(conn, AuthOk(address).encode())
+        log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
+        if first:
+            online = Online(address).encode()
+            for watcher in self._watchers.pop(address, set()):
+                watcher.watches.discard(address)
+                self._enqueue(watcher, online)
+
+    def _forget(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            self._per_ip[conn.ip] -= 1
+            if self._per_ip[conn.ip] <= 0:
+                del self._per_ip[conn.ip]
+        self._unroute(conn)
+
+    def _unroute(self, conn: _Conn) -> None:
+        """Nothing is routed to ``conn`` any more and its watches are dropped."""
+        if conn.address is not None:
+            peers = self._by_address.get(conn.address)
+            if peers is not None:
+                peers.discard(conn)
+                if not peers:
+                    del self._by_address[conn.address]
+        for address in conn.watches:
+            watchers = self._watchers.get(address)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self._watchers[address]
+        conn.watches.clear()
+
+    # --- frames -------------------------------------------------------------
+
+    def _on_message(self, conn: _Conn, message: str | bytes) -> None:
+        frame = self._decode(message)
+        assert conn.address is not None
+        size = len(message)
+        if not (conn.frame_bucket.take() and conn.byte_bucket.take(size)):
+            conn.strikes += 1
+            self.metrics.rate_limited += 1
+            self.metrics.frames_refused["rate-limited"] += 1
+            if conn.strikes == 1:
+                log_event(
+                    logging.INFO, "rate-limited", "throttling", conn=conn.cid, address=conn.address
+                )
+            if conn.strikes >= self.config.rate_limit_strikes:
+                raise _Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded", "rate-limit")
+            self._refuse(conn, frame, "rate-limited", "too many frames or bytes; slow down")
+            return
+        conn.strikes = 0
+        if isinstance(frame, Send):
+            self._route(conn, conn.address, frame)
+        elif isinstance(frame, Watch):
+            self._watch(conn, frame)
+        elif isinstance(frame, Claim):
+            if self.directory.claim(frame.handle, conn.address, int(time.time())):
+                self._enqueue(conn, ClaimOk(frame.ref, frame.handle).encode())
+            else:
+                self._refuse(conn, frame, "handle-taken", f"{frame.handle} belongs to another key")
+        elif isinstance(frame, Lookup):
+            found = self.directory.lookup(frame.handle)
+            answer = (
+                NotFound(frame.ref, frame.handle)
+                if found is None
+                else LookupResult(frame.ref, frame.handle, found)
+            )
+            self._enqueue(conn, answer.encode())
+        else:  # a second Auth
+            raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
+
+    def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
+        targets = self._by_address.get(frame.to)
+        delivered = 0
+        if targets:
+            data = Deliver(sender, frame.payload).encode()
+            for target in list(targets):
+                if self._enqueue(target, data):
+                    delivered += 1
+        if delivered:
+            self.metrics.frames_forwarded += delivered
+            self.metrics.bytes_forwarded += delivered * len(frame.payload)
+        else:
+            self.metrics.frames_refused["offline"] += 1
+            self._enqueue(conn, Offline(frame.ref, frame.to).encode())
+
+    def _watch(self, conn: _Conn, frame: Watch) -> None:
+        if frame.address in self._by_address:
+            self._enqueue(conn, Online(frame.address).encode())
+            return
+        if frame.address in conn.watches:
+            return
+        if len(conn.watches) >= self.config.max_watches:
+            self._refuse(conn, frame, "too-many-watches", "too many addresses watched at once")
+            return
+        conn.watches.add(frame.address)
+        self._watchers.setdefault(frame.address, set()).add(conn)
+
+    def _refuse(self, conn: _Conn, frame: ClientFrame, reason: str, detail: str) -> None:
+        if reason != "rate-limited":
+            self.metrics.frames_refused[reason] += 1
+        ref = getattr(frame, "ref", 0)
+        self._enqueue(conn, Refused(ref, frame.SCHEMA.type_id, reason, detail).encode())
+
+    # --- the bounded outgoing queue ---------------------------------------------
+
+    def _enqueue(self, conn: _Conn, data: bytes) -> bool:
+        """Queue ``data`` for ``conn``; a connection that cannot keep up is dropped."""
+        if conn.dropped:
+            return False
+        cfg = self.config
+        if conn.out.qsize() >= cfg.outgoing_frames or conn.out_bytes + len(data) > (
+            cfg.outgoing_bytes
+        ):
+            self._drop_slow(conn)
+            return False
+        conn.out.put_nowait(data)
+        conn.out_bytes += len(data)
+        return True
+
+    def _drop_slow(self, conn: _Conn) -> None:
+        conn.dropped = True
+        self.metrics.connections_closed["slow-consumer"] += 1
+        self.metrics.frames_refused["slow-consumer"] += 1
+        log_event(
+            logging.INFO,
+            "close",
+            "slow consumer: outgoing queue full",
+            conn=conn.cid,
+            address=conn.address or "-",
+            code=int(CloseCode.TRY_AGAIN_LATER),
+        )
+        self._unroute(conn)  # nothing more is routed to it from now on
+        self._stop_writer(conn)
+        conn.out_bytes = 0
+        conn.out = asyncio.Queue()
+        closing = asyncio.create_task(
+            conn.ws.close(CloseCode.TRY_AGAIN_LATER, "slow consumer: outgoing queue full"),
+            name=f"relay-drop-{conn.cid}",
+        )
+        closing.add_done_callback(_ignore_result)
+
+    def _stop_writer(self, conn: _Conn) -> None:
+        if conn.writer is not None:
+            conn.writer.cancel()
+            conn.writer = None
+
+    async def _write_loop(self, conn: _Conn) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                data = await conn.out.get()
+                conn.out_bytes -= len(data)
+                await conn.ws.send(data)
+
+
+def _ignore_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

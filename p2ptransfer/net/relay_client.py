@@ -1,0 +1,317 @@
+"""The peer's connection to the rendezvous relay: authenticate, then send and receive frames.
+
+One background task reads every frame from the relay and sorts it: Deliver,
+Offline and Refused-for-Send go to one bounded inbox that :meth:`RelayClient.recv`
+drains (so a caller that stops reading eventually stops the TCP reads and
+the relay drops it, rather than this process buffering without bound);
+answers to requests (Claim, Lookup, Watch) resolve the future of their
+``ref``. When the connection ends, every waiter and the next ``recv`` get a
+:class:`~p2ptransfer.errors.RelayUnreachable` that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import ssl as ssl_module
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from ..errors import (
+    DecodeError,
+    LimitError,
+    NotFound,
+    P2PTransferError,
+    PeerOffline,
+    ProtocolError,
+    RelayRefused,
+    RelayUnreachable,
+)
+from ..protocol.identity import Identity, decode_address
+from ..protocol.relay_wire import (
+    MAX_FRAME_SIZE,
+    MAX_PAYLOAD_SIZE,
+    AuthOk,
+    Challenge,
+    Claim,
+    ClaimOk,
+    Deliver,
+    Lookup,
+    LookupResult,
+    Offline,
+    Online,
+    Refused,
+    Send,
+    Watch,
+    check_handle,
+    decode_server_frame,
+    make_auth,
+    normalize_relay_url,
+)
+from ..protocol.relay_wire import NotFound as NotFoundFrame
+
+__all__ = ["Deliver", "Offline", "Refused", "RelayClient"]
+
+_INBOX_SIZE = 256
+_REQUEST_TIMEOUT = 10.0
+
+
+class _Closed:
+    """Inbox marker: the connection is over, with this error."""
+
+    def __init__(self, error: RelayUnreachable) -> None:
+        self.error = error
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, InvalidStatus):
+        body = (exc.response.body or b"").decode("utf-8", "replace").strip()
+        return f"HTTP {exc.response.status_code}" + (f" ({body[:80]})" if body else "")
+    if isinstance(exc, ssl_module.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def _closed_reason(exc: ConnectionClosed) -> str:
+    if exc.rcvd is not None:
+        text = f"code {exc.rcvd.code}"
+        return f"{text}: {exc.rcvd.reason}" if exc.rcvd.reason else text
+    return "connection lost"
+
+
+class RelayClient:
+    """An authenticated connection to one relay; build it with :meth:`connect`."""
+
+    def __init__(self, ws: ClientConnection, url: str, address: str) -> None:
+        self._ws = ws
+        self.url = url
+        self.address = address
+        self._inbox: asyncio.Queue[Deliver | Offline | Refused | _Closed] = asyncio.Queue(
+            _INBOX_SIZE
+        )
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._online: dict[str, list[asyncio.Future[Any]]] = {}
+        self._refs = itertools.count(1)
+        self._closed: RelayUnreachable | None = None
+        self._reader = asyncio.create_task(self._read_loop(), name="relay-client-reader")
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code of the connection once it is closed (1001: relay shutting down)."""
+        return self._ws.close_code
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        identity: Identity,
+        *,
+        open_timeout: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
+    ) -> RelayClient:
+        """Connect to ``url`` and prove ``identity`` to the relay.
+
+        Any failure (refused, unreachable, TLS, HTTP 429/503, authentication
+        refused, timeout) is a RelayUnreachable with one clear sentence.
+        """
+        normal = normalize_relay_url(url)
+        try:
+            async with asyncio.timeout(open_timeout):
+                ws = await ws_connect(
+                    url,
+                    open_timeout=None,
+                    compression=None,
+                    max_size=MAX_FRAME_SIZE,
+                    max_queue=16,
+                    proxy=None,
+                    user_agent_header=None,
+                    **_ssl_kwargs(ssl),
+                )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise RelayUnreachable(f"cannot reach the relay at {url}: {_describe(exc)}") from exc
+        try:
+            async with asyncio.timeout(open_timeout):
+                challenge = decode_server_frame(await _recv_bytes(ws))
+                if not isinstance(challenge, Challenge):
+                    raise ProtocolError("the relay did not start with a challenge")
+                await ws.send(make_auth(identity, normal, challenge.challenge).encode())
+                answer = decode_server_frame(await _recv_bytes(ws))
+                if not isinstance(answer, AuthOk) or answer.address != identity.address:
+                    raise ProtocolError("the relay answered authentication with something else")
+        except ConnectionClosed as exc:
+            await ws.close()
+            raise RelayUnreachable(
+                f"the relay at {url} refused authentication ({_closed_reason(exc)})"
+            ) from exc
+        except TimeoutError as exc:
+            await ws.close()
+            raise RelayUnreachable(f"the relay at {url} did not authenticate us in time") from exc
+        except P2PTransferError as exc:
+            await ws.close()
+            raise RelayUnreachable(f"the relay at {url} broke the protocol: {exc}") from exc
+        return cls(ws, url, answer.address)
+
+    # --- frames ---------------------------------------------------------------
+
+    async def send(self, to: str, payload: bytes) -> None:
+        """Ask the relay to deliver ``payload`` to every connection of address ``to``.
+
+        Returns once the frame is handed to the connection; if ``to`` is
+        offline an :class:`Offline` with the same ``ref`` arrives via :meth:`recv`.
+        """
+        if len(payload) > MAX_PAYLOAD_SIZE:
+            raise LimitError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_SIZE}")
+        decode_address(to)
+        await self._send(Send(next(self._refs), to.strip().lower(), payload).encode())
+
+    async def recv(self) -> Deliver | Offline | Refused:
+        """The next Deliver, Offline, or Refused (a Send the relay would not carry, e.g. rate)."""
+        item = await self._inbox.get()
+        if isinstance(item, _Closed):
+            self._inbox.put_nowait(item)  # later calls fail the same way
+            raise item.error
+        return item
+
+    async def wait_online(self, address: str, timeout: float) -> None:
+        """Return once ``address`` is connected to the relay; PeerOffline after ``timeout`` s."""
+        address = address.strip().lower()
+        decode_address(address)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._online.setdefault(address, []).append(future)
+        try:
+            await self._request(Watch(next(self._refs), address), future)
+            async with asyncio.timeout(timeout):
+                result = await future
+        except TimeoutError:
+            raise PeerOffline(f"{address} did not come online within {timeout:g} s") from None
+        finally:
+            waiters = self._online.get(address, [])
+            with contextlib.suppress(ValueError):
+                waiters.remove(future)
+            if not waiters:
+                self._online.pop(address, None)
+        if isinstance(result, Refused):
+            raise RelayRefused(f"the relay refused to watch {address}: {result.detail}")
+
+    async def claim_handle(self, handle: str) -> None:
+        """Bind ``handle`` to our key in the relay's directory (RelayRefused if taken)."""
+        check_handle(handle)
+        result = await self._ask(Claim(next(self._refs), handle))
+        if isinstance(result, Refused):
+            raise RelayRefused(f"the relay refused to register {handle}: {result.detail}")
+
+    async def lookup_handle(self, handle: str) -> str:
+        """The address the relay's directory has for ``handle`` (a hint, never trust)."""
+        check_handle(handle)
+        result = await self._ask(Lookup(next(self._refs), handle))
+        if isinstance(result, LookupResult):
+            return result.address
+        if isinstance(result, NotFoundFrame):
+            raise NotFound(f"nobody has claimed the handle {handle!r} at {self.url}")
+        raise RelayRefused(f"the relay refused to look up {handle}: {result.detail}")
+
+    async def close(self) -> None:
+        """Close the connection (code 1000) and stop the reader."""
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def __aenter__(self) -> RelayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- internals ------------------------------------------------------------
+
+    async def _send(self, data: bytes) -> None:
+        if self._closed is not None:
+            raise self._closed
+        try:
+            await self._ws.send(data)
+        except ConnectionClosed as exc:
+            raise self._lost(exc) from exc
+
+    async def _request(self, frame: Watch | Claim | Lookup, future: asyncio.Future[Any]) -> None:
+        self._pending[frame.ref] = future
+        future.add_done_callback(lambda _f: self._pending.pop(frame.ref, None))
+        await self._send(frame.encode())
+
+    async def _ask(self, frame: Claim | Lookup) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._request(frame, future)
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                return await future
+        except TimeoutError:
+            raise RelayUnreachable(f"the relay at {self.url} did not answer in time") from None
+
+    def _lost(self, exc: ConnectionClosed | None) -> RelayUnreachable:
+        if self._closed is None:
+            why = _closed_reason(exc) if exc is not None else "connection lost"
+            self._closed = RelayUnreachable(
+                f"lost the connection to the relay at {self.url} ({why})"
+            )
+        return self._closed
+
+    async def _read_loop(self) -> None:
+        error: RelayUnreachable
+        try:
+            while True:
+                frame = decode_server_frame(await _recv_bytes(self._ws))
+                await self._dispatch(frame)
+        except ConnectionClosed as exc:
+            error = self._lost(exc)
+        except (DecodeError, ProtocolError) as exc:
+            self._closed = RelayUnreachable(f"the relay at {self.url} broke the protocol: {exc}")
+            error = self._closed
+            await self._ws.close(1002, "protocol error")
+        for future in [*self._pending.values(), *itertools.chain(*self._online.values())]:
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        self._online.clear()
+        try:
+            self._inbox.put_nowait(_Closed(error))
+        except asyncio.QueueFull:  # make room so recv() learns the connection is gone
+            self._inbox.get_nowait()
+            self._inbox.put_nowait(_Closed(error))
+
+    async def _dispatch(self, frame: Any) -> None:
+        if isinstance(frame, Deliver | Offline):
+            await self._inbox.put(frame)
+        elif isinstance(frame, Online):
+            for future in self._online.pop(frame.address, []):
+                if not future.done():
+                    future.set_result(frame)
+        elif isinstance(frame, ClaimOk | LookupResult | NotFoundFrame | Refused):
+            waiter = self._pending.get(frame.ref)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+            elif isinstance(frame, Refused):
+                await self._inbox.put(frame)  # a refused Send (rate-limited)
+        else:
+            raise ProtocolError(f"unexpected {type(frame).__name__} after authentication")
+
+
+async def _recv_bytes(ws: ClientConnection) -> bytes:
+    message = await ws.recv()
+    if isinstance(message, str):
+        raise DecodeError("the relay sent a text frame")
+    return message
+
+
+def _ssl_kwargs(ssl: ssl_module.SSLContext | None) -> dict[str, Any]:
+    # websockets makes its own default context for wss:// only when ``ssl`` is absent.
+    return {} if ssl is None else {"ssl": ssl}
