@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Invoke
-
-pytest.importorskip("p2ptransfer.net.relay", reason="the relay is not there yet")
-
 from p2ptransfer.demo import ALICE_TO_BOB, BOB_TO_ALICE, run_demo
 from p2ptransfer.net.peer import SendOutcome
 from p2ptransfer.protocol.transfer import RejectReason
 from p2ptransfer.storage.ledger import Contact, Ledger, TransferRow
+
+from .conftest import Invoke
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from rich.console import Console
 
 from p2ptransfer.cli.app import App
+from p2ptransfer.cli.commands import transfers
+from p2ptransfer.net import peer
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger
 
 from .conftest import Person
 from .test_offline import _pending_transfer
-
-peer = pytest.importorskip("p2ptransfer.net.peer", reason="the peer runtime is not importable yet")
-transfers = pytest.importorskip("p2ptransfer.cli.commands.transfers")
 
 
 def _row(alice: Person, bob: Person) -> object:

@@ -9,8 +9,6 @@ import pytest
 
 from .conftest import Invoke, Person, snapshot
 
-pytest.importorskip("p2ptransfer.net.relay_client", reason="the relay client is not there yet")
-
 
 @pytest.fixture
 def dead_relay() -> str:

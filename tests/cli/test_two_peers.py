@@ -27,10 +27,6 @@ PASSPHRASE = "two peers, one relay"
 START_TIMEOUT = 20.0
 STEP_TIMEOUT = 60.0
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / "rendezvous.py").exists(), reason="rendezvous.py is not there yet"
-)
-
 
 class Background:
     """A process whose stdout and stderr lines are collected by threads."""

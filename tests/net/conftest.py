@@ -88,6 +88,9 @@ class RelayProcess:
                 self.proc.wait(timeout=5)
             for thread in self._threads:
                 thread.join(timeout=5)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
         return code
 
 

@@ -41,13 +41,13 @@ class RelayConfig:
     outgoing_bytes: int = 1 << 20
     write_limit: int = 64 * 1024
 
-    # per-connection token buckets (frames and bytes per second, burst)
-    frame_rate: float = 200.0
-    frame_burst: float = 400.0
-    byte_rate: float = float(2 << 20)
-    byte_burst: float = float(4 << 20)
-    rate_limit_strikes: int = 100
-    """Consecutive rate-limited frames after which the connection is closed (1008)."""
+    # per-connection token buckets (frames and bytes per second, burst); a connection
+    # over its rate is throttled: the relay stops reading from it until it is back
+    # under, so TCP back-pressure slows the sender and no frame is dropped.
+    frame_rate: float = 500.0
+    frame_burst: float = 1000.0
+    byte_rate: float = float(4 << 20)
+    byte_burst: float = float(8 << 20)
 
     # connections
     max_connections: int = 4096
@@ -80,7 +80,6 @@ class RelayConfig:
             "max_connections",
             "max_connections_per_ip",
             "max_connections_per_address",
-            "rate_limit_strikes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -37,6 +37,21 @@ class TokenBucket:
         self._tokens -= amount
         return True
 
+    def reserve(self, amount: float = 1.0) -> float:
+        """Spend ``amount`` now, going into debt if needed; seconds to wait before acting.
+
+        Used for back-pressure: the caller sleeps that long (not reading from
+        the connection meanwhile), so a fast sender is slowed to ``rate``
+        without any of its frames being dropped.
+        """
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= amount
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
     @property
     def full(self) -> bool:
         """True when idle long enough to be full again (so it can be forgotten)."""

@@ -62,7 +62,7 @@ class Metrics:
         metric(
             "p2pt_relay_rate_limited_total",
             "counter",
-            "Frames or connections refused by a token bucket.",
+            "Frames throttled (reading paused) or connections refused by a token bucket.",
             [("", self.rate_limited)],
         )
         metric(

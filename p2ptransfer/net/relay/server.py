@@ -92,7 +92,6 @@ class _Conn:
     out: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     out_bytes: int = 0
     writer: asyncio.Task[None] | None = None
-    strikes: int = 0
     watches: set[str] = field(default_factory=set)
     dropped: bool = False
 
@@ -311,6 +310,7 @@ class RelayServer:
                 ) from None
             self._register(conn, address)
             async for message in ws:
+                await self._throttle(conn, len(message))
                 self._on_message(conn, message)
         except _Close as close:
             self.metrics.connections_closed[close.metric] += 1
@@ -408,23 +408,20 @@ class RelayServer:
 
     # --- frames -------------------------------------------------------------
 
+    async def _throttle(self, conn: _Conn, size: int) -> None:
+        """Pause reading from ``conn`` while it is over its frame or byte rate."""
+        delay = max(conn.frame_bucket.reserve(1), conn.byte_bucket.reserve(size))
+        if delay > 0:
+            self.metrics.rate_limited += 1
+            if delay > 0.5:
+                log_event(
+                    logging.DEBUG, "throttle", "over rate", conn=conn.cid, delay=round(delay, 2)
+                )
+            await asyncio.sleep(delay)
+
     def _on_message(self, conn: _Conn, message: str | bytes) -> None:
         frame = self._decode(message)
         assert conn.address is not None
-        size = len(message)
-        if not (conn.frame_bucket.take() and conn.byte_bucket.take(size)):
-            conn.strikes += 1
-            self.metrics.rate_limited += 1
-            self.metrics.frames_refused["rate-limited"] += 1
-            if conn.strikes == 1:
-                log_event(
-                    logging.INFO, "rate-limited", "throttling", conn=conn.cid, address=conn.address
-                )
-            if conn.strikes >= self.config.rate_limit_strikes:
-                raise _Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded", "rate-limit")
-            self._refuse(conn, frame, "rate-limited", "too many frames or bytes; slow down")
-            return
-        conn.strikes = 0
         if isinstance(frame, Send):
             self._route(conn, conn.address, frame)
         elif isinstance(frame, Watch):
@@ -473,8 +470,7 @@ class RelayServer:
         self._watchers.setdefault(frame.address, set()).add(conn)
 
     def _refuse(self, conn: _Conn, frame: ClientFrame, reason: str, detail: str) -> None:
-        if reason != "rate-limited":
-            self.metrics.frames_refused[reason] += 1
+        self.metrics.frames_refused[reason] += 1
         ref = getattr(frame, "ref", 0)
         self._enqueue(conn, Refused(ref, frame.SCHEMA.type_id, reason, detail).encode())
 

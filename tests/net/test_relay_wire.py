@@ -1,0 +1,195 @@
+"""The relay frames (protocol/relay_wire.py): exact bytes, strict decoding, the auth message."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2ptransfer.errors import (
+    AddressError,
+    DecodeError,
+    InputError,
+    P2PTransferError,
+    ProtocolError,
+    SignatureError,
+)
+from p2ptransfer.protocol import relay_wire as w
+from p2ptransfer.protocol.identity import Identity
+
+ALICE = Identity(bytes(range(32)))
+BOB = Identity(bytes(range(1, 33)))
+URL = "ws://127.0.0.1:8765/"
+
+FRAMES: list[w.Frame] = [
+    w.Challenge(bytes(range(32))),
+    w.make_auth(ALICE, URL, bytes(32)),
+    w.AuthOk(ALICE.address),
+    w.Send(7, BOB.address, b"opaque"),
+    w.Deliver(ALICE.address, b""),
+    w.Offline(7, BOB.address),
+    w.Watch(8, BOB.address),
+    w.Online(BOB.address),
+    w.Claim(9, "alice"),
+    w.ClaimOk(9, "alice"),
+    w.Lookup(10, "bob_2"),
+    w.LookupResult(10, "bob_2", BOB.address),
+    w.NotFound(10, "bob_2"),
+    w.Refused(9, 0x38, "handle-taken", "alice belongs to another key"),
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: type(f).__name__)
+def test_round_trip(frame: w.Frame) -> None:
+    data = frame.encode()
+    assert data[0] == frame.SCHEMA.type_id
+    assert w.decode_frame(data) == frame
+    assert w.decode_frame(data).encode() == data
+
+
+def test_type_ids_are_in_the_relay_range() -> None:
+    ids = sorted({**w.CLIENT_FRAMES, **w.SERVER_FRAMES})
+    assert ids == list(range(0x30, 0x3E))
+    assert set(w.CLIENT_FRAMES).isdisjoint(w.SERVER_FRAMES)
+
+
+def test_send_exact_bytes() -> None:
+    data = w.Send(0x01020304, BOB.address, b"hi").encode()
+    addr = BOB.address.encode()
+    assert data == (
+        b"\x33"
+        + b"\x01\x00\x00\x00\x04\x01\x02\x03\x04"
+        + b"\x02" + len(addr).to_bytes(4, "big") + addr
+        + b"\x03\x00\x00\x00\x02hi"
+    )  # fmt: skip
+
+
+def test_auth_message_exact_bytes() -> None:
+    challenge = bytes([0xAA]) * 32
+    key = ALICE.public.public_key
+    assert w.auth_message("WS://LocalHost:8765", challenge, key) == (
+        b"p2ptransfer-relay-auth-v1\x00"
+        + (21).to_bytes(4, "big")
+        + b"ws://localhost:8765/"
+        + challenge
+        + key
+    )
+
+
+def test_side_specific_decoders_refuse_the_other_side() -> None:
+    with pytest.raises(DecodeError, match="not a peer-to-relay frame"):
+        w.decode_client_frame(w.Deliver(ALICE.address, b"x").encode())
+    with pytest.raises(DecodeError, match="not a relay-to-peer frame"):
+        w.decode_server_frame(w.Send(1, ALICE.address, b"x").encode())
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("ws://127.0.0.1:8765", "ws://127.0.0.1:8765/"),
+        ("WS://LOCALHOST:8765/", "ws://localhost:8765/"),
+        ("wss://relay.example.org", "wss://relay.example.org:443/"),
+        ("ws://relay.example.org/relay", "ws://relay.example.org:80/relay"),
+        ("ws://[::1]:9/", "ws://[::1]:9/"),
+    ],
+)
+def test_normalize_relay_url(url: str, normal: str) -> None:
+    assert w.normalize_relay_url(url) == normal
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://x:1", "ws://", "ws://u:p@host:1", "ws://h:1/?q=1", "ws://h:99999", "ws://hé:1", 5],
+    ids=["http", "no-host", "userinfo", "query", "bad-port", "non-ascii", "not-text"],
+)
+def test_normalize_refuses(url: object) -> None:
+    with pytest.raises(InputError):
+        w.normalize_relay_url(url)  # type: ignore[arg-type]
+
+
+def test_verify_auth() -> None:
+    challenge = bytes([7]) * 32
+    auth = w.make_auth(ALICE, URL, challenge)
+    assert w.verify_auth(auth, challenge, frozenset({URL})) == ALICE.address
+    with pytest.raises(SignatureError):
+        w.verify_auth(auth, bytes(32), frozenset({URL}))  # another challenge: a replay
+    with pytest.raises(ProtocolError, match="another relay URL"):
+        w.verify_auth(auth, challenge, frozenset({"ws://other:1/"}))
+    stolen = w.Auth(BOB.public.public_key, auth.signature, auth.relay_url)
+    with pytest.raises(SignatureError):
+        w.verify_auth(stolen, challenge, frozenset({URL}))
+
+
+@pytest.mark.parametrize(
+    "handle", ["ab", "a" * 33, "Alice", "al ice", "al.ice", "é" * 3, ""], ids=repr
+)
+def test_handle_rules(handle: str) -> None:
+    with pytest.raises(InputError, match="not a valid handle"):
+        w.check_handle(handle)
+    with pytest.raises(InputError):
+        w.Claim(1, handle)
+
+
+@pytest.mark.parametrize("handle", ["abc", "a" * 32, "bob_2", "x-y", "007"])
+def test_valid_handles(handle: str) -> None:
+    assert w.check_handle(handle) == handle
+
+
+def test_frames_validate_on_construction() -> None:
+    with pytest.raises(AddressError):
+        w.Send(1, "p2pt1notanaddress", b"")
+    with pytest.raises(ValueError, match="at most"):
+        w.Send(1, BOB.address, bytes(w.MAX_PAYLOAD_SIZE + 1))
+    with pytest.raises(ValueError, match="32-bit"):
+        w.Offline(1 << 32, BOB.address)
+    with pytest.raises(ValueError):
+        w.Challenge(bytes(31))
+
+
+def test_decoding_refuses_an_invalid_address_inside_a_valid_encoding() -> None:
+    good = w.Online(BOB.address).encode()
+    bad = good[:-1] + (b"q" if good[-1:] != b"q" else b"p")
+    with pytest.raises(DecodeError, match=r"relay\.Online"):
+        w.decode_frame(bad)
+
+
+def test_oversized_frame_is_refused_before_parsing() -> None:
+    with pytest.raises(DecodeError, match="exceeds"):
+        w.decode_frame(b"\x33" + bytes(w.MAX_FRAME_SIZE))
+
+
+DECODERS = [w.decode_frame, w.decode_client_frame, w.decode_server_frame]
+
+
+@pytest.mark.parametrize("decode", DECODERS, ids=lambda d: d.__name__)
+@given(data=st.binary(max_size=300))
+def test_random_bytes_raise_only_our_errors(decode: object, data: bytes) -> None:
+    try:
+        decode(data)  # type: ignore[operator]
+    except P2PTransferError:
+        pass
+
+
+@pytest.mark.parametrize("decode", DECODERS, ids=lambda d: d.__name__)
+@given(
+    type_id=st.integers(0x30, 0x3D),
+    body=st.binary(max_size=200),
+)
+def test_random_bodies_with_relay_type_ids_raise_only_our_errors(
+    decode: object, type_id: int, body: bytes
+) -> None:
+    try:
+        decode(bytes([type_id]) + body)  # type: ignore[operator]
+    except P2PTransferError:
+        pass
+
+
+@given(frame=st.sampled_from(FRAMES), flip=st.integers(0, 10_000), value=st.integers(0, 255))
+def test_mutated_frames_raise_only_our_errors(frame: w.Frame, flip: int, value: int) -> None:
+    data = bytearray(frame.encode())
+    data[flip % len(data)] = value
+    try:
+        decoded = w.decode_frame(bytes(data))
+    except P2PTransferError:
+        return
+    assert decoded.encode() == bytes(data)  # whatever decodes has exactly these bytes
