@@ -476,7 +476,9 @@ class Peer:
         try:
             await self._flush(run)
             while not session.is_open:
-                for event in await self._next_events(run, min(_HANDSHAKE_TIMEOUT, _left(loop, deadline))):
+                for event in await self._next_events(
+                    run, min(_HANDSHAKE_TIMEOUT, _left(loop, deadline))
+                ):
                     if isinstance(event, Aborted):
                         raise ProtocolError("the peer aborted the handshake")
             queue = [t for t in remaining if t.id not in outcomes]
@@ -612,8 +614,11 @@ class Peer:
                 log.exception("commit of %d transfer(s) failed", len(batch))
                 for run, _ in batch:
                     with contextlib.suppress(asyncio.QueueFull):
-                        run.inbox.put_nowait(exc if isinstance(exc, P2PTransferError) else
-                                             ProtocolError("local commit failed"))
+                        run.inbox.put_nowait(
+                            exc
+                            if isinstance(exc, P2PTransferError)
+                            else ProtocolError("local commit failed")
+                        )
 
     async def _commit_batch(self, batch: list[tuple[_SessionRun, TransferArrived]]) -> None:
         decided_at = now_ms()

@@ -6,6 +6,8 @@ the one ``listening on ws://HOST:PORT`` line the relay prints to stdout.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -15,11 +17,22 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from p2ptransfer.net.relay import RelayConfig, RelayServer
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.relay_wire import (
+    Auth,
+    AuthOk,
+    Challenge,
+    ServerFrame,
+    decode_server_frame,
+    make_auth,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
@@ -51,10 +64,12 @@ async def relay_url(relay: RelayServer) -> str:
     return relay.url
 
 
+StartRelay = Callable[[RelayConfig], contextlib.AbstractAsyncContextManager[RelayServer]]
+
+
 @pytest.fixture
-def start_relay() -> Iterator[Callable[..., AsyncIterator[RelayServer]]]:
+def start_relay() -> Iterator[StartRelay]:
     """``async with start_relay(config) as server``: extra relays, closed at the end."""
-    import contextlib
 
     @contextlib.asynccontextmanager
     async def start(config: RelayConfig) -> AsyncIterator[RelayServer]:
@@ -142,3 +157,41 @@ def relay_process() -> Iterator[RelayProcess]:
         yield relay
     finally:
         relay.terminate()
+
+
+# --- raw websocket helpers for relay tests ------------------------------------
+
+
+async def raw_connect(url: str, **kwargs: Any) -> ClientConnection:
+    """A plain websockets client (no RelayClient), for talking to the relay by hand."""
+    kwargs.setdefault("compression", None)
+    kwargs.setdefault("open_timeout", 5)
+    kwargs.setdefault("max_size", None)
+    return await connect(url, **kwargs)
+
+
+async def recv_frame(ws: ClientConnection, timeout: float = 5.0) -> ServerFrame:
+    async with asyncio.timeout(timeout):
+        message = await ws.recv()
+    assert isinstance(message, bytes)
+    return decode_server_frame(message)
+
+
+async def raw_auth(ws: ClientConnection, identity: Identity, url: str) -> Auth:
+    """Answer the relay's challenge as ``identity``; returns the Auth sent."""
+    challenge = await recv_frame(ws)
+    assert isinstance(challenge, Challenge)
+    auth = make_auth(identity, url, challenge.challenge)
+    await ws.send(auth.encode())
+    ok = await recv_frame(ws)
+    assert ok == AuthOk(identity.address)
+    return auth
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> tuple[int | None, str]:
+    """Wait (reading and discarding) until the relay closes ``ws``; its code and reason."""
+    async with asyncio.timeout(timeout):
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv()
+    return ws.close_code, ws.close_reason or ""

@@ -35,11 +35,18 @@ class PausingLedger(Ledger):
 async def main(relay_url: str, seed_hex: str, ledger_path: str, marker: str | None) -> None:
     ledger = PausingLedger.open(ledger_path)
     ledger.marker = Path(marker) if marker else None
-    peer = Peer(Identity(bytes.fromhex(seed_hex)), ledger, relay_url, policy=AcceptancePolicy(accept_unknown=True))
+    peer = Peer(
+        Identity(bytes.fromhex(seed_hex)),
+        ledger,
+        relay_url,
+        policy=AcceptancePolicy(accept_unknown=True),
+    )
     await peer.connect()
     print("ready", flush=True)
     await peer.listen()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))
+    asyncio.run(
+        main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
+    )

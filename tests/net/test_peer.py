@@ -1,4 +1,4 @@
-"""Two in-process peers through a real relay on 127.0.0.1: the exactly-once guarantee under faults."""
+"""Two in-process peers through a real relay on 127.0.0.1: exactly-once under faults."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class Crash(Exception):
-    """Stands for the process dying at a hook's point (not a P2PTransferError: nothing retries it)."""
+    """The process dying at a hook's point (not a P2PTransferError: nothing retries it)."""
 
 
 class Side:
@@ -61,7 +61,11 @@ def bob(tmp_path: Path, alice: Side) -> Side:
 
 @contextlib.asynccontextmanager
 async def listening(
-    side: Side, relay_url: str, *, policy: AcceptancePolicy | None = None, hooks: FaultHooks | None = None
+    side: Side,
+    relay_url: str,
+    *,
+    policy: AcceptancePolicy | None = None,
+    hooks: FaultHooks | None = None,
 ) -> AsyncIterator[Peer]:
     """``side`` serving incoming sessions in the background until the block ends."""
     peer = Peer(side.identity, side.ledger, relay_url, policy=policy, hooks=hooks)
@@ -103,7 +107,9 @@ async def test_send_and_listen(relay_url: str, alice: Side, bob: Side) -> None:
     assert_agree(alice, bob, 1)
 
 
-async def test_receive_returns_the_first_recorded_transfer(relay_url: str, alice: Side, bob: Side) -> None:
+async def test_receive_returns_the_first_recorded_transfer(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
     async with Peer(bob.identity, bob.ledger, relay_url) as receiver:
         receiving = asyncio.create_task(receiver.receive(timeout=10))
         async with Peer(alice.identity, alice.ledger, relay_url) as sender:
@@ -117,7 +123,12 @@ async def test_receive_returns_the_first_recorded_transfer(relay_url: str, alice
 @pytest.mark.parametrize(
     ("policy", "amount", "currency", "reason"),
     [
-        (AcceptancePolicy(currencies=frozenset({"EUR"})), 100, "USD", RejectReason.CURRENCY_NOT_ACCEPTED),
+        (
+            AcceptancePolicy(currencies=frozenset({"EUR"})),
+            100,
+            "USD",
+            RejectReason.CURRENCY_NOT_ACCEPTED,
+        ),
         (None, 100_000, "EUR", RejectReason.OVER_LIMIT),
     ],
     ids=["currency", "over-limit"],
@@ -126,9 +137,10 @@ async def test_rejections_are_signed_receipts_on_both_sides(
     relay_url: str, alice: Side, bob: Side, policy, amount, currency, reason
 ) -> None:
     policy = policy or AcceptancePolicy(limits={alice.address: 50_000})
-    async with listening(bob, relay_url, policy=policy), Peer(
-        alice.identity, alice.ledger, relay_url
-    ) as peer:
+    async with (
+        listening(bob, relay_url, policy=policy),
+        Peer(alice.identity, alice.ledger, relay_url) as peer,
+    ):
         outcome = await peer.send(bob.address, amount, currency, timeout=10)
     assert not outcome.accepted
     assert outcome.receipt.receipt.reason is reason
@@ -137,14 +149,20 @@ async def test_rejections_are_signed_receipts_on_both_sides(
     assert_agree(alice, bob, 1)
 
 
-async def test_unknown_sender_is_rejected_unless_accepted(relay_url: str, tmp_path: Path, bob: Side) -> None:
+async def test_unknown_sender_is_rejected_unless_accepted(
+    relay_url: str, tmp_path: Path, bob: Side
+) -> None:
     stranger = Side(tmp_path, "stranger")
-    async with listening(bob, relay_url), Peer(stranger.identity, stranger.ledger, relay_url) as peer:
+    async with (
+        listening(bob, relay_url),
+        Peer(stranger.identity, stranger.ledger, relay_url) as peer,
+    ):
         refused = await peer.send(bob.address, 100, "EUR", timeout=10)
     assert refused.receipt.receipt.reason is RejectReason.UNKNOWN_SENDER
-    async with listening(bob, relay_url, policy=AcceptancePolicy(accept_unknown=True)), Peer(
-        stranger.identity, stranger.ledger, relay_url
-    ) as peer:
+    async with (
+        listening(bob, relay_url, policy=AcceptancePolicy(accept_unknown=True)),
+        Peer(stranger.identity, stranger.ledger, relay_url) as peer,
+    ):
         accepted = await peer.send(bob.address, 100, "EUR", timeout=10)
     assert accepted.accepted
     assert bob.ledger.balances() == {(stranger.address, "EUR"): 100}
@@ -189,7 +207,9 @@ async def test_pin_mismatch_is_loud(alice: Side, bob: Side, tmp_path: Path) -> N
         alice.ledger.pin_handle("bob", other.address, 2)
 
 
-async def test_offline_recipient_times_out_and_stays_pending(relay_url: str, alice: Side, bob: Side) -> None:
+async def test_offline_recipient_times_out_and_stays_pending(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
     async with Peer(alice.identity, alice.ledger, relay_url) as peer:
         with pytest.raises(PeerOffline, match="stay pending"):
             await peer.send(bob.address, 100, "EUR", timeout=0.5)
@@ -197,7 +217,9 @@ async def test_offline_recipient_times_out_and_stays_pending(relay_url: str, ali
     assert row.status == TransferStatus.PENDING
 
 
-async def test_send_waits_for_a_recipient_that_comes_online(relay_url: str, alice: Side, bob: Side) -> None:
+async def test_send_waits_for_a_recipient_that_comes_online(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
     async with Peer(alice.identity, alice.ledger, relay_url) as peer:
         sending = asyncio.create_task(peer.send(bob.address, 100, "EUR", timeout=15))
         await asyncio.sleep(0.3)
@@ -208,7 +230,9 @@ async def test_send_waits_for_a_recipient_that_comes_online(relay_url: str, alic
     assert_agree(alice, bob, 1)
 
 
-async def test_same_id_same_content_gets_the_stored_receipt(relay_url: str, alice: Side, bob: Side) -> None:
+async def test_same_id_same_content_gets_the_stored_receipt(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
     async with listening(bob, relay_url), Peer(alice.identity, alice.ledger, relay_url) as peer:
         first = await peer.send(bob.address, 700, "EUR", timeout=10)
         again = await peer.deliver([first.row.signed], timeout=10)
@@ -306,10 +330,13 @@ async def test_sender_crash_then_resend_completes_exactly_once(
     assert bob.ledger.balances() == {(alice.address, "EUR"): 4200}
 
 
-async def test_receiver_crash_after_commit_before_receipt(relay_url: str, alice: Side, bob: Side) -> None:
-    async with listening(bob, relay_url, hooks=CrashOnce("after-commit")), Peer(
-        alice.identity, alice.ledger, relay_url
-    ) as peer:
+async def test_receiver_crash_after_commit_before_receipt(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
+    async with (
+        listening(bob, relay_url, hooks=CrashOnce("after-commit")),
+        Peer(alice.identity, alice.ledger, relay_url) as peer,
+    ):
         outcome = await peer.send(bob.address, 999, "EUR", timeout=15)
     assert outcome.accepted
     assert_agree(alice, bob, 1)
@@ -319,7 +346,10 @@ async def test_many_transfers_in_one_session_with_several_in_flight(
     relay_url: str, alice: Side, bob: Side
 ) -> None:
     count = 1000
-    async with listening(bob, relay_url), Peer(alice.identity, alice.ledger, relay_url, window=64) as peer:
+    async with (
+        listening(bob, relay_url),
+        Peer(alice.identity, alice.ledger, relay_url, window=64) as peer,
+    ):
         outcomes = await peer.send_many(
             bob.address, [(i + 1, "EUR", f"#{i}") for i in range(count)], timeout=120
         )
@@ -328,7 +358,9 @@ async def test_many_transfers_in_one_session_with_several_in_flight(
     assert bob.ledger.balances() == {(alice.address, "EUR"): count * (count + 1) // 2}
 
 
-async def test_record_cap_forces_a_new_handshake_not_a_wrap(relay_url: str, alice: Side, bob: Side) -> None:
+async def test_record_cap_forces_a_new_handshake_not_a_wrap(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
     policy = AcceptancePolicy()
     bob_peer = Peer(bob.identity, bob.ledger, relay_url, policy=policy, max_records=10)
     await bob_peer.connect()
@@ -336,7 +368,9 @@ async def test_record_cap_forces_a_new_handshake_not_a_wrap(relay_url: str, alic
     task = asyncio.create_task(bob_peer.listen(stop))
     try:
         async with Peer(alice.identity, alice.ledger, relay_url, max_records=10, window=4) as peer:
-            outcomes = await peer.send_many(bob.address, [(i + 1, "EUR", "") for i in range(25)], timeout=30)
+            outcomes = await peer.send_many(
+                bob.address, [(i + 1, "EUR", "") for i in range(25)], timeout=30
+            )
     finally:
         stop.set()
         await task

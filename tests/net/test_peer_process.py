@@ -26,7 +26,9 @@ pytestmark = pytest.mark.timeout(90)
 HERE = Path(__file__).resolve().parent
 
 
-def start_receiver(relay_url: str, seed: bytes, ledger: Path, marker: Path | None = None) -> subprocess.Popen[str]:
+def start_receiver(
+    relay_url: str, seed: bytes, ledger: Path, marker: Path | None = None
+) -> subprocess.Popen[str]:
     """Start the receiver process; return once it is connected to the relay."""
     args = [sys.executable, str(HERE / "receiver_process.py"), relay_url, seed.hex(), str(ledger)]
     if marker is not None:
@@ -103,14 +105,18 @@ async def test_receiver_sigkill_during_commit(relay_process: RelayProcess, tmp_p
     assert outcome.accepted and outcome.row.id == pending.id
     with Ledger.open(bob_ledger) as bob_view:
         (row,) = bob_view.transfers()
-        assert (row.id, row.amount_minor, row.status) == (pending.id, 31_337, TransferStatus.COMPLETED)
+        assert (row.id, row.amount_minor, row.status) == (
+            pending.id,
+            31_337,
+            TransferStatus.COMPLETED,
+        )
         assert row.signed_receipt == alice_ledger.get_transfer(pending.id, "out").signed_receipt
         bob_view.verify()
     alice_ledger.verify()
 
 
 class RestartRelay(FaultHooks):
-    """Kill the relay the moment the transfer is about to leave, and start it again on the same port."""
+    """Kill the relay as the transfer is about to leave; start it again on the same port."""
 
     def __init__(self, port: int) -> None:
         self.port = port
