@@ -60,7 +60,11 @@ def stdin_is_tty() -> bool:
 def _console(*, stderr: bool) -> Console:
     # highlight=False: rich would otherwise colour numbers and addresses at random.
     # soft_wrap=True: never break an address or an id in the middle when piped.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or in CI: rich would assume 80 columns and squeeze tables into ellipses.
+        console.width = 132
+    return console
 
 
 @dataclass

@@ -249,6 +249,10 @@ class Peer:
                     self._fail_sessions_to(message.to, PeerOffline(f"{message.to} went offline"))
                 elif isinstance(message, Deliver):
                     self._route(message.sender, message.payload)
+                else:
+                    # The relay dropped one of our frames (rate limit): whichever session it
+                    # belonged to now has a gap, so end them all now rather than at timeout.
+                    self._fail_all(ProtocolError(f"the relay dropped a frame: {message.detail}"))
         except asyncio.CancelledError:
             raise
         except P2PTransferError as exc:

@@ -75,6 +75,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
         body = (exc.response.body or b"").decode("utf-8", "replace").strip()
         return f"HTTP {exc.response.status_code}" + (f" ({body[:80]})" if body else "")
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message})"
     if isinstance(exc, ssl_module.SSLError):
         return f"TLS failed: {exc.reason or exc}"
     if isinstance(exc, OSError) and exc.strerror:

@@ -49,19 +49,19 @@ async def run_relay(config: RelayConfig, *, ready: Callable[[str], None] | None 
     ``ready`` is called with the URL once the socket listens; by default it
     prints ``listening on URL`` to stdout, flushed.
     """
-    server = RelayServer(config)
-    await server.start()
-    (ready or _print_ready)(server.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before "listening": no window for a signal
         try:
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread / not POSIX
             pass
+    server = RelayServer(config)
     try:
+        await server.start()
+        (ready or _print_ready)(server.url)
         await stop.wait()
     finally:
         for sig in installed:
