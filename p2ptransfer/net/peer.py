@@ -397,22 +397,22 @@ class Peer:
         outcomes: dict[bytes, SendOutcome] = {}
         remaining = [t for t in transfers]
         last_error: P2PTransferError | None = None
-        attempts = 0
+        failures = 0  # sessions that failed; a session ended for rekeying is not one
         while remaining:
             left = deadline - loop.time()
-            if left <= 0 or attempts >= _SESSION_ATTEMPTS:
+            if left <= 0 or failures >= _SESSION_ATTEMPTS:
                 break
-            attempts += 1
             try:
                 await self._require_client().wait_online(remote.address, left)
                 await self._run_outgoing(remote, remaining, outcomes, deadline)
             except IdentityError:
                 raise  # never retry against a key we did not expect
             except (ProtocolError, NetworkError) as exc:
+                failures += 1
                 last_error = exc
                 log.info("session to %s failed (%s); retrying", remote.address, exc)
                 if self._client is not None and not self._disconnected.is_set():
-                    await asyncio.sleep(min(0.05 * 2**attempts, 1.0))
+                    await asyncio.sleep(min(0.05 * 2**failures, 1.0))
                     continue
                 try:
                     await self._reconnect(deadline)

@@ -361,19 +361,28 @@ async def test_many_transfers_in_one_session_with_several_in_flight(
 async def test_record_cap_forces_a_new_handshake_not_a_wrap(
     relay_url: str, alice: Side, bob: Side
 ) -> None:
-    policy = AcceptancePolicy()
-    bob_peer = Peer(bob.identity, bob.ledger, relay_url, policy=policy, max_records=10)
+    """With 10 records per key, 60 transfers need several sessions: each one rekeys, none wraps."""
+    sessions: list[str] = []
+    bob_peer = Peer(
+        bob.identity,
+        bob.ledger,
+        relay_url,
+        max_records=10,
+        on_event=lambda e: sessions.append(e.detail) if e.kind == "session" else None,
+    )
     await bob_peer.connect()
     stop = asyncio.Event()
     task = asyncio.create_task(bob_peer.listen(stop))
     try:
         async with Peer(alice.identity, alice.ledger, relay_url, max_records=10, window=4) as peer:
             outcomes = await peer.send_many(
-                bob.address, [(i + 1, "EUR", "") for i in range(25)], timeout=30
+                bob.address, [(i + 1, "EUR", "") for i in range(60)], timeout=30
             )
     finally:
         stop.set()
         await task
         await bob_peer.close()
     assert all(o.accepted for o in outcomes)
-    assert_agree(alice, bob, 25)
+    assert len(sessions) >= 60 // 9  # at most 9 transfers fit under a cap of 10 records
+    assert set(sessions) == {alice.address}
+    assert_agree(alice, bob, 60)
