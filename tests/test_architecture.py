@@ -1,0 +1,109 @@
+"""The layering of design.md, enforced: imports point one way, and protocol/ does no I/O.
+
+errors <- protocol <- storage <- net <- cli. The protocol core never touches a
+socket, a file, a database, the terminal, the clock or a random source: time
+and random bytes are passed in, so its behaviour is a pure function of its
+inputs and every test can pin them.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "p2ptransfer"
+
+LAYERS = {"protocol": 1, "storage": 2, "net": 3, "cli": 4}
+# Standard-library and third-party modules the pure core must not import.
+IMPURE = {
+    "asyncio",
+    "websockets",
+    "sqlite3",
+    "click",
+    "rich",
+    "socket",
+    "ssl",
+    "secrets",
+    "random",
+    "time",
+    "datetime",
+    "os",
+    "subprocess",
+    "threading",
+    "logging",
+}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+# Top-level modules: demo.py is an application of the net layer (the library behind
+# ``p2ptransfer demo``); __main__ only starts the CLI.
+TOP_LEVEL = {"__init__.py": 0, "errors.py": 0, "demo.py": 3, "__main__.py": 5}
+
+
+def _layer(path: Path) -> int:
+    parts = path.relative_to(PACKAGE).parts
+    if len(parts) == 1:
+        return TOP_LEVEL[parts[0]]
+    return LAYERS[parts[0]]
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """(absolute module name, line) for every import in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = ["p2ptransfer", *path.relative_to(PACKAGE).parent.parts]
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            found.append((name, node.lineno))
+    return found
+
+
+def _target_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "p2ptransfer" or len(parts) < 2:
+        return None
+    if parts[1] in LAYERS:
+        return LAYERS[parts[1]]
+    return TOP_LEVEL.get(f"{parts[1]}.py", 0)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down_the_layers(path: Path) -> None:
+    own = _layer(path)
+    for module, line in _imports(path):
+        target = _target_layer(module)
+        if target is None:
+            continue
+        assert target <= own, f"{path.relative_to(PACKAGE)}:{line} imports {module}, a higher layer"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "protocol").glob("*.py")),
+    ids=lambda p: p.name,
+)
+def test_protocol_core_is_sans_io(path: Path) -> None:
+    for module, line in _imports(path):
+        top = module.split(".")[0]
+        assert top not in IMPURE, f"protocol/{path.name}:{line} imports {module}"
+
+
+def test_every_module_uses_postponed_annotations() -> None:
+    missing = [
+        str(p.relative_to(PACKAGE))
+        for p in _modules()
+        if p.stat().st_size and "from __future__ import annotations" not in p.read_text()
+    ]
+    assert missing == []
