@@ -135,6 +135,7 @@ class RelayClient:
                     compression=None,
                     max_size=MAX_FRAME_SIZE,
                     max_queue=16,
+                    close_timeout=2,
                     proxy=None,
                     user_agent_header=None,
                     **_ssl_kwargs(ssl),
@@ -224,10 +225,13 @@ class RelayClient:
 
     async def close(self) -> None:
         """Close the connection (code 1000) and stop the reader."""
-        await self._ws.close()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+        if self._closed is None:
+            self._closed = RelayUnreachable(f"the connection to the relay at {self.url} is closed")
+            self._finish(self._closed)
+        await self._ws.close()
 
     async def __aenter__(self) -> RelayClient:
         return self
@@ -279,6 +283,10 @@ class RelayClient:
             self._closed = RelayUnreachable(f"the relay at {self.url} broke the protocol: {exc}")
             error = self._closed
             await self._ws.close(1002, "protocol error")
+        self._finish(error)
+
+    def _finish(self, error: RelayUnreachable) -> None:
+        """Wake every waiter with ``error``; later recv() calls raise it too."""
         for future in [*self._pending.values(), *itertools.chain(*self._online.values())]:
             if not future.done():
                 future.set_exception(error)

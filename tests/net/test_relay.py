@@ -316,3 +316,22 @@ async def test_client_sees_relay_going_away(start_relay: StartRelay) -> None:
     with pytest.raises(RelayUnreachable):
         await client.send(BOB.address, b"x")
     await client.close()
+
+
+async def test_waiters_wake_when_the_connection_ends(start_relay: StartRelay) -> None:
+    async with start_relay(RelayConfig(port=0)) as server:
+        client = await RelayClient.connect(server.url, ALICE)
+        waiting = asyncio.create_task(client.wait_online(BOB.address, 30))
+        receiving = asyncio.create_task(client.recv())
+        await asyncio.sleep(0.05)
+    for task in (waiting, receiving):
+        with pytest.raises(RelayUnreachable, match="code 1001"):
+            await asyncio.wait_for(task, 5)
+    await client.close()
+
+
+async def test_recv_after_close_raises(relay: RelayServer) -> None:
+    client = await RelayClient.connect(relay.url, ALICE)
+    await client.close()
+    with pytest.raises(RelayUnreachable, match="is closed"):
+        await asyncio.wait_for(client.recv(), 1)

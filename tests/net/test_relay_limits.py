@@ -7,7 +7,7 @@ import base64
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -19,6 +19,15 @@ from p2ptransfer.net.relay_client import Deliver, Offline, RelayClient
 from .conftest import StartRelay, closed_with, make_identity, raw_auth, raw_connect
 
 ALICE, BOB, CAROL, DAVE, EVE = (make_identity(n) for n in (11, 12, 13, 14, 15))
+
+
+async def eventually(condition: Callable[[], bool], within: float = 3.0) -> None:
+    """Poll ``condition`` (the relay updates its counters after the peer sees the close)."""
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
 
 
 class GoodPair:
@@ -83,6 +92,7 @@ async def test_oversized_frame_closes_1009(start_relay: StartRelay) -> None:
         await raw_auth(ws, EVE, relay.url)
         await ws.send(bytes(2 * 1024 * 1024))
         assert (await closed_with(ws))[0] == 1009
+        await eventually(lambda: relay.metrics.connections_closed["frame-too-big"] == 1)
 
 
 async def test_silent_connection_closes_1008(start_relay: StartRelay) -> None:
@@ -224,3 +234,20 @@ async def test_peer_that_never_answers_pings_is_closed_1011(start_relay: StartRe
         writer.close()
         assert received.startswith(b"HTTP/1.1 101 ")
         assert b"\x88\x18\x03\xf3keepalive ping timeout" in received
+        await eventually(lambda: relay.metrics.connections_closed["ping-timeout"] == 1)
+
+
+async def test_trusted_proxy_forwarded_for_is_the_client_ip(start_relay: StartRelay) -> None:
+    config = RelayConfig(port=0, trusted_proxies=("127.0.0.1",), max_connections_per_ip=1)
+    async with start_relay(config) as relay:
+
+        def client(ip: str) -> dict[str, object]:
+            return {"additional_headers": {"X-Forwarded-For": f"198.51.100.1, {ip}"}}
+
+        first = await raw_connect(relay.url, **client("203.0.113.5"))
+        second = await raw_connect(relay.url, **client("203.0.113.6"))  # another client
+        with pytest.raises(InvalidStatus) as info:
+            await raw_connect(relay.url, **client("203.0.113.5"))
+        assert info.value.response.status_code == 429
+        await first.close()
+        await second.close()

@@ -66,7 +66,11 @@ from .metrics import Metrics
 
 __all__ = ["RelayServer"]
 
-_MAX_REASON_BYTES = 123  # RFC 6455: a close reason fits in a 125-byte control frame
+_MAX_REASON_BYTES = 123
+_SELF_CLOSES: dict[int, str] = {
+    CloseCode.MESSAGE_TOO_BIG: "frame-too-big",
+    CloseCode.INTERNAL_ERROR: "ping-timeout",
+}  # RFC 6455: a close reason fits in a 125-byte control frame
 
 
 class _Close(Exception):
@@ -211,14 +215,16 @@ class RelayServer:
         if self._closing:
             return
         self._closing = True
+        if self._server is None:  # never started (e.g. the port was taken)
+            self.directory.close()
+            return
         log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_timeout)
-            except TimeoutError:
-                for conn in list(self._conns):
-                    conn.ws.transport.abort()
+        self._server.close(close_connections=True)
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_timeout)
+        except TimeoutError:
+            for conn in list(self._conns):
+                conn.ws.transport.abort()
         self.directory.close()
         log_event(logging.INFO, "stopped", "relay stopped")
 
@@ -249,7 +255,7 @@ class RelayServer:
             refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting-down", "relay shutting down")
         elif len(self._conns) >= cfg.max_connections:
             refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "relay-full", "relay full")
-        elif self._per_ip[ip] >= cfg.max_connections_per_ip:
+        elif self._per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
             refusal = (
                 http.HTTPStatus.TOO_MANY_REQUESTS,
                 "ip-connections",
@@ -262,7 +268,8 @@ class RelayServer:
             return None
         status, metric, text = refusal
         self.metrics.connections_refused[metric] += 1
-        log_event(logging.INFO, "refused", text, ip=ip, status=int(status))
+        # DEBUG: a flood of refusals must not become a flood of log lines (metrics count them).
+        log_event(logging.DEBUG, "refused", text, ip=ip, status=int(status))
         response = connection.respond(status, text + "\n")
         if status == http.HTTPStatus.TOO_MANY_REQUESTS:
             response.headers["Retry-After"] = "1"
@@ -325,8 +332,21 @@ class RelayServer:
             )
             self._stop_writer(conn)
             await ws.close(close.code, _truncate(close.reason))
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            # Closes websockets decides itself: message too big, keepalive timeout.
+            sent = exc.sent.code if exc.sent is not None else None
+            metric = _SELF_CLOSES.get(sent) if sent is not None else None
+            if metric is not None and not self._closing:
+                self.metrics.connections_closed[metric] += 1
+                log_event(
+                    logging.INFO,
+                    "close",
+                    metric,
+                    conn=conn.cid,
+                    ip=conn.ip,
+                    address=conn.address or "-",
+                    code=sent,
+                )
         finally:
             self._forget(conn)
             self._stop_writer(conn)
