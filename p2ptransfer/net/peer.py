@@ -202,8 +202,35 @@ class Peer:
     def address(self) -> str:
         return self.identity.address
 
+    @classmethod
+    async def open(
+        cls,
+        identity: Awaitable[Identity],
+        ledger: Ledger,
+        relay_url: str,
+        **options: Any,
+    ) -> Peer:
+        """Connect to the relay while ``identity`` is still being unlocked, then build the peer.
+
+        Unlocking a key file is slow on purpose (scrypt); the relay's
+        connection and challenge are fetched meanwhile, so a command pays for
+        the slower of the two rather than their sum. A wrong passphrase is
+        reported as such, even when the relay is unreachable too.
+        """
+        pending = asyncio.ensure_future(identity)
+        client = await RelayClient.connect(
+            relay_url,
+            pending,
+            open_timeout=options.get("connect_timeout", 10.0),
+            ssl=options.get("ssl"),
+        )
+        peer = cls(pending.result(), ledger, relay_url, **options)
+        peer._attach(client)
+        return peer
+
     async def __aenter__(self) -> Peer:
-        await self.connect()
+        if self._client is None:
+            await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -214,6 +241,9 @@ class Peer:
         client = await RelayClient.connect(
             self.relay_url, self.identity, open_timeout=self._connect_timeout, ssl=self._ssl
         )
+        self._attach(client)
+
+    def _attach(self, client: RelayClient) -> None:
         self._client = client
         self._disconnected.clear()
         self._reader = asyncio.create_task(self._read_loop(client), name="peer-reader")

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import ssl as ssl_module
+from collections.abc import Awaitable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -25,7 +26,6 @@ from ..errors import (
     DecodeError,
     LimitError,
     NotFound,
-    P2PTransferError,
     PeerOffline,
     ProtocolError,
     RelayRefused,
@@ -84,6 +84,39 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+async def _authenticate(
+    ws: ClientConnection,
+    normal_url: str,
+    identity: Identity | Awaitable[Identity],
+    timeout: float,
+) -> str:
+    """Answer the relay's challenge; the identity is awaited only once the challenge is in."""
+    async with asyncio.timeout(timeout):
+        challenge = decode_server_frame(await _recv_bytes(ws))
+    if not isinstance(challenge, Challenge):
+        raise ProtocolError("the relay did not start with a challenge")
+    if not isinstance(identity, Identity):
+        identity = await identity  # its own errors (wrong passphrase) pass through unchanged
+    async with asyncio.timeout(timeout):
+        await ws.send(make_auth(identity, normal_url, challenge.challenge).encode())
+        answer = decode_server_frame(await _recv_bytes(ws))
+    if not isinstance(answer, AuthOk) or answer.address != identity.address:
+        raise ProtocolError("the relay answered authentication with something else")
+    return answer.address
+
+
+def _auth_failure(url: str, exc: BaseException) -> BaseException:
+    """The error to raise for a failure during the authentication exchange."""
+    if isinstance(exc, ConnectionClosed):
+        why = _closed_reason(exc)
+        return RelayUnreachable(f"the relay at {url} refused authentication ({why})")
+    if isinstance(exc, TimeoutError):
+        return RelayUnreachable(f"the relay at {url} did not authenticate us in time")
+    if isinstance(exc, ProtocolError):
+        return RelayUnreachable(f"the relay at {url} broke the protocol: {exc}")
+    return exc  # the identity's own errors, cancellation: unchanged
+
+
 def _closed_reason(exc: ConnectionClosed) -> str:
     if exc.rcvd is not None:
         text = f"code {exc.rcvd.code}"
@@ -116,17 +149,46 @@ class RelayClient:
     async def connect(
         cls,
         url: str,
-        identity: Identity,
+        identity: Identity | Awaitable[Identity],
         *,
         open_timeout: float = 10.0,
         ssl: ssl_module.SSLContext | None = None,
     ) -> RelayClient:
         """Connect to ``url`` and prove ``identity`` to the relay.
 
+        ``identity`` may still be on its way (an awaitable, e.g. a key file
+        being unlocked by scrypt in a thread): the connection and the relay's
+        challenge are fetched meanwhile, so a command pays for the slower of
+        the two, not their sum. An error from that awaitable (a wrong
+        passphrase) is raised unchanged, and before any network error: it is
+        the user's to fix, and definitive.
+
         Any failure (refused, unreachable, TLS, HTTP 429/503, authentication
         refused, timeout) is a RelayUnreachable with one clear sentence.
         """
         normal = normalize_relay_url(url)
+        if not isinstance(identity, Identity):
+            identity = asyncio.ensure_future(identity)
+        try:
+            return await cls._connect(url, normal, identity, open_timeout, ssl)
+        except asyncio.CancelledError:
+            if isinstance(identity, asyncio.Future):
+                identity.cancel()
+            raise
+        except Exception:
+            if isinstance(identity, asyncio.Future):
+                await identity  # its own error (a wrong passphrase) is reported first
+            raise
+
+    @classmethod
+    async def _connect(
+        cls,
+        url: str,
+        normal: str,
+        identity: Identity | Awaitable[Identity],
+        open_timeout: float,
+        ssl: ssl_module.SSLContext | None,
+    ) -> RelayClient:
         try:
             async with asyncio.timeout(open_timeout):
                 ws = await ws_connect(
@@ -143,26 +205,14 @@ class RelayClient:
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise RelayUnreachable(f"cannot reach the relay at {url}: {_describe(exc)}") from exc
         try:
-            async with asyncio.timeout(open_timeout):
-                challenge = decode_server_frame(await _recv_bytes(ws))
-                if not isinstance(challenge, Challenge):
-                    raise ProtocolError("the relay did not start with a challenge")
-                await ws.send(make_auth(identity, normal, challenge.challenge).encode())
-                answer = decode_server_frame(await _recv_bytes(ws))
-                if not isinstance(answer, AuthOk) or answer.address != identity.address:
-                    raise ProtocolError("the relay answered authentication with something else")
-        except ConnectionClosed as exc:
+            address = await _authenticate(ws, normal, identity, open_timeout)
+        except BaseException as exc:
             await ws.close()
-            raise RelayUnreachable(
-                f"the relay at {url} refused authentication ({_closed_reason(exc)})"
-            ) from exc
-        except TimeoutError as exc:
-            await ws.close()
-            raise RelayUnreachable(f"the relay at {url} did not authenticate us in time") from exc
-        except P2PTransferError as exc:
-            await ws.close()
-            raise RelayUnreachable(f"the relay at {url} broke the protocol: {exc}") from exc
-        return cls(ws, url, answer.address)
+            failure = _auth_failure(url, exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+        return cls(ws, url, address)
 
     # --- frames ---------------------------------------------------------------
 

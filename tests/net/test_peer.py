@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from p2ptransfer.errors import IdentityMismatch, PeerOffline, PinMismatch
+from p2ptransfer.errors import IdentityMismatch, PeerOffline, PinMismatch, WrongPassphrase
 from p2ptransfer.net.peer import AcceptancePolicy, FaultHooks, Peer
+from p2ptransfer.net.relay import RelayServer
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.transfer import (
     RejectReason,
@@ -386,3 +387,37 @@ async def test_record_cap_forces_a_new_handshake_not_a_wrap(
     assert len(sessions) >= 60 // 9  # at most 9 transfers fit under a cap of 10 records
     assert set(sessions) == {alice.address}
     assert_agree(alice, bob, 60)
+
+
+async def test_open_connects_while_the_identity_is_still_unlocking(
+    relay: RelayServer, alice: Side, bob: Side
+) -> None:
+    """security.md: overlap the key file's scrypt with the relay connection.
+
+    The "unlock" below only finishes once the relay has seen our connection, so
+    it would wait forever (and time out) if Peer.open unlocked before connecting.
+    """
+
+    async def unlocking() -> Identity:
+        for _ in range(500):
+            if relay.metrics.connections_total:
+                return alice.identity
+            await asyncio.sleep(0.01)
+        raise AssertionError("the relay connection did not start while unlocking")
+
+    async with listening(bob, relay.url):
+        peer = await Peer.open(unlocking(), alice.ledger, relay.url)
+        async with peer:
+            outcome = await peer.send(bob.address, 1, "EUR", timeout=10)
+    assert outcome.accepted and peer.identity is alice.identity
+
+
+async def test_a_failed_unlock_wins_over_an_unreachable_relay(alice: Side) -> None:
+    """The user's own mistake (wrong passphrase) is reported even when the relay is down too."""
+
+    async def wrong_passphrase() -> Identity:
+        await asyncio.sleep(0.05)
+        raise WrongPassphrase("wrong passphrase for this key file")
+
+    with pytest.raises(WrongPassphrase):
+        await Peer.open(wrong_passphrase(), alice.ledger, "ws://127.0.0.1:9")

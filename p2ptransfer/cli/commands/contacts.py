@@ -23,8 +23,7 @@ def _lookup(app: App, handle: str) -> str:
     from ...net.relay_client import RelayClient
 
     async def lookup() -> str:
-        identity = await app.unlock(passphrase)
-        client = await RelayClient.connect(app.relay_url, identity)
+        client = await RelayClient.connect(app.relay_url, app.unlock(passphrase))
         try:
             return await client.lookup_handle(handle)
         finally:

@@ -77,8 +77,7 @@ def register(app: App, handle: str) -> None:
     from ...net.relay_client import RelayClient
 
     async def claim() -> None:
-        identity = await app.unlock(passphrase)
-        client = await RelayClient.connect(app.relay_url, identity)
+        client = await RelayClient.connect(app.relay_url, app.unlock(passphrase))
         try:
             await client.claim_handle(handle)
         finally:

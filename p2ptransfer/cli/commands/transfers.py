@@ -124,8 +124,8 @@ def send(
         async def go() -> SendOutcome:
             from ...net.peer import Peer
 
-            identity = await app.unlock(passphrase)
-            async with Peer(identity, ledger, app.relay_url) as peer:
+            peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url)
+            async with peer:
                 signed = peer.prepare(address, minor, code, memo)
                 try:
                     (outcome,) = await peer.deliver([signed], timeout=timeout)
@@ -167,9 +167,9 @@ def receive(app: App, timeout: float, accept_unknown: bool, output: str) -> None
         passphrase = app.read_passphrase()
 
         async def go() -> TransferRow:
-            identity = await app.unlock(passphrase)
-            async with Peer(identity, ledger, app.relay_url, policy=policy) as peer:
-                app.note(f"waiting up to {timeout:g} s for a transfer to {identity.address}")
+            peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url, policy=policy)
+            async with peer:
+                app.note(f"waiting up to {timeout:g} s for a transfer to {peer.address}")
                 return await peer.receive(timeout)
 
         with app.waiting("waiting for a transfer…"):
@@ -325,8 +325,8 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
         async def go() -> list[SendOutcome]:
             from ...net.peer import Peer
 
-            identity = await app.unlock(passphrase)
-            async with Peer(identity, ledger, app.relay_url) as peer:
+            peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url)
+            async with peer:
                 return await peer.resend(ids, timeout=timeout)
 
         with app.waiting("resending pending transfers…"):
