@@ -36,7 +36,7 @@ import sqlite3
 import stat
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -384,20 +384,12 @@ def apply_entry(
             raise _TransitionError("an out-failed entry carries no receipt")
         receipt = None
         status, reason = TransferStatus.FAILED, None
-    row = TransferRow(
-        id=current.id,
-        direction=current.direction,
-        counterparty=current.counterparty,
-        amount_minor=current.amount_minor,
-        currency=current.currency,
-        memo=current.memo,
+    row = replace(
+        current,
         status=status,
         reason=reason,
-        created_at=current.created_at,
         updated_at=entry.at,
-        signed_transfer=current.signed_transfer,
         signed_receipt=entry.signed_receipt,
-        recorded_seq=current.recorded_seq,
         updated_seq=entry.seq,
     )
     return _with_decoded(row, current.signed, receipt)
