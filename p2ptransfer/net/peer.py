@@ -86,6 +86,7 @@ _SESSION_ATTEMPTS = 5
 _HANDSHAKE_TIMEOUT = 15.0
 _IDLE_SESSION_TIMEOUT = 60.0
 _MAX_SESSIONS = 64
+_MAX_SESSIONS_PER_REMOTE = 8
 
 
 def now_ms() -> int:
@@ -306,7 +307,7 @@ class Peer:
                 run.inbox = asyncio.Queue()  # the session is being flooded: end it
                 run.inbox.put_nowait(ProtocolError("peer flooded the session"))
             return
-        if starts and self._accepting and len(self._runs) < _MAX_SESSIONS:
+        if starts and self._accepting and self._has_room_for(remote):
             session = Session.respond(
                 self.identity,
                 tag=tag,
@@ -321,6 +322,18 @@ class Peer:
             task.add_done_callback(self._serving.discard)
         # Anything else belongs to a session this process does not own
         # (another connection of our address, or a stale one): ignore it.
+
+    def _has_room_for(self, remote: str) -> bool:
+        """Bound the sessions one remote (and all together) may hold open.
+
+        A peer that opens sessions and never finishes them holds a slot until
+        the handshake or idle timeout; the per-remote cap keeps one such peer
+        from starving everybody else.
+        """
+        if len(self._runs) >= _MAX_SESSIONS:
+            return False
+        mine = sum(1 for addr, _tag in self._runs if addr == remote)
+        return mine < _MAX_SESSIONS_PER_REMOTE
 
     def _fail_sessions_to(self, remote: str, exc: BaseException) -> None:
         for (addr, _tag), run in list(self._runs.items()):

@@ -421,3 +421,33 @@ async def test_a_failed_unlock_wins_over_an_unreachable_relay(alice: Side) -> No
 
     with pytest.raises(WrongPassphrase):
         await Peer.open(wrong_passphrase(), alice.ledger, "ws://127.0.0.1:9")
+
+
+async def test_a_peer_hoarding_half_open_sessions_does_not_starve_others(
+    relay_url: str, alice: Side, bob: Side, tmp_path: Path
+) -> None:
+    """Mallory opens many sessions and never finishes them; Alice still gets through."""
+    from p2ptransfer.net.relay_client import RelayClient
+    from p2ptransfer.protocol.session import Session
+
+    mallory = Side(tmp_path, "mallory")
+    hoarder = await RelayClient.connect(relay_url, mallory.identity)
+    async with listening(bob, relay_url) as receiver, hoarder:
+        for _ in range(100):
+            hello = Session.initiate(
+                mallory.identity,
+                bob.identity.public,
+                tag=secrets.token_bytes(16),
+                ephemeral_private=secrets.token_bytes(32),
+                nonce=secrets.token_bytes(32),
+            ).data_to_send()[0]
+            await hoarder.send(bob.address, hello)
+        for _ in range(200):  # bounded wait until bob has seen them all
+            if sum(1 for remote, _ in receiver._runs if remote == mallory.address) >= 8:
+                break
+            await asyncio.sleep(0.01)
+        assert sum(1 for remote, _ in receiver._runs if remote == mallory.address) == 8
+        async with Peer(alice.identity, alice.ledger, relay_url) as peer:
+            outcome = await peer.send(bob.address, 10, "EUR", timeout=10)
+    assert outcome.accepted
+    assert_agree(alice, bob, 1)

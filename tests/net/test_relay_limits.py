@@ -121,7 +121,12 @@ async def test_flooder_is_throttled_not_dropped(start_relay: StartRelay) -> None
 
 
 async def test_slow_reader_is_disconnected_1013(start_relay: StartRelay) -> None:
-    settings = {"outgoing_frames": 8, "outgoing_bytes": 256 * 1024, "write_limit": 16 * 1024}
+    settings = {
+        "outgoing_frames": 8,
+        "outgoing_bytes": 256 * 1024,
+        "write_limit": 16 * 1024,
+        "slow_consumer_timeout": 0.5,
+    }
     async with attacked(start_relay, byte_rate=0.0, **settings) as relay:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -130,7 +135,16 @@ async def test_slow_reader_is_disconnected_1013(start_relay: StartRelay) -> None
         slow = await raw_connect(relay.url, sock=sock, max_queue=1)
         await raw_auth(slow, DAVE, relay.url)  # ...and then never reads again
         async with await RelayClient.connect(relay.url, EVE) as sender:
+            answers: asyncio.Queue[object] = asyncio.Queue()
+
+            async def drain() -> None:  # Eve reads her answers: she is not the slow one
+                while True:
+                    answers.put_nowait(await sender.recv())
+
+            draining = asyncio.create_task(drain())
             chunk = os.urandom(60 * 1024)
+            # While Dave's queue is full the relay stops reading from Eve (back-pressure);
+            # after slow_consumer_timeout Dave, who never reads, is dropped.
             for _ in range(400):  # at most ~24 MB; the relay gives up long before
                 await sender.send(DAVE.address, chunk)
                 await asyncio.sleep(0)
@@ -139,10 +153,41 @@ async def test_slow_reader_is_disconnected_1013(start_relay: StartRelay) -> None
             assert relay.metrics.connections_closed["slow-consumer"] == 1
             assert relay.metrics.render().count('reason="slow-consumer"') == 2
             await sender.send(DAVE.address, b"after")  # Dave is no longer routed
-            answer = await asyncio.wait_for(sender.recv(), 5)
+            answer = await asyncio.wait_for(answers.get(), 5)
             assert isinstance(answer, Offline)
             assert answer.to == DAVE.address
+            draining.cancel()
         assert (await closed_with(slow, timeout=10))[0] == 1013
+
+
+async def test_a_burst_pauses_the_sender_and_never_drops_a_reading_recipient(
+    start_relay: StartRelay,
+) -> None:
+    """A flood into a recipient that *is* reading: back-pressure, not a 1013 for the victim."""
+    async with attacked(start_relay, outgoing_frames=8, frame_rate=0.0) as relay:
+        async with (
+            await RelayClient.connect(relay.url, EVE) as flooder,
+            await RelayClient.connect(relay.url, CAROL) as victim,
+        ):
+            count = 2_000
+            received = 0
+
+            async def read_slowly() -> None:
+                nonlocal received
+                while received < count:
+                    assert await asyncio.wait_for(victim.recv(), 10) == Deliver(
+                        EVE.address, received.to_bytes(4, "big")
+                    )
+                    received += 1
+                    if received % 100 == 0:
+                        await asyncio.sleep(0.01)  # slower than the flood
+
+            reader = asyncio.create_task(read_slowly())
+            for i in range(count):
+                await flooder.send(CAROL.address, i.to_bytes(4, "big"))
+            await asyncio.wait_for(reader, 30)
+        assert received == count
+        assert relay.metrics.connections_closed["slow-consumer"] == 0
 
 
 async def test_connections_per_ip_429(start_relay: StartRelay) -> None:

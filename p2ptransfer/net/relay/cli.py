@@ -21,8 +21,9 @@ __all__ = ["main", "relay_command", "run_relay"]
 _HELP: dict[str, str] = {
     "max_frame_size": "Largest websocket frame accepted, bytes; bigger closes with 1009.",
     "max_queue": "Incoming frames buffered per connection before reading pauses.",
-    "outgoing_frames": "Frames queued for a slow reader before it is disconnected (1013).",
-    "outgoing_bytes": "Bytes queued for a slow reader before it is disconnected (1013).",
+    "outgoing_frames": "Frames queued per reader; when full, senders to it are paused.",
+    "outgoing_bytes": "Bytes queued per reader; when full, senders to it are paused.",
+    "slow_consumer_timeout": "Seconds a reader's queue may stay full before it is closed (1013).",
     "write_limit": "Transport write buffer high-water mark per connection, bytes.",
     "frame_rate": "Per-connection frames per second; over it, reading pauses. 0 disables.",
     "frame_burst": "Per-connection frame burst.",

@@ -37,8 +37,10 @@ class RelayConfig:
     max_queue: int = 8
     """Incoming frames buffered per connection before TCP back-pressure (websockets max_queue)."""
     outgoing_frames: int = 64
-    """Frames queued for one slow reader before it is disconnected (1013)."""
+    """Frames queued for one reader; when full, senders to it are paused."""
     outgoing_bytes: int = 1 << 20
+    slow_consumer_timeout: float = 5.0
+    """A reader whose queue stays full this long is disconnected (1013)."""
     write_limit: int = 64 * 1024
 
     # per-connection token buckets (frames and bytes per second, burst); a connection

@@ -10,9 +10,11 @@ One connection's life::
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
-Every connection has a bounded outgoing queue drained by its own writer task,
-so a sender never waits for a recipient and a recipient that does not read
-is disconnected (1013) instead of growing the relay's memory. Frames to an
+Every connection has a bounded outgoing queue drained by its own writer task.
+A frame for a recipient whose queue is full makes the relay stop reading from
+the *sender* until there is room (back-pressure, so a burst from one peer can
+neither grow the relay's memory nor get the recipient thrown off); only a
+recipient that stays full for ``slow_consumer_timeout`` is disconnected (1013). Frames to an
 address go to *every* authenticated connection of that address (up to
 ``max_connections_per_address``): a user may run ``listen`` and ``send`` with
 the same identity at once, and the peer runtime tells sessions apart by a tag
@@ -98,6 +100,8 @@ class _Conn:
     writer: asyncio.Task[None] | None = None
     watches: set[str] = field(default_factory=set)
     dropped: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the writer whenever it takes a frame off ``out``."""
 
 
 def _client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
@@ -318,7 +322,7 @@ class RelayServer:
             self._register(conn, address)
             async for message in ws:
                 await self._throttle(conn, len(message))
-                self._on_message(conn, message)
+                await self._on_message(conn, address, message)
         except _Close as close:
             self.metrics.connections_closed[close.metric] += 1
             log_event(
@@ -439,18 +443,29 @@ class RelayServer:
                 )
             await asyncio.sleep(delay)
 
-    def _on_message(self, conn: _Conn, message: str | bytes) -> None:
+    async def _on_message(self, conn: _Conn, address: str, message: str | bytes) -> None:
+        """Handle one frame of an authenticated connection.
+
+        Every frame it produces is queued with back-pressure: while a queue
+        is full, this connection's reading pauses (its own answers count too,
+        so a client that sends requests without reading the answers is the
+        one slowed down, and dropped if it never reads).
+        """
         frame = self._decode(message)
-        assert conn.address is not None
         if isinstance(frame, Send):
-            self._route(conn, conn.address, frame)
+            await self._route(conn, address, frame)
         elif isinstance(frame, Watch):
-            self._watch(conn, frame)
+            immediate = self._watch(conn, frame)
+            if immediate is not None:
+                await self._enqueue_waiting(conn, immediate)
         elif isinstance(frame, Claim):
-            if self.directory.claim(frame.handle, conn.address, int(time.time())):
-                self._enqueue(conn, ClaimOk(frame.ref, frame.handle).encode())
+            if self.directory.claim(frame.handle, address, int(time.time())):
+                await self._enqueue_waiting(conn, ClaimOk(frame.ref, frame.handle).encode())
             else:
-                self._refuse(conn, frame, "handle-taken", f"{frame.handle} belongs to another key")
+                await self._enqueue_waiting(
+                    conn,
+                    self._refusal(frame, "handle-taken", f"{frame.handle} belongs to another key"),
+                )
         elif isinstance(frame, Lookup):
             found = self.directory.lookup(frame.handle)
             answer = (
@@ -458,57 +473,81 @@ class RelayServer:
                 if found is None
                 else LookupResult(frame.ref, frame.handle, found)
             )
-            self._enqueue(conn, answer.encode())
+            await self._enqueue_waiting(conn, answer.encode())
         else:  # a second Auth
             raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
 
-    def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
+    async def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
         targets = self._by_address.get(frame.to)
         delivered = 0
         if targets:
             data = Deliver(sender, frame.payload).encode()
             for target in list(targets):
-                if self._enqueue(target, data):
+                if await self._enqueue_waiting(target, data):
                     delivered += 1
         if delivered:
             self.metrics.frames_forwarded += delivered
             self.metrics.bytes_forwarded += delivered * len(frame.payload)
         else:
             self.metrics.frames_refused["offline"] += 1
-            self._enqueue(conn, Offline(frame.ref, frame.to).encode())
+            await self._enqueue_waiting(conn, Offline(frame.ref, frame.to).encode())
 
-    def _watch(self, conn: _Conn, frame: Watch) -> None:
+    def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
+        """Register a watch; the immediate answer to send, if any."""
         if frame.address in self._by_address:
-            self._enqueue(conn, Online(frame.address).encode())
-            return
+            return Online(frame.address).encode()
         if frame.address in conn.watches:
-            return
+            return None
         if len(conn.watches) >= self.config.max_watches:
-            self._refuse(conn, frame, "too-many-watches", "too many addresses watched at once")
-            return
+            return self._refusal(frame, "too-many-watches", "too many addresses watched at once")
         conn.watches.add(frame.address)
         self._watchers.setdefault(frame.address, set()).add(conn)
+        return None
 
-    def _refuse(self, conn: _Conn, frame: ClientFrame, reason: str, detail: str) -> None:
+    def _refusal(self, frame: ClientFrame, reason: str, detail: str) -> bytes:
         self.metrics.frames_refused[reason] += 1
         ref = getattr(frame, "ref", 0)
-        self._enqueue(conn, Refused(ref, frame.SCHEMA.type_id, reason, detail).encode())
+        return Refused(ref, frame.SCHEMA.type_id, reason, detail).encode()
 
     # --- the bounded outgoing queue ---------------------------------------------
 
+    def _is_full(self, conn: _Conn, size: int) -> bool:
+        cfg = self.config
+        return conn.out.qsize() >= cfg.outgoing_frames or conn.out_bytes + size > (
+            cfg.outgoing_bytes
+        )
+
     def _enqueue(self, conn: _Conn, data: bytes) -> bool:
-        """Queue ``data`` for ``conn``; a connection that cannot keep up is dropped."""
+        """Queue ``data`` for ``conn`` without waiting; a full connection is dropped.
+
+        For frames not caused by a frame being read (challenge, AuthOk, Online
+        notices to watchers), where there is no sender to slow down.
+        """
         if conn.dropped:
             return False
-        cfg = self.config
-        if conn.out.qsize() >= cfg.outgoing_frames or conn.out_bytes + len(data) > (
-            cfg.outgoing_bytes
-        ):
+        if self._is_full(conn, len(data)):
             self._drop_slow(conn)
             return False
         conn.out.put_nowait(data)
         conn.out_bytes += len(data)
         return True
+
+    async def _enqueue_waiting(self, conn: _Conn, data: bytes) -> bool:
+        """Queue a forwarded frame, waiting (and so pausing the sender) while ``conn`` is full.
+
+        A recipient still full after ``slow_consumer_timeout`` is not reading:
+        it is dropped (1013) and the frame counts as undelivered.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.slow_consumer_timeout
+        while not conn.dropped and self._is_full(conn, len(data)):
+            conn.drained.clear()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await conn.drained.wait()
+            except TimeoutError:
+                self._drop_slow(conn)
+        return self._enqueue(conn, data)
 
     def _drop_slow(self, conn: _Conn) -> None:
         conn.dropped = True
@@ -542,6 +581,7 @@ class RelayServer:
             while True:
                 data = await conn.out.get()
                 conn.out_bytes -= len(data)
+                conn.drained.set()
                 await conn.ws.send(data)
 
 
