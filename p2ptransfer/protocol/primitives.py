@@ -12,6 +12,7 @@ No function here makes randomness: secrets are passed in by the caller.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -157,10 +158,23 @@ def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
         raise SignatureError("Ed25519 public key has small order")
     if _ed25519_has_small_order(signature[:32]):
         raise SignatureError("signature does not verify")
+    _ed25519_verified(bytes(public), bytes(signature), bytes(message))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ed25519_verified(public: bytes, signature: bytes, message: bytes) -> bool:
+    """OpenSSL's verdict, remembered when positive.
+
+    One transfer's signatures are checked where it is received, judged,
+    stored and answered, each layer on its own (defence in depth); the
+    verdict over the same public bytes cannot change, so repeats are free.
+    A failure raises, and lru_cache never stores a raise.
+    """
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
         raise SignatureError("signature does not verify") from exc
+    return True
 
 
 # --- HKDF-SHA256 (RFC 5869) --------------------------------------------------

@@ -798,19 +798,30 @@ class Ledger:
         The same signed transfer again returns its row (no second entry);
         different content under a known id is a TransferConflict.
         """
+        (row,) = self.record_outgoing_batch([signed], at)
+        return row
+
+    def record_outgoing_batch(self, items: Sequence[SignedTransfer], at: int) -> list[TransferRow]:
+        """Commit many transfers as pending in ONE transaction (one fsync), all or none."""
         _check_time(at)
-        if not isinstance(signed, SignedTransfer):
-            raise InputError("record_outgoing needs a SignedTransfer")
-        blob = signed.encode()
+        if not all(isinstance(signed, SignedTransfer) for signed in items):
+            raise InputError("record_outgoing needs SignedTransfer objects")
+        rows: list[TransferRow] = []
         with self._transaction() as conn:
-            current = self._row(conn, signed.id, "out")
-            if current is not None:
-                if current.signed_transfer == blob:
-                    return current
-                raise TransferConflict(
-                    f"outgoing transfer {signed.id.hex()} is already recorded with other content"
+            for signed in items:
+                current = self._row(conn, signed.id, "out")
+                if current is not None:
+                    if current.signed_transfer == signed.encode():
+                        rows.append(current)
+                        continue
+                    raise TransferConflict(
+                        f"outgoing transfer {signed.id.hex()} is already recorded "
+                        "with other content"
+                    )
+                rows.append(
+                    self._append(conn, EntryKind.OUT_PENDING, signed.id, at, None, signed=signed)
                 )
-            return self._append(conn, EntryKind.OUT_PENDING, signed.id, at, None, signed=signed)
+        return rows
 
     def complete_outgoing(self, signed_receipt: SignedReceipt, at: int) -> TransferRow:
         """Store the recipient's receipt: the transfer becomes completed or rejected.

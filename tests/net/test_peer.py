@@ -348,7 +348,7 @@ async def test_many_transfers_in_one_session_with_several_in_flight(
 ) -> None:
     count = 1000
     async with (
-        listening(bob, relay_url),
+        listening(bob, relay_url) as receiver,
         Peer(alice.identity, alice.ledger, relay_url, window=64) as peer,
     ):
         outcomes = await peer.send_many(
@@ -357,6 +357,8 @@ async def test_many_transfers_in_one_session_with_several_in_flight(
     assert all(o.accepted for o in outcomes)
     assert_agree(alice, bob, count)
     assert bob.ledger.balances() == {(alice.address, "EUR"): count * (count + 1) // 2}
+    assert receiver.stats.largest_batch > 1  # group commit: several transfers per transaction
+    assert receiver.stats.commits < count
 
 
 async def test_record_cap_forces_a_new_handshake_not_a_wrap(
