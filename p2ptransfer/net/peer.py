@@ -87,6 +87,10 @@ _BATCH_YIELDS = 16
 _SESSION_ATTEMPTS = 5
 _HANDSHAKE_TIMEOUT = 15.0
 _IDLE_SESSION_TIMEOUT = 60.0
+_MAX_SESSION_LIFETIME = 600.0  # a session kept alive by a trickle of frames still ends
+_INBOX_FRAMES = 4 * DEFAULT_WINDOW  # frames waiting for one session's task
+_MAX_UNANSWERED = 4 * DEFAULT_WINDOW  # transfers of one session not yet answered
+_COMMIT_QUEUE = 4 * MAX_BATCH  # transfers waiting for the committer, all sessions
 _MAX_SESSIONS = 64
 _MAX_SESSIONS_PER_REMOTE = 8
 
@@ -167,7 +171,8 @@ class _SessionRun:
     def __init__(self, session: Session, remote: str) -> None:
         self.session = session
         self.remote = remote
-        self.inbox: asyncio.Queue[bytes | BaseException] = asyncio.Queue(maxsize=1024)
+        self.inbox: asyncio.Queue[bytes | BaseException] = asyncio.Queue(_INBOX_FRAMES)
+        self.unanswered = 0  # responder: transfers received minus receipts sent
 
 
 class Peer:
@@ -202,8 +207,10 @@ class Peer:
         self._runs: dict[tuple[str, bytes], _SessionRun] = {}
         self._serving: set[asyncio.Task[None]] = set()
         self._accepting = False
-        self._recorded: asyncio.Queue[TransferRow] = asyncio.Queue()
-        self._commit_queue: asyncio.Queue[tuple[_SessionRun, TransferArrived]] = asyncio.Queue()
+        self._first_recorded: asyncio.Future[TransferRow] | None = None  # receive() waiting
+        self._commit_queue: asyncio.Queue[tuple[_SessionRun, TransferArrived]] = asyncio.Queue(
+            _COMMIT_QUEUE
+        )
         self._committer: asyncio.Task[None] | None = None
         self._disconnected = asyncio.Event()
         self.stats = PeerStats()
@@ -297,7 +304,10 @@ class Peer:
                     self._fail_all(ProtocolError(f"the relay dropped a frame: {message.detail}"))
         except asyncio.CancelledError:
             raise
-        except P2PTransferError as exc:
+        except Exception as exc:  # the loop boundary: whatever ends it, listen must know
+            if not isinstance(exc, P2PTransferError):
+                log.exception("relay reader failed")
+                exc = NetworkError(f"the relay connection failed: {exc!r}")
             log.info("relay connection lost: %s", exc)
             self._emit(PeerEvent("disconnected", str(exc)))
             self._fail_all(exc)
@@ -312,11 +322,10 @@ class Peer:
             return
         run = self._runs.get((remote, tag))
         if run is not None:
-            try:
-                run.inbox.put_nowait(payload)
-            except asyncio.QueueFull:
-                run.inbox = asyncio.Queue()  # the session is being flooded: end it
-                run.inbox.put_nowait(ProtocolError("peer flooded the session"))
+            if not _offer(run, payload):
+                # The peer sends faster than its session is served: end that session
+                # (its frames are already out of sequence), nobody else's.
+                _fail_run(run, ProtocolError("the peer flooded the session"))
             return
         if starts and self._accepting and self._has_room_for(remote):
             session = Session.respond(
@@ -349,12 +358,11 @@ class Peer:
     def _fail_sessions_to(self, remote: str, exc: BaseException) -> None:
         for (addr, _tag), run in list(self._runs.items()):
             if addr == remote:
-                run.inbox.put_nowait(exc)
+                _fail_run(run, exc)
 
     def _fail_all(self, exc: BaseException) -> None:
         for run in list(self._runs.values()):
-            with contextlib.suppress(asyncio.QueueFull):
-                run.inbox.put_nowait(exc)
+            _fail_run(run, exc)
 
     async def _flush(self, run: _SessionRun) -> None:
         client = self._require_client()
@@ -600,13 +608,15 @@ class Peer:
 
     async def receive(self, timeout: float = 60.0) -> TransferRow:
         """Serve until the first incoming transfer is recorded; return its row."""
+        self._first_recorded = asyncio.get_running_loop().create_future()
         self._start_accepting()
         try:
-            row = await asyncio.wait_for(self._recorded.get(), timeout)
+            row = await asyncio.wait_for(asyncio.shield(self._first_recorded), timeout)
         except TimeoutError:
             raise SessionTimeout(f"no transfer arrived within {timeout:g} s") from None
         finally:
             self._accepting = False
+            self._first_recorded = None
         await self._drain_sessions(2.0)
         return row
 
@@ -645,14 +655,22 @@ class Peer:
     async def _serve(self, run: _SessionRun) -> None:
         """Responder side of one session."""
         session = run.session
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + _MAX_SESSION_LIFETIME
         try:
             while not session.finished:
                 timeout = _HANDSHAKE_TIMEOUT if not session.is_open else _IDLE_SESSION_TIMEOUT
+                timeout = min(timeout, ends_at - loop.time())
+                if timeout <= 0:
+                    raise SessionTimeout("session reached its maximum lifetime")
                 for event in await self._next_events(run, timeout):
                     if isinstance(event, Established):
                         self._emit(PeerEvent("session", event.peer.address))
                     elif isinstance(event, TransferArrived):
-                        await self._commit_queue.put((run, event))
+                        run.unanswered += 1
+                        if run.unanswered > _MAX_UNANSWERED:
+                            raise ProtocolError("the peer has too many transfers in flight")
+                        await self._commit_queue.put((run, event))  # bounded: back-pressure
                     elif isinstance(event, ReceiptArrived):
                         raise ProtocolError("the peer sent a receipt in its own session")
         except asyncio.CancelledError:
@@ -688,13 +706,10 @@ class Peer:
                 raise
             except Exception as exc:  # keep serving: the senders will retry the batch
                 log.exception("commit of %d transfer(s) failed", len(batch))
+                failure = exc if isinstance(exc, P2PTransferError) else None
                 for run, _ in batch:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        run.inbox.put_nowait(
-                            exc
-                            if isinstance(exc, P2PTransferError)
-                            else ProtocolError("local commit failed")
-                        )
+                    run.unanswered -= 1
+                    _fail_run(run, failure or ProtocolError("the receiver could not commit"))
 
     async def _commit_batch(self, batch: list[tuple[_SessionRun, TransferArrived]]) -> None:
         self.stats.commits += 1
@@ -736,18 +751,45 @@ class Peer:
                 decided_at,
                 on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
             )
-            for index, receipt in zip(store_index, stored, strict=True):
+            for index, (signed, proposed), receipt in zip(
+                store_index, to_store, stored, strict=True
+            ):
                 answers[index] = (answers[index][0], receipt)
-            for signed, _ in to_store:
-                row = self.ledger.get_transfer(signed.id, "in")
-                self._emit(PeerEvent("recorded", row=row))
-                self._recorded.put_nowait(row)
+                if receipt is proposed:  # written now (not a repeat or a loser within the batch)
+                    self._on_recorded(self.ledger.get_transfer(signed.id, "in"))
         await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
-            if run.session.is_open:
-                run.session.send_receipt(receipt)
-                with contextlib.suppress(P2PTransferError):
-                    await self._flush(run)
+            await self._answer(run, receipt)
+
+    def _on_recorded(self, row: TransferRow) -> None:
+        self._emit(PeerEvent("recorded", row=row))
+        if self._first_recorded is not None and not self._first_recorded.done():
+            self._first_recorded.set_result(row)
+
+    async def _answer(self, run: _SessionRun, receipt: SignedReceipt) -> None:
+        """Send one receipt; a failure ends that session only, never the batch's others."""
+        run.unanswered -= 1
+        if not run.session.is_open:
+            return
+        try:
+            run.session.send_receipt(receipt)
+            await self._flush(run)
+        except P2PTransferError as exc:
+            _fail_run(run, exc)
+
+
+def _offer(run: _SessionRun, item: bytes | BaseException) -> bool:
+    try:
+        run.inbox.put_nowait(item)
+    except asyncio.QueueFull:
+        return False
+    return True
+
+
+def _fail_run(run: _SessionRun, exc: BaseException) -> None:
+    """Make ``run``'s task raise ``exc`` next, even if its inbox is full."""
+    while not _offer(run, exc):
+        run.inbox.get_nowait()  # the frames of a failing session no longer matter
 
 
 def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
