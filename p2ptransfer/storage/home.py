@@ -61,14 +61,6 @@ def kdf_params_from_env() -> KdfParams:
         ) from None
 
 
-def _read_small(path: Path, limit: int) -> bytes:
-    with path.open("rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise CorruptKeyFile(f"{path} is larger than any key file ({limit} bytes)")
-    return data
-
-
 class Home:
     """Paths and file-level operations of one peer's home directory."""
 
@@ -91,11 +83,22 @@ class Home:
         return self.key_path.exists()
 
     def ensure_directory(self) -> None:
-        """Create the home 0700 (parents as needed); tighten it if it exists."""
+        """Create the home 0700 (parents as needed).
+
+        An existing *empty* directory open to others is tightened to 0700; a
+        non-empty one is refused rather than changed: ``--home ~`` must not
+        quietly chmod somebody's home directory.
+        """
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             mode = stat.S_IMODE(self.path.stat().st_mode)
             if mode & 0o077:
+                if any(self.path.iterdir()):
+                    raise StorageError(
+                        f"{self.path} is not empty and is accessible by other users "
+                        f"(mode {mode:04o}); choose a new directory for the home, "
+                        f"or run 'chmod 700 {self.path}' if it really is yours alone"
+                    )
                 self.path.chmod(0o700)
         except OSError as exc:
             raise StorageError(f"cannot create home directory {self.path}: {exc.strerror}") from exc
@@ -141,18 +144,39 @@ class Home:
             raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
 
     def _key_file_bytes(self) -> bytes:
-        if not self.key_path.exists():
-            raise NotFound(f"no identity in {self.path}; run 'p2ptransfer init' first")
-        st = self.key_path.stat()
-        if os.name == "posix" and stat.S_IMODE(st.st_mode) & 0o077:
-            raise InsecureKeyFile(
-                f"{self.key_path} is accessible by other users "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {self.key_path}'"
-            )
+        # One descriptor for the check and the read (no window between them), and no
+        # symlinks: the key file is a regular file of its own.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
-            return _read_small(self.key_path, _MAX_KEY_FILE)
-        except OSError as exc:  # unreadable, a directory, vanished: not a traceback
+            fd = os.open(self.key_path, flags)
+        except FileNotFoundError:
+            raise NotFound(f"no identity in {self.path}; run 'p2ptransfer init' first") from None
+        except OSError as exc:  # a symlink (ELOOP), unreadable: not a traceback
             raise StorageError(f"cannot read {self.key_path}: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise StorageError(f"cannot read {self.key_path}: Is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise StorageError(f"cannot read {self.key_path}: not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as fh:
+            if os.name == "posix" and stat.S_IMODE(st.st_mode) & 0o077:
+                raise InsecureKeyFile(
+                    f"{self.key_path} is accessible by other users "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {self.key_path}'"
+                )
+            try:
+                data = fh.read(_MAX_KEY_FILE + 1)
+            except OSError as exc:
+                raise StorageError(f"cannot read {self.key_path}: {exc.strerror}") from exc
+        if len(data) > _MAX_KEY_FILE:
+            raise CorruptKeyFile(
+                f"{self.key_path} is larger than any key file ({_MAX_KEY_FILE} bytes)"
+            )
+        return data
 
     def load_identity(self, passphrase: str) -> Identity:
         """Unlock the identity (slow by design: scrypt)."""

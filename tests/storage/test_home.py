@@ -337,3 +337,29 @@ def test_errors_never_contain_passphrase_or_seed(home: Home) -> None:
                 assert PASSPHRASE not in text
                 for seed_text in seed_texts:
                     assert seed_text not in text
+
+
+def test_existing_non_empty_open_directory_is_refused_not_chmodded(
+    home: Home, umask_000: None
+) -> None:
+    """``--home ~`` must not quietly chmod somebody's home directory."""
+    home.path.mkdir(parents=True, mode=0o755)
+    (home.path / "notes.txt").write_text("mine")
+    with pytest.raises(StorageError, match="not empty and is accessible by other users"):
+        home.ensure_directory()
+    assert mode(home.path) == 0o755
+    assert not home.key_path.exists()
+
+
+def test_symlinked_key_file_is_refused(home: Home, created_elsewhere: Path) -> None:
+    home.ensure_directory()
+    home.key_path.symlink_to(created_elsewhere)
+    with pytest.raises(StorageError, match=r"cannot read .*identity\.key"):
+        home.public_identity()
+
+
+@pytest.fixture
+def created_elsewhere(tmp_path: Path) -> Path:
+    other = Home(tmp_path / "other")
+    other.create_identity(PASSPHRASE, "other", KdfParams(log_n=10))
+    return other.key_path
