@@ -561,19 +561,27 @@ class Ledger:
 
     # --- contacts and pins ---
 
-    def add_contact(self, name: str, address: str, at: int, note: str = "") -> Contact:
+    def add_contact(
+        self, name: str, address: str, at: int, note: str = "", *, handle: str | None = None
+    ) -> Contact:
         """Save ``name`` for ``address`` and pin its key.
 
         One name per address and one address per name: AlreadyExists if the
         name is taken or the address is already saved under another name (so
         "who is this key?" always has one answer). To change a contact's key,
-        remove it first — deliberately a separate step.
+        remove it first — deliberately a separate step. With ``handle`` (the
+        address came from the relay directory) the handle is pinned in the
+        same transaction: both are written, or neither.
         """
         check_contact_name(name)
         canonical, public_key = _canonical_address(address)
         _check_time(at, "added_at")
         _check_note(note)
+        if handle is not None:
+            check_contact_name(handle, "handle")
         with self._transaction() as conn:
+            if handle is not None:
+                self._pin_handle(conn, handle, canonical, public_key, at)
             existing = self._contact_row(conn, "name", name)
             if existing is not None:
                 if existing.address == canonical:
@@ -650,26 +658,31 @@ class Ledger:
         canonical, public_key = _canonical_address(address)
         _check_time(at, "pinned_at")
         with self._transaction() as conn:
-            row = conn.execute(
-                "SELECT handle, address, public_key, pinned_at FROM handle_pins WHERE handle = ?",
-                (handle,),
-            ).fetchone()
-            if row is not None:
-                pin = HandlePin(*row)
-                if pin.public_key != public_key:
-                    raise PinMismatch(
-                        f"IDENTITY CHANGED: handle {handle!r} was pinned to "
-                        f"{_describe_key(pin.address)} and the relay now says "
-                        f"{_describe_key(canonical)}; refusing. Someone may be impersonating "
-                        f"{handle!r}. If they really changed keys, compare safety numbers with "
-                        "them and remove the old pin deliberately."
-                    )
-                return pin
-            conn.execute(
-                "INSERT INTO handle_pins (handle, address, public_key, pinned_at) "
-                "VALUES (?, ?, ?, ?)",
-                (handle, canonical, public_key, at),
-            )
+            return self._pin_handle(conn, handle, canonical, public_key, at)
+
+    @staticmethod
+    def _pin_handle(
+        conn: sqlite3.Connection, handle: str, canonical: str, public_key: bytes, at: int
+    ) -> HandlePin:
+        row = conn.execute(
+            "SELECT handle, address, public_key, pinned_at FROM handle_pins WHERE handle = ?",
+            (handle,),
+        ).fetchone()
+        if row is not None:
+            pin = HandlePin(*row)
+            if pin.public_key != public_key:
+                raise PinMismatch(
+                    f"IDENTITY CHANGED: handle {handle!r} was pinned to "
+                    f"{_describe_key(pin.address)} and the relay now says "
+                    f"{_describe_key(canonical)}; refusing. Someone may be impersonating "
+                    f"{handle!r}. If they really changed keys, compare safety numbers with "
+                    "them and remove the old pin deliberately."
+                )
+            return pin
+        conn.execute(
+            "INSERT INTO handle_pins (handle, address, public_key, pinned_at) VALUES (?, ?, ?, ?)",
+            (handle, canonical, public_key, at),
+        )
         return HandlePin(handle, canonical, public_key, at)
 
     def unpin_handle(self, handle: str) -> None:

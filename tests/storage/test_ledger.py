@@ -832,3 +832,21 @@ def test_a_second_process_reads_during_a_write_and_waits_to_write(
                 other.record_outgoing(make_transfer(me, bob), T0)
         assert other.pending_outgoing() == [done, t]
         assert other.verify() == 2
+
+
+def test_contact_from_a_handle_is_pinned_in_the_same_transaction(
+    ledger: Ledger, me: Identity, bob: Identity
+) -> None:
+    """``contacts add NAME --lookup HANDLE``: both rows, or neither."""
+    carol = Identity(secrets.token_bytes(32))
+    ledger.add_contact("bob", bob.address, 1)
+    with pytest.raises(AlreadyExists):
+        ledger.add_contact("bob", carol.address, 2, handle="carol")
+    assert ledger.handle_pin("carol") is None  # the refused command left no pin behind
+    ledger.pin_handle("dave", carol.address, 3)
+    with pytest.raises(PinMismatch):
+        ledger.add_contact("dave", bob.address, 4, handle="dave")
+    assert [c.name for c in ledger.contacts()] == ["bob"]
+    contact = ledger.add_contact("carol", carol.address, 5, handle="carol")
+    assert contact.address == carol.address
+    assert ledger.handle_pin("carol").address == carol.address

@@ -59,9 +59,7 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
     if public == own:
         raise InputError("that is your own address; a contact is somebody else")
     with app.ledger() as ledger:
-        if handle is not None:
-            ledger.pin_handle(handle, public.address, at=now_ms())
-        ledger.add_contact(name, public.address, note=note, at=now_ms())
+        ledger.add_contact(name, public.address, note=note, at=now_ms(), handle=handle)
     source = f" (handle {handle} at {app.relay_url})" if handle else ""
     app.out.print(f"added {name}{source}: {public.address}", markup=False)
     app.out.print(f"fingerprint  {public.fingerprint}", markup=False)
