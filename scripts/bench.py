@@ -450,7 +450,7 @@ async def bench_e2e(quick: bool, root: Path) -> dict[str, Any]:
                 ledger = Ledger.open(root / f"alice-w{window}.sqlite3")
                 ledger.add_contact("bob", bob.address, 1)
                 pending = Timed(ledger, "record_outgoing_batch")
-                completing = Timed(ledger, "complete_outgoing")
+                completing = Timed(ledger, "complete_outgoing_batch")
                 async with Peer(alice, ledger, relay.url, window=window) as sender:
                     await sender.send(bob.address, 1, "EUR", timeout=30)  # warm up
                     for timed in (commits, pending, completing):

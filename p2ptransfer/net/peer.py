@@ -381,6 +381,18 @@ class Peer:
         await self._flush(run)
         return events
 
+    async def _events_already_here(self, run: _SessionRun) -> list[Event]:
+        """Feed every frame already waiting for ``run`` to its session, without waiting."""
+        events: list[Event] = []
+        while not run.inbox.empty():
+            item = run.inbox.get_nowait()
+            if isinstance(item, BaseException):
+                _fail_run(run, item)  # handled by the next wait, after these events
+                break
+            events += run.session.receive_frame(item)
+        await self._flush(run)
+        return events
+
     def _emit(self, event: PeerEvent) -> None:
         if self._on_event is not None:
             try:
@@ -570,13 +582,20 @@ class Peer:
                 await self._flush(run)
                 if not in_flight:
                     break  # rekey needed: finish this session, the caller starts another
-                for event in await self._next_events(run, _left(loop, deadline)):
+                events = await self._next_events(run, _left(loop, deadline))
+                events += await self._events_already_here(run)  # stored in one commit
+                problem: P2PTransferError | None = None
+                receipts: list[SignedReceipt] = []
+                for event in events:
                     if isinstance(event, ReceiptArrived):
-                        await self._on_receipt(event.signed, in_flight, outcomes)
+                        receipts.append(event.signed)
                     elif isinstance(event, PeerClosed | Aborted):
-                        raise ProtocolError("the peer ended the session before answering")
+                        problem = ProtocolError("the peer ended the session before answering")
                     elif isinstance(event, TransferArrived):
-                        raise ProtocolError("the peer sent a transfer in our session")
+                        problem = ProtocolError("the peer sent a transfer in our session")
+                await self._on_receipts(receipts, in_flight, outcomes)
+                if problem is not None:
+                    raise problem
             if session.is_open:
                 session.close()
                 await self._flush(run)
@@ -589,20 +608,37 @@ class Peer:
         finally:
             self._runs.pop((remote.address, tag), None)
 
-    async def _on_receipt(
+    async def _on_receipts(
         self,
-        receipt: SignedReceipt,
+        receipts: Sequence[SignedReceipt],
         in_flight: dict[bytes, SignedTransfer],
         outcomes: dict[bytes, SendOutcome],
     ) -> None:
-        signed = in_flight.get(receipt.receipt.transfer_id)
-        if signed is None:
-            raise ProtocolError("receipt for a transfer that is not in flight")
-        receipt.verify(signed)  # forged / mismatched receipt: session ends, transfer stays pending
-        await self._hooks.after_receipt_received(self, receipt)
-        row = self.ledger.complete_outgoing(receipt, now_ms())
-        del in_flight[signed.id]
-        outcomes[signed.id] = SendOutcome(row, receipt)
+        """Verify receipts against the transfers in flight; store the valid ones in one commit.
+
+        A forged or mismatched receipt ends the session (after the valid ones
+        are stored); its transfer stays pending.
+        """
+        valid: list[tuple[SignedTransfer, SignedReceipt]] = []
+        problem: P2PTransferError | None = None
+        for receipt in receipts:
+            signed = in_flight.get(receipt.receipt.transfer_id)
+            try:
+                if signed is None:
+                    raise ProtocolError("receipt for a transfer that is not in flight")
+                receipt.verify(signed)
+            except P2PTransferError as exc:
+                problem = problem or exc
+                continue
+            await self._hooks.after_receipt_received(self, receipt)
+            valid.append((signed, receipt))
+        if valid:
+            rows = self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())
+            for (signed, receipt), row in zip(valid, rows, strict=True):
+                del in_flight[signed.id]
+                outcomes[signed.id] = SendOutcome(row, receipt)
+        if problem is not None:
+            raise problem
 
     # --- receiving --------------------------------------------------------------
 

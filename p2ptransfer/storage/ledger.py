@@ -846,31 +846,42 @@ class Ledger:
         is a TransferConflict (the recipient signed both: keep both sides'
         evidence, decide by hand). A failed transfer may still complete.
         """
+        (row,) = self.complete_outgoing_batch([signed_receipt], at)
+        return row
+
+    def complete_outgoing_batch(
+        self, receipts: Sequence[SignedReceipt], at: int
+    ) -> list[TransferRow]:
+        """``complete_outgoing`` for many receipts in ONE transaction: all stored, or none."""
         _check_time(at)
-        if not isinstance(signed_receipt, SignedReceipt):
-            raise InputError("complete_outgoing needs a SignedReceipt")
-        transfer_id = signed_receipt.receipt.transfer_id
-        blob = signed_receipt.encode()
+        if not all(isinstance(r, SignedReceipt) for r in receipts):
+            raise InputError("complete_outgoing needs SignedReceipt objects")
         with self._transaction() as conn:
-            current = self._row(conn, transfer_id, "out")
-            if current is None:
-                raise NotFound(f"no outgoing transfer {transfer_id.hex()} in the ledger")
-            if current.status in (TransferStatus.COMPLETED, TransferStatus.REJECTED):
-                if current.signed_receipt == blob:
-                    return current
-                signed_receipt.verify(current.signed)
-                stored = current.receipt
-                assert stored is not None
-                if stored.receipt.status == signed_receipt.receipt.status:
-                    return current
-                raise TransferConflict(
-                    f"the recipient signed two different answers for transfer "
-                    f"{transfer_id.hex()}: it is {current.status} here, the new receipt says "
-                    f"{signed_receipt.receipt.status.name.lower()}"
-                )
-            return self._append(
-                conn, EntryKind.OUT_RECEIPT, transfer_id, at, current, receipt=signed_receipt
+            return [self._complete(conn, receipt, at) for receipt in receipts]
+
+    def _complete(
+        self, conn: sqlite3.Connection, signed_receipt: SignedReceipt, at: int
+    ) -> TransferRow:
+        transfer_id = signed_receipt.receipt.transfer_id
+        current = self._row(conn, transfer_id, "out")
+        if current is None:
+            raise NotFound(f"no outgoing transfer {transfer_id.hex()} in the ledger")
+        if current.status in (TransferStatus.COMPLETED, TransferStatus.REJECTED):
+            if current.signed_receipt == signed_receipt.encode():
+                return current
+            signed_receipt.verify(current.signed)
+            stored = current.receipt
+            assert stored is not None
+            if stored.receipt.status == signed_receipt.receipt.status:
+                return current
+            raise TransferConflict(
+                f"the recipient signed two different answers for transfer "
+                f"{transfer_id.hex()}: it is {current.status} here, the new receipt says "
+                f"{signed_receipt.receipt.status.name.lower()}"
             )
+        return self._append(
+            conn, EntryKind.OUT_RECEIPT, transfer_id, at, current, receipt=signed_receipt
+        )
 
     def mark_failed(self, transfer_id: bytes, at: int) -> TransferRow:
         """The user gives up on a pending outgoing transfer (never done automatically).
