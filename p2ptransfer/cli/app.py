@@ -109,6 +109,8 @@ class App:
         """
         env = os.environ.get(PASSPHRASE_ENV)
         if env:
+            if self.passphrase_file is not None:  # never ignore an explicit flag silently
+                self.note(f"{PASSPHRASE_ENV} is set: it is used and --passphrase-file is ignored")
             return env
         if self.passphrase_file is not None:
             return _read_passphrase_file(self.passphrase_file)

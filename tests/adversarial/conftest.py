@@ -80,5 +80,3 @@ def bob(tmp_path: Path, alice: Side) -> Side:
     side.ledger.add_contact("alice", alice.address, 1)
     alice.ledger.add_contact("bob", side.address, 1)
     return side
-
-

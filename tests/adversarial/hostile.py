@@ -95,11 +95,11 @@ class Action:
 
 
 def drop() -> Action:
-    return Action([])
+    return Action(emit=[])
 
 
 def forward(*messages: bytes, delay: float = 0.0) -> Action:
-    return Action(list(messages), delay)
+    return Action(emit=list(messages), delay=delay)
 
 
 Rule = Callable[[Frame], Action | None]
@@ -217,9 +217,7 @@ class HostileHop:
         """Deliver ``payload`` to ``to`` as if ``sender`` had sent it."""
         await self.pipe_of(to).send(DOWN, Deliver(sender, payload).encode())
 
-    def frames(
-        self, direction: str | None = None, kind: FrameKind | None = None
-    ) -> list[Frame]:
+    def frames(self, direction: str | None = None, kind: FrameKind | None = None) -> list[Frame]:
         return [
             f
             for f in self.log
@@ -340,7 +338,11 @@ def chaos(rng: random.Random, probability: float, direction: str | None = None) 
         if fault == "flip":
             payload = frame.payload
             assert payload is not None
-            return forward(frame.with_payload(flip(payload, rng.randrange(len(payload)), rng.randrange(1, 256))))
+            return forward(
+                frame.with_payload(
+                    flip(payload, rng.randrange(len(payload)), rng.randrange(1, 256))
+                )
+            )
         if fault == "drop":
             return drop()
         if fault == "duplicate":

@@ -113,6 +113,7 @@ def test_environment_passphrase_wins_over_file(invoke: Invoke, tmp_path: Path) -
     home = tmp_path / "envy"
     run = invoke("--home", str(home), "--passphrase-file", str(secret), "init")
     assert run.code == 0, run
+    assert "P2PTRANSFER_PASSPHRASE is set: it is used and --passphrase-file is ignored" in run.err
     Home(home).load_identity(PASSPHRASE)
 
 
@@ -563,3 +564,29 @@ def test_global_json_flag(invoke: Invoke, alice: Person) -> None:
     assert invoke("--json", *alice.args("contacts", "list")).json() == {"contacts": []}
     csv_run = invoke("--json", *alice.args("ledger", "--csv"))  # an explicit format wins
     assert csv_run.out.startswith("id,direction,")
+
+
+def test_abandon_marks_a_pending_transfer_failed_and_resend_skips_it(
+    invoke: Invoke, alice: Person, bob: Person
+) -> None:
+    from p2ptransfer.net.peer import Peer
+    from p2ptransfer.storage.ledger import Ledger
+
+    home = Home(alice.home)
+    with Ledger.open(home.ledger_path) as ledger:
+        signed = Peer(home.load_identity(PASSPHRASE), ledger, "ws://unused").prepare(
+            bob.address, 300, "EUR", "never delivered"
+        )
+    prefix = signed.id.hex()[:8]
+    kept = invoke(*alice.args("abandon", prefix))  # no terminal, no --yes: nothing changes
+    assert kept.code == 0 and "stays pending; to abandon it, add --yes" in kept.err
+    with Ledger.open(home.ledger_path) as ledger:
+        assert [s.id for s in ledger.pending_outgoing()] == [signed.id]
+    done = invoke(*alice.args("abandon", prefix, "--yes", "--json"))
+    assert done.code == 0, done
+    assert (done.json()["id"], done.json()["status"]) == (signed.id.hex(), "failed")
+    again = invoke(*alice.args("abandon", prefix, "--yes"))
+    assert again.code == 9
+    assert again.err == f"error: no pending outgoing transfer with id {prefix}\n"
+    assert invoke(*alice.args("resend")).err == "nothing to resend: no pending outgoing transfers\n"
+    assert "Traceback" not in done.out + done.err + again.err

@@ -34,7 +34,7 @@ from ...errors import (
 from ...protocol.identity import PublicIdentity
 from ...protocol.transfer import check_currency, check_memo, format_amount, parse_amount
 from ...storage.ledger import Ledger, TransferRow
-from ..app import App, pass_app
+from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..render import (
     Names,
     echo_json,
@@ -342,8 +342,38 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
         )
 
 
+@click.command()
+@click.argument("transfer_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@output_option("json")
+@pass_app
+def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
+    """Give up on pending outgoing transfer ID (or an ID prefix): it becomes failed.
+
+    Only you can do this; a timeout never does. It is a statement about your
+    side only: if the recipient did record the transfer, its signed receipt
+    still completes it here whenever it arrives (a resend fetches it).
+    """
+    with app.ledger() as ledger:
+        (found,) = _match_pending(ledger, transfer_id) or []
+        if not yes:
+            if not stdin_is_tty():
+                app.note(f"transfer {found.hex()} stays pending; to abandon it, add --yes")
+                return
+            if not click.confirm(f"mark transfer {found.hex()} as failed?", err=True):
+                app.note(f"transfer {found.hex()} stays pending")
+                return
+        row = ledger.mark_failed(found, now_ms())
+        names = Names(ledger.contacts())
+    if output == "json":
+        echo_json(transfer_json(row, names))
+    else:
+        app.out.print(transfer_line(row, names), markup=False)
+
+
 def register_commands(group: click.Group) -> None:
     group.add_command(send)
     group.add_command(receive)
     group.add_command(listen)
     group.add_command(resend)
+    group.add_command(abandon)
