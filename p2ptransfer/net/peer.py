@@ -20,7 +20,17 @@ ledger meet, and where the exactly-once rules are enforced:
 
 Several connections of one address may exist (the relay fans frames out to
 all of them), so frames of sessions this process does not own are ignored
-silently, never answered.
+silently, never answered. They should share one home: two homes with one
+identity would split its transfers between two ledgers.
+
+Bounds, because the other side may be hostile: frames waiting per session,
+transfers unanswered per session, sessions per remote and in all, a session's
+idle time and lifetime, and the commit queue are all capped; exceeding one
+ends that session only.
+
+SQLite runs on the event loop thread: a group commit (one fsync) stalls the
+loop for its duration. Batching keeps that to one stall per batch; moving the
+ledger to a worker thread is the next step if fsyncs get slow.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +106,7 @@ _MAX_SESSIONS_PER_REMOTE = 8
 
 
 def now_ms() -> int:
+    """Wall-clock time in Unix milliseconds: the unit of every timestamp we sign or store."""
     return time.time_ns() // 1_000_000
 
 
@@ -105,7 +116,7 @@ class AcceptancePolicy:
 
     accept_unknown: bool = False
     currencies: frozenset[str] | None = None  # None: any supported currency
-    limits: dict[str, int] = field(default_factory=dict)  # address -> max minor units per transfer
+    limits: Mapping[str, int] = field(default_factory=dict)  # address -> max minor units each
 
     def judge(self, transfer: Transfer, known_sender: bool) -> RejectReason | None:
         """None to accept, else why not."""
@@ -519,7 +530,7 @@ class Peer:
         return [outcomes[t.id] for t in transfers]
 
     async def _reconnect(self, deadline: float) -> None:
-        await self.close_client_only()
+        await self._drop_connection()
         loop = asyncio.get_running_loop()
         delay = 0.1
         while True:
@@ -532,7 +543,8 @@ class Peer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def close_client_only(self) -> None:
+    async def _drop_connection(self) -> None:
+        """Forget the relay connection (before reconnecting); sessions and serving stay."""
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -665,7 +677,7 @@ class Peer:
             while not stop.is_set():
                 if self._client is None or self._disconnected.is_set():
                     try:
-                        await self.close_client_only()
+                        await self._drop_connection()
                         await self.connect()
                         delay = 0.2
                     except NetworkError as exc:
