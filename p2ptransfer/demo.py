@@ -156,7 +156,8 @@ async def _tour(report: DemoReport, workdir: Path, result: DemoResult) -> None:
             bob_book.mark_verified("alice", at=now)
 
             limit = parse_amount(*BOB_LIMIT)
-            bob_policy = AcceptancePolicy(limits={alice.address: limit})
+            bob_book.set_limit("alice", BOB_LIMIT[1], limit)
+            bob_policy = AcceptancePolicy(limits=bob_book.limits())
             report.step(
                 f"bob accepts at most {format_amount(limit, BOB_LIMIT[1])} {BOB_LIMIT[1]} "
                 "per transfer from alice."

@@ -116,7 +116,8 @@ class AcceptancePolicy:
 
     accept_unknown: bool = False
     currencies: frozenset[str] | None = None  # None: any supported currency
-    limits: Mapping[str, int] = field(default_factory=dict)  # address -> max minor units each
+    limits: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """(sender address, currency) -> the most one transfer may carry, in minor units."""
 
     def judge(self, transfer: Transfer, known_sender: bool) -> RejectReason | None:
         """None to accept, else why not."""
@@ -124,7 +125,7 @@ class AcceptancePolicy:
             return RejectReason.UNKNOWN_SENDER
         if self.currencies is not None and transfer.currency not in self.currencies:
             return RejectReason.CURRENCY_NOT_ACCEPTED
-        limit = self.limits.get(transfer.sender)
+        limit = self.limits.get((transfer.sender, transfer.currency))
         if limit is not None and transfer.amount > limit:
             return RejectReason.OVER_LIMIT
         return None

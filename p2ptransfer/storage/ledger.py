@@ -61,6 +61,7 @@ from ..protocol.transfer import (
     RejectReason,
     SignedReceipt,
     SignedTransfer,
+    check_currency,
     compare,
     format_amount,
 )
@@ -600,6 +601,36 @@ class Ledger:
                 (name, canonical, public_key, at, note),
             )
         return Contact(name, canonical, public_key, at, None, note)
+
+    def set_limit(self, name: str, currency: str, max_minor: int | None) -> None:
+        """Accept at most ``max_minor`` of ``currency`` per transfer from contact ``name``.
+
+        ``None`` removes the limit. NotFound for an unknown contact.
+        """
+        code = check_currency(currency)
+        if max_minor is not None and (type(max_minor) is not int or max_minor <= 0):
+            raise InputError("a limit is a positive amount")
+        with self._transaction() as conn:
+            if self._contact_row(conn, "name", name) is None:
+                raise NotFound(self._no_contact(name))
+            if max_minor is None:
+                conn.execute(
+                    "DELETE FROM contact_limits WHERE name = ? AND currency = ?", (name, code)
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO contact_limits (name, currency, max_minor) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name, currency) DO UPDATE SET max_minor = excluded.max_minor",
+                    (name, code, max_minor),
+                )
+
+    def limits(self) -> dict[tuple[str, str], int]:
+        """Every per-contact limit: (address, currency) -> max minor units per transfer."""
+        rows = self._conn.execute(
+            "SELECT c.address, l.currency, l.max_minor "
+            "FROM contact_limits l JOIN contacts c ON c.name = l.name"
+        ).fetchall()
+        return {(address, currency): max_minor for address, currency, max_minor in rows}
 
     def remove_contact(self, name: str) -> None:
         """Forget a contact and its pin (its transfers stay in the ledger)."""

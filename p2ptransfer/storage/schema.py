@@ -225,7 +225,20 @@ _V1: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1]
+_V2 = (
+    # Per-contact, per-currency acceptance limits (one transfer at most this much).
+    # Policy, not history: outside the journal, like contacts and pins.
+    """
+    CREATE TABLE contact_limits (
+        name      TEXT    NOT NULL REFERENCES contacts (name) ON DELETE CASCADE,
+        currency  TEXT    NOT NULL,
+        max_minor INTEGER NOT NULL CHECK (max_minor > 0),
+        PRIMARY KEY (name, currency)
+    )
+    """,
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
 """Migration *i* brings ``user_version`` from *i* to *i + 1*; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

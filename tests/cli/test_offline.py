@@ -590,3 +590,22 @@ def test_abandon_marks_a_pending_transfer_failed_and_resend_skips_it(
     assert again.err == f"error: no pending outgoing transfer with id {prefix}\n"
     assert invoke(*alice.args("resend")).err == "nothing to resend: no pending outgoing transfers\n"
     assert "Traceback" not in done.out + done.err + again.err
+
+
+def test_contact_limit_is_stored_validated_and_removable(
+    invoke: Invoke, alice: Person, bob: Person
+) -> None:
+    from p2ptransfer.storage.ledger import Ledger
+
+    invoke(*alice.args("contacts", "add", "bob", bob.address))
+    done = invoke(*alice.args("contacts", "limit", "bob", "eur", "100.00"))
+    assert done.code == 0 and done.err == "bob may send at most 100.00 EUR per transfer\n"
+    bad = invoke(*alice.args("contacts", "limit", "bob", "EUR", "1.001"))
+    assert bad.code == 3 and bad.err.startswith("error: invalid amount '1.001'")
+    unknown = invoke(*alice.args("contacts", "limit", "carol", "EUR", "5"))
+    assert unknown.code == 9 and "no contact named 'carol'" in unknown.err
+    with Ledger.open(Home(alice.home).ledger_path) as ledger:
+        assert ledger.limits() == {(bob.address, "EUR"): 10_000}
+    assert invoke(*alice.args("contacts", "limit", "bob", "EUR")).code == 0
+    with Ledger.open(Home(alice.home).ledger_path) as ledger:
+        assert ledger.limits() == {}

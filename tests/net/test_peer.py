@@ -137,7 +137,7 @@ async def test_receive_returns_the_first_recorded_transfer(
 async def test_rejections_are_signed_receipts_on_both_sides(
     relay_url: str, alice: Side, bob: Side, policy, amount, currency, reason
 ) -> None:
-    policy = policy or AcceptancePolicy(limits={alice.address: 50_000})
+    policy = policy or AcceptancePolicy(limits={(alice.address, "EUR"): 50_000})
     async with (
         listening(bob, relay_url, policy=policy),
         Peer(alice.identity, alice.ledger, relay_url) as peer,

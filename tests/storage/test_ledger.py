@@ -134,14 +134,15 @@ def test_migrations_run_in_order_once_each_and_a_failing_one_rolls_back(
     path = tmp_path / "ledger.sqlite3"
     with Ledger.open(path):
         pass
-    v2 = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (42)")
-    broken_v3 = ("CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL")
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, v2, broken_v3])
+    known = len(schema.MIGRATIONS)
+    extra = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (42)")
+    broken = ("CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL")
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra, broken])
     with pytest.raises(StorageError, match="cannot open the ledger"):
         Ledger.open(path)
-    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[: known + 1])
     with Ledger.open(path) as ledger:
-        assert ledger.schema_version == 2
+        assert ledger.schema_version == known + 1
         assert ledger._conn.execute("SELECT x FROM extra").fetchall() == [(42,)]
         names = [r[0] for r in ledger._conn.execute("SELECT name FROM sqlite_master")]
         assert "half" not in names  # the failed migration left nothing behind
@@ -850,3 +851,23 @@ def test_contact_from_a_handle_is_pinned_in_the_same_transaction(
     contact = ledger.add_contact("carol", carol.address, 5, handle="carol")
     assert contact.address == carol.address
     assert ledger.handle_pin("carol").address == carol.address
+
+
+def test_a_version_1_ledger_is_migrated_with_its_history_intact(
+    tmp_path: Path, me: Identity, bob: Identity
+) -> None:
+    """Migration 2 (contact limits) on a ledger written by schema 1 keeps every row and the chain."""
+    path = tmp_path / "old.sqlite3"
+    raw = sqlite3.connect(path, isolation_level=None)
+    for statement in schema.MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.close()
+    with Ledger.open(path) as ledger:
+        assert ledger.schema_version == len(schema.MIGRATIONS)
+        ledger.add_contact("bob", bob.address, 1)
+        ledger.set_limit("bob", "EUR", 5_000)
+        assert ledger.limits() == {(bob.address, "EUR"): 5_000}
+        ledger.remove_contact("bob")
+        assert ledger.limits() == {}  # limits go with their contact
+        assert ledger.verify() == 0

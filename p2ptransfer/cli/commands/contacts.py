@@ -6,6 +6,7 @@ import click
 
 from ...errors import InputError
 from ...protocol.identity import PublicIdentity, safety_number
+from ...protocol.transfer import check_currency, format_amount, parse_amount
 from ...storage.ledger import Contact, check_contact_name
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..render import contact_json, contacts_table, echo_json, iso_time, output_option
@@ -142,6 +143,27 @@ def remove(app: App, name: str) -> None:
     with app.ledger() as ledger:
         ledger.remove_contact(name)
     app.note(f"removed {name}")
+
+
+@contacts.command("limit")
+@click.argument("name", shell_complete=complete_contact)
+@click.argument("currency")
+@click.argument("amount", required=False)
+@pass_app
+def limit(app: App, name: str, currency: str, amount: str | None) -> None:
+    """Accept at most AMOUNT of CURRENCY per transfer from NAME (no AMOUNT: no limit).
+
+    Larger transfers are answered with a signed rejection (over_limit) by
+    `receive` and `listen`, and recorded as rejected on both sides.
+    """
+    code = check_currency(currency)
+    minor = None if amount is None else parse_amount(amount, code)
+    with app.ledger() as ledger:
+        ledger.set_limit(name, code, minor)
+    if minor is None:
+        app.note(f"no limit on {code} from {name}")
+    else:
+        app.note(f"{name} may send at most {format_amount(minor, code)} {code} per transfer")
 
 
 def register_commands(group: click.Group) -> None:

@@ -47,7 +47,7 @@ from ..render import (
 from . import complete_contact
 
 if TYPE_CHECKING:
-    from ...net.peer import PeerEvent, SendOutcome
+    from ...net.peer import AcceptancePolicy, PeerEvent, SendOutcome
 
 _TIMEOUT = click.FloatRange(min=0.1, max=24 * 3600)
 
@@ -156,14 +156,23 @@ def send(
 @click.option(
     "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
 )
+@click.option(
+    "--currency",
+    "currencies",
+    multiple=True,
+    metavar="CODE",
+    help="Accept only these currencies (repeatable); default: any.",
+)
 @output_option("json")
 @pass_app
-def receive(app: App, timeout: float, accept_unknown: bool, output: str) -> None:
+def receive(
+    app: App, timeout: float, accept_unknown: bool, currencies: tuple[str, ...], output: str
+) -> None:
     """Wait for the first incoming transfer, record it, show it, exit."""
-    from ...net.peer import AcceptancePolicy, Peer
+    from ...net.peer import Peer
 
-    policy = AcceptancePolicy(accept_unknown=accept_unknown)
     with app.ledger() as ledger:
+        policy = _policy(ledger, accept_unknown, currencies)
         passphrase = app.read_passphrase()
 
         async def go() -> TransferRow:
@@ -249,16 +258,23 @@ class _ListenView:
 @click.option(
     "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
 )
+@click.option(
+    "--currency",
+    "currencies",
+    multiple=True,
+    metavar="CODE",
+    help="Accept only these currencies (repeatable); default: any.",
+)
 @pass_app
-def listen(app: App, accept_unknown: bool) -> None:
+def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
 
     Reconnects by itself when the relay goes away.
     """
-    from ...net.peer import AcceptancePolicy, Peer
+    from ...net.peer import Peer
 
-    policy = AcceptancePolicy(accept_unknown=accept_unknown)
     with app.ledger() as ledger:
+        policy = _policy(ledger, accept_unknown, currencies)
         view = _ListenView(app, Names(ledger.contacts()))
         passphrase = app.read_passphrase()
 
@@ -286,6 +302,17 @@ def listen(app: App, accept_unknown: bool) -> None:
         with view.running():
             app.run(go())
     app.note(f"stopped; {view.count} transfer(s) recorded")
+
+
+def _policy(ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]) -> AcceptancePolicy:
+    """What this receiver accepts: the flags, plus the per-contact limits in the ledger."""
+    from ...net.peer import AcceptancePolicy
+
+    return AcceptancePolicy(
+        accept_unknown=accept_unknown,
+        currencies=frozenset(check_currency(c) for c in currencies) if currencies else None,
+        limits=ledger.limits(),
+    )
 
 
 def _match_pending(ledger: Ledger, prefix: str | None) -> list[bytes] | None:
