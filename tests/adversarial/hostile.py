@@ -217,11 +217,16 @@ class HostileHop:
         """Deliver ``payload`` to ``to`` as if ``sender`` had sent it."""
         await self.pipe_of(to).send(DOWN, Deliver(sender, payload).encode())
 
-    def frames(self, direction: str | None = None, kind: FrameKind | None = None) -> list[Frame]:
+    def frames(
+        self, direction: str | None = None, kind: FrameKind | None = None, peer: str | None = None
+    ) -> list[Frame]:
+        """Logged frames, filtered (``peer``: sent by it if UP, delivered to it if DOWN)."""
         return [
             f
             for f in self.log
-            if (direction is None or f.direction == direction) and (kind is None or f.kind is kind)
+            if (direction is None or f.direction == direction)
+            and (kind is None or f.kind is kind)
+            and (peer is None or f.address == peer)
         ]
 
     # --- forwarding -------------------------------------------------------------
@@ -289,14 +294,21 @@ def on(
     nth: int = 1,
     *,
     direction: str = UP,
+    peer: str | None = None,
     then: Callable[[Frame], Action],
 ) -> Rule:
-    """Apply ``then`` to the ``nth`` session frame of ``kind`` going ``direction``, once."""
+    """Apply ``then`` to the ``nth`` session frame of ``kind`` going ``direction``, once.
+
+    ``peer`` narrows it to one peer's connection: UP frames that peer sent,
+    DOWN frames delivered to it.
+    """
     seen = 0
 
     def rule(frame: Frame) -> Action | None:
         nonlocal seen
         if frame.direction != direction or frame.kind is not kind:
+            return None
+        if peer is not None and frame.address != peer:
             return None
         seen += 1
         return then(frame) if seen == nth else None
@@ -304,7 +316,7 @@ def on(
     return rule
 
 
-def reorder_next(kind: FrameKind, direction: str = UP) -> Rule:
+def reorder_next(kind: FrameKind, direction: str = UP, peer: str | None = None) -> Rule:
     """Hold the first ``kind`` frame and release it after the next frame of that pipe."""
     held: list[Frame] = []
     done = False
@@ -312,6 +324,8 @@ def reorder_next(kind: FrameKind, direction: str = UP) -> Rule:
     def rule(frame: Frame) -> Action | None:
         nonlocal done
         if done or frame.direction != direction:
+            return None
+        if peer is not None and frame.address != peer:
             return None
         if not held:
             if frame.kind is kind:

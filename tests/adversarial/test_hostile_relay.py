@@ -58,6 +58,7 @@ async def attempt(
     net: Net, alice: Side, bob: Side, items: list[tuple[int, str, str]], timeout: float = 10.0
 ) -> tuple[Exception | None, list[PeerEvent]]:
     """Alice sends ``items`` to a listening Bob through the hop; the error (if any) and Bob's events."""
+    before = [(r.amount_minor, r.currency, r.memo) for r in alice.ledger.transfers()]
     events: list[PeerEvent] = []
     error: Exception | None = None
     peer = Peer(bob.identity, bob.ledger, net.url, on_event=events.append)
@@ -75,12 +76,19 @@ async def attempt(
         stop.set()
         await asyncio.wait_for(task, 10)
         await peer.close()
-    assert_untouched_or_pending(alice, bob, items)
+    assert_untouched_or_pending(alice, bob, [*before, *items])
     return error, events
 
 
 ONE = [(1250, "EUR", "rent")]
 THREE = [(100, "EUR", "one"), (200, "EUR", "two"), (300, "EUR", "three")]
+
+
+def tampered_session_sent_no_record(net: Net, alice: Side) -> None:
+    """The first session (the tampered one) never carried a transfer record from Alice."""
+    first = net.hop.frames(UP, FrameKind.HELLO, peer=alice.address)[0].tag
+    records = net.hop.frames(UP, FrameKind.RECORD, peer=alice.address)
+    assert not [f for f in records if f.tag == first]
 
 
 def flip_body(position: int) -> "callable":
@@ -95,25 +103,44 @@ async def test_an_honest_hop_is_transparent(net: Net, alice: Side, bob: Side) ->
     error, _ = await attempt(net, alice, bob, THREE)
     assert error is None
     assert_exactly_once(alice, bob, THREE)
-    kinds = [f.kind for f in net.hop.frames(UP) if f.kind is not None]
-    assert kinds[:2] == [FrameKind.HELLO, FrameKind.HELLO_FINISH]
+    kinds = [f.kind for f in net.hop.frames(UP, peer=alice.address) if f.kind is not None]
+    assert kinds == [FrameKind.HELLO, FrameKind.HELLO_FINISH, *[FrameKind.RECORD] * 4]
 
 
 # --- 1. a flipped ciphertext byte ---------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("direction", "position"),
-    [(UP, 0), (UP, 17), (UP, -1), (DOWN, 0), (DOWN, -1)],
-    ids=["transfer-first-byte", "transfer-middle", "transfer-tag", "receipt-first", "receipt-tag"],
+    ("direction", "who", "position"),
+    [
+        (UP, "alice", 0),
+        (UP, "alice", 17),
+        (UP, "alice", -1),
+        (DOWN, "bob", 5),
+        (UP, "bob", 0),
+        (DOWN, "alice", -1),
+    ],
+    ids=[
+        "transfer-header",
+        "transfer-ciphertext",
+        "transfer-gcm-tag",
+        "transfer-on-delivery",
+        "receipt-header",
+        "receipt-gcm-tag",
+    ],
 )
 async def test_flipped_record_byte_aborts_then_retry_applies_once(
-    net: Net, alice: Side, bob: Side, direction: str, position: int
+    net: Net, alice: Side, bob: Side, direction: str, who: str, position: int
 ) -> None:
-    net.hop.rules.append(on(FrameKind.RECORD, direction=direction, then=flip_body(position)))
+    peer = {"alice": alice, "bob": bob}[who].address
+    net.hop.rules.append(
+        on(FrameKind.RECORD, direction=direction, peer=peer, then=flip_body(position))
+    )
     error, events = await attempt(net, alice, bob, ONE)
     assert error is None  # the same send() retried in a new session
-    assert any(e.kind == "session-failed" for e in events) or direction == DOWN
+    if who == "alice" or direction == DOWN and who == "bob":
+        failed = [e.detail for e in events if e.kind == "session-failed"]
+        assert failed, events  # Bob ended the tampered session, with a reason
     assert_exactly_once(alice, bob, ONE)
     await finish_honestly(net, alice, bob, ONE)
 
@@ -149,7 +176,12 @@ async def test_replayed_record_aborts_and_credits_once(
     net: Net, alice: Side, bob: Side, direction: str
 ) -> None:
     net.hop.rules.append(
-        on(FrameKind.RECORD, direction=direction, then=lambda f: forward(f.raw, f.raw))
+        on(
+            FrameKind.RECORD,
+            direction=direction,
+            peer=alice.address,
+            then=lambda f: forward(f.raw, f.raw),
+        )
     )
     error, _ = await attempt(net, alice, bob, THREE)
     assert error is None
@@ -165,7 +197,7 @@ async def test_replayed_session_fails_and_credits_nothing_new(
 ) -> None:
     error, _ = await attempt(net, alice, bob, ONE)
     assert error is None
-    recorded = [f for f in net.hop.frames(UP) if f.session is not None]
+    recorded = [f for f in net.hop.frames(UP, peer=alice.address) if f.session is not None]
     assert [f.kind for f in recorded][:2] == [FrameKind.HELLO, FrameKind.HELLO_FINISH]
     events: list[PeerEvent] = []
     peer = Peer(bob.identity, bob.ledger, net.url, on_event=events.append)
@@ -204,11 +236,11 @@ async def test_replayed_session_fails_and_credits_nothing_new(
 @pytest.mark.parametrize(
     "rule",
     [
-        lambda: on(FrameKind.RECORD, 1, direction=UP, then=lambda f: drop()),
-        lambda: on(FrameKind.RECORD, 2, direction=UP, then=lambda f: drop()),
-        lambda: reorder_next(FrameKind.RECORD, UP),
-        lambda: on(FrameKind.RECORD, 1, direction=DOWN, then=lambda f: drop()),
-        lambda: reorder_next(FrameKind.RECORD, DOWN),
+        lambda a: on(FrameKind.RECORD, 1, direction=UP, peer=a, then=lambda f: drop()),
+        lambda a: on(FrameKind.RECORD, 2, direction=UP, peer=a, then=lambda f: drop()),
+        lambda a: reorder_next(FrameKind.RECORD, UP, peer=a),
+        lambda a: on(FrameKind.RECORD, 1, direction=DOWN, peer=a, then=lambda f: drop()),
+        lambda a: reorder_next(FrameKind.RECORD, DOWN, peer=a),
     ],
     ids=[
         "drop-first-transfer",
@@ -221,7 +253,7 @@ async def test_replayed_session_fails_and_credits_nothing_new(
 async def test_dropped_or_reordered_frame_never_applies_out_of_order(
     net: Net, alice: Side, bob: Side, rule
 ) -> None:
-    net.hop.rules.append(rule())
+    net.hop.rules.append(rule(alice.address))
     await attempt(net, alice, bob, THREE, timeout=QUICK)
     incoming = [r for r in bob.ledger.transfers() if r.direction == "in"]
     out = {r.id: r for r in alice.ledger.transfers() if r.direction == "out"}
@@ -272,7 +304,7 @@ async def test_substituted_ephemeral_fails_before_any_transfer_is_sent(
     assert isinstance(error, SessionTimeout | ProtocolError), error
     assert "pending" in str(error)
     # No transfer record ever left Alice: the handshake failed first.
-    assert not net.hop.frames(UP, FrameKind.RECORD)
+    assert not net.hop.frames(UP, FrameKind.RECORD, peer=alice.address)
     assert bob.ledger.transfers() == []
     await finish_honestly(net, alice, bob, ONE)
 
@@ -300,7 +332,7 @@ async def test_another_valid_key_is_a_hard_identity_failure(
     error, _ = await attempt(net, alice, bob, ONE)
     assert isinstance(error, IdentityMismatch), error
     assert bob.address in str(error) or "identity" in str(error).lower()
-    assert not net.hop.frames(UP, FrameKind.RECORD)
+    assert not net.hop.frames(UP, FrameKind.RECORD, peer=alice.address)
     assert len(net.hop.frames(UP, FrameKind.HELLO)) == 1  # not retried against that key
     await finish_honestly(net, alice, bob, ONE)
 
@@ -376,7 +408,7 @@ async def test_edited_first_message_aborts(
 
     net.hop.rules.append(on(FrameKind.HELLO, direction=UP, then=edit))
     await attempt(net, alice, bob, ONE, timeout=QUICK)
-    assert bob.ledger.transfers() == []
+    tampered_session_sent_no_record(net, alice)
     await finish_honestly(net, alice, bob, ONE)
 
 
@@ -409,7 +441,7 @@ async def test_low_order_ephemeral_aborts(
 
     net.hop.rules.append(on(kind, direction=direction, then=edit))
     await attempt(net, alice, bob, ONE, timeout=QUICK if direction == UP else 10)
-    assert not [f for f in net.hop.frames(UP, FrameKind.RECORD) if f.index < 0]
+    tampered_session_sent_no_record(net, alice)
     await finish_honestly(net, alice, bob, ONE)
 
 
@@ -419,7 +451,9 @@ async def test_low_order_ephemeral_aborts(
 async def test_receipt_lost_after_commit_then_resend_gets_stored_receipt(
     net: Net, alice: Side, bob: Side
 ) -> None:
-    net.hop.rules.append(on(FrameKind.RECORD, direction=DOWN, then=lambda f: drop()))
+    net.hop.rules.append(
+        on(FrameKind.RECORD, direction=DOWN, peer=alice.address, then=lambda f: drop())
+    )
     error, _ = await attempt(net, alice, bob, ONE, timeout=QUICK)
     assert isinstance(error, SessionTimeout) and "stay pending" in str(error)
     (row,) = bob.ledger.transfers()  # committed on Bob's side
@@ -428,18 +462,48 @@ async def test_receipt_lost_after_commit_then_resend_gets_stored_receipt(
 
 
 @pytest.mark.parametrize(
-    ("kind", "direction"),
-    [(FrameKind.HELLO, UP), (FrameKind.RECORD, UP), (FrameKind.RECORD, DOWN)],
-    ids=["before-handshake", "before-transfer", "after-commit"],
+    ("kind", "direction", "everyone"),
+    [
+        (FrameKind.HELLO, UP, False),
+        (FrameKind.RECORD, UP, False),
+        (FrameKind.RECORD, DOWN, False),
+        (FrameKind.RECORD, DOWN, True),
+    ],
+    ids=["before-handshake", "before-transfer", "after-commit", "relay-restart-after-commit"],
 )
 async def test_relay_connection_cut_mid_transfer_completes_once(
-    net: Net, alice: Side, bob: Side, kind: FrameKind, direction: str
+    net: Net, alice: Side, bob: Side, kind: FrameKind, direction: str, everyone: bool
 ) -> None:
-    net.hop.rules.append(on(kind, direction=direction, then=lambda f: Action(cut=True)))
+    """The sender's connection is cut (or every connection: the relay restarted)."""
+    tasks = []
+
+    def cut(frame: Frame) -> Action:
+        if everyone:
+            tasks.append(asyncio.create_task(net.hop.cut_all()))
+        return Action(cut=True)
+
+    net.hop.rules.append(on(kind, direction=direction, peer=alice.address, then=cut))
     error, _ = await attempt(net, alice, bob, THREE)
     assert error is None  # the sender reconnected and retried within send()
     assert_exactly_once(alice, bob, THREE)
     await finish_honestly(net, alice, bob, THREE)
+
+
+async def test_receiver_connection_cut_leaves_the_transfer_pending_then_resend(
+    net: Net, alice: Side, bob: Side
+) -> None:
+    """Bob's connection drops as the transfer reaches him: Alice cannot know; it stays pending.
+
+    (A liveness limit, not a safety one: Alice waits until her deadline, see
+    the threat model.)
+    """
+    net.hop.rules.append(
+        on(FrameKind.RECORD, direction=DOWN, peer=bob.address, then=lambda f: Action(cut=True))
+    )
+    error, _ = await attempt(net, alice, bob, ONE, timeout=QUICK)
+    assert isinstance(error, SessionTimeout) and "stay pending" in str(error)
+    assert bob.ledger.transfers() == []
+    await finish_honestly(net, alice, bob, ONE)
 
 
 # --- 14. record limit: re-handshake, never wrap -----------------------------------
@@ -455,10 +519,11 @@ async def test_record_cap_of_ten_forces_new_handshakes(net: Net, alice: Side, bo
     assert all(o.accepted for o in outcomes)
     hellos = net.hop.frames(UP, FrameKind.HELLO)
     assert len(hellos) >= 3
-    per_session: dict[bytes, int] = {}
+    per_key: dict[tuple[bytes | None, str | None], int] = {}
     for frame in net.hop.frames(UP, FrameKind.RECORD):
-        per_session[frame.tag] = per_session.get(frame.tag, 0) + 1  # type: ignore[index]
-    assert max(per_session.values()) <= 10
+        key = (frame.tag, frame.address)  # one traffic key: one session, one direction
+        per_key[key] = per_key.get(key, 0) + 1
+    assert max(per_key.values()) <= 10
     assert_exactly_once(alice, bob, items)
 
 

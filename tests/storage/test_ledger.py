@@ -856,7 +856,7 @@ def test_contact_from_a_handle_is_pinned_in_the_same_transaction(
 def test_a_version_1_ledger_is_migrated_with_its_history_intact(
     tmp_path: Path, me: Identity, bob: Identity
 ) -> None:
-    """Migration 2 (contact limits) on a ledger written by schema 1 keeps every row and the chain."""
+    """Migration 2 (contact limits) on a schema-1 ledger keeps every row and the chain."""
     path = tmp_path / "old.sqlite3"
     raw = sqlite3.connect(path, isolation_level=None)
     for statement in schema.MIGRATIONS[0]:
