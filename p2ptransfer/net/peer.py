@@ -384,7 +384,10 @@ class Peer:
     async def _next_events(self, run: _SessionRun, timeout: float) -> list[Event]:
         """Wait for the next frame of ``run`` and feed it to its session."""
         try:
-            item = await asyncio.wait_for(run.inbox.get(), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+            # as the inbox delivers, and close() then waits out the whole idle timeout.
+            async with asyncio.timeout(timeout):
+                item = await run.inbox.get()
         except TimeoutError:
             raise SessionTimeout(f"no answer from {run.remote} within {timeout:.0f} s") from None
         if isinstance(item, BaseException):
@@ -836,9 +839,19 @@ def _offer(run: _SessionRun, item: bytes | BaseException) -> bool:
 
 
 def _fail_run(run: _SessionRun, exc: BaseException) -> None:
-    """Make ``run``'s task raise ``exc`` next, even if its inbox is full."""
-    while not _offer(run, exc):
-        run.inbox.get_nowait()  # the frames of a failing session no longer matter
+    """Make ``run``'s task raise ``exc`` next, even if its inbox is full.
+
+    The frames still queued are dropped first (a failing session's frames no
+    longer matter): were they left in front, the task would fail on the gap
+    they leave ("record out of sequence") instead of on the real reason. An
+    error already queued wins over a later one.
+    """
+    first: BaseException | None = None
+    while not run.inbox.empty():
+        item = run.inbox.get_nowait()
+        if isinstance(item, BaseException) and first is None:
+            first = item
+    run.inbox.put_nowait(first or exc)
 
 
 def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:

@@ -47,8 +47,8 @@ async def listening(
         yield peer
     finally:
         stop.set()
+        await peer.close()  # first: listen() then has no half-open session to drain
         await asyncio.wait_for(task, 10)
-        await peer.close()
 
 
 Expected = tuple[int, str, str]  # amount, currency, memo
@@ -60,7 +60,11 @@ def assert_exactly_once(sender: Side, receiver: Side, expected: list[Expected]) 
     Also checks that nothing else (an altered or injected transfer) was recorded.
     """
     out = [r for r in sender.ledger.transfers() if r.direction == "out"]
-    incoming = {r.id: r for r in receiver.ledger.transfers() if r.direction == "in"}
+    incoming = {
+        r.id: r
+        for r in receiver.ledger.transfers()
+        if r.direction == "in" and r.counterparty == sender.address
+    }
     assert sorted((r.amount_minor, r.currency, r.memo) for r in out) == sorted(expected)
     assert set(incoming) == {r.id for r in out}
     assert not [r for r in receiver.ledger.transfers() if r.direction == "out"]

@@ -57,7 +57,7 @@ async def finish_honestly(net: Net, alice: Side, bob: Side, expected: list[tuple
 async def attempt(
     net: Net, alice: Side, bob: Side, items: list[tuple[int, str, str]], timeout: float = 10.0
 ) -> tuple[Exception | None, list[PeerEvent]]:
-    """Alice sends ``items`` to a listening Bob through the hop; the error (if any) and Bob's events."""
+    """Alice sends ``items`` to a listening Bob via the hop; the error (if any), Bob's events."""
     before = [(r.amount_minor, r.currency, r.memo) for r in alice.ledger.transfers()]
     events: list[PeerEvent] = []
     error: Exception | None = None
@@ -74,8 +74,8 @@ async def attempt(
                 error = exc
     finally:
         stop.set()
+        await peer.close()  # first: listen() then has no half-open session to drain
         await asyncio.wait_for(task, 10)
-        await peer.close()
     assert_untouched_or_pending(alice, bob, [*before, *items])
     return error, events
 
@@ -91,7 +91,7 @@ def tampered_session_sent_no_record(net: Net, alice: Side) -> None:
     assert not [f for f in records if f.tag == first]
 
 
-def flip_body(position: int) -> "callable":
+def flip_body(position: int) -> callable:
     def then(frame: Frame) -> Action:
         body = frame.session["body"]  # type: ignore[index]
         return forward(frame.with_session(body=flip(body, position)))
@@ -138,7 +138,7 @@ async def test_flipped_record_byte_aborts_then_retry_applies_once(
     )
     error, events = await attempt(net, alice, bob, ONE)
     assert error is None  # the same send() retried in a new session
-    if who == "alice" or direction == DOWN and who == "bob":
+    if (direction, who) in ((UP, "alice"), (DOWN, "bob")):  # the tampered record reached Bob
         failed = [e.detail for e in events if e.kind == "session-failed"]
         assert failed, events  # Bob ended the tampered session, with a reason
     assert_exactly_once(alice, bob, ONE)
@@ -221,8 +221,8 @@ async def test_replayed_session_fails_and_credits_nothing_new(
                 await asyncio.sleep(0.01)
     finally:
         stop.set()
+        await peer.close()  # first: listen() then has no half-open session to drain
         await asyncio.wait_for(task, 10)
-        await peer.close()
     failed = [e.detail for e in events if e.kind == "session-failed"]
     assert failed, events  # the replayed HELLO_FINISH is sealed under the old ephemerals
     assert not any(e.kind == "recorded" for e in events)
@@ -350,7 +350,7 @@ async def test_reflected_hello_is_rejected(net: Net, alice: Side, bob: Side) -> 
             then=lambda f: Action(reply=[Deliver(bob.address, f.payload).encode()]),
         )
     )
-    error, _ = await attempt(net, alice, bob, ONE, timeout=QUICK)
+    await attempt(net, alice, bob, ONE, timeout=QUICK)
     assert_untouched_or_pending(alice, bob, ONE)
     await finish_honestly(net, alice, bob, ONE)
 
@@ -385,7 +385,7 @@ async def test_frames_retagged_into_another_session_are_rejected(
             then=lambda f: forward(f.with_session(tag=secrets.token_bytes(16))),
         )
     )
-    error, _ = await attempt(net, alice, bob, ONE, timeout=QUICK)
+    await attempt(net, alice, bob, ONE, timeout=QUICK)
     assert bob.ledger.transfers() == []
     await finish_honestly(net, alice, bob, ONE)
 
