@@ -97,6 +97,7 @@ _BATCH_YIELDS = 16
 _SESSION_ATTEMPTS = 5
 _HANDSHAKE_TIMEOUT = 15.0
 _IDLE_SESSION_TIMEOUT = 60.0
+_RECEIPT_SILENCE = 10.0  # sender: no frame for this long with transfers in flight -> retry
 _MAX_SESSION_LIFETIME = 600.0  # a session kept alive by a trickle of frames still ends
 _INBOX_FRAMES = 4 * DEFAULT_WINDOW  # frames waiting for one session's task
 _MAX_UNANSWERED = 4 * DEFAULT_WINDOW  # transfers of one session not yet answered
@@ -598,7 +599,11 @@ class Peer:
                 await self._flush(run)
                 if not in_flight:
                     break  # rekey needed: finish this session, the caller starts another
-                events = await self._next_events(run, _left(loop, deadline))
+                # A receiver that vanished (its connection cut, its process killed) sends
+                # nothing: give up on this session after a quiet spell and retry, rather
+                # than wait out the whole deadline.
+                quiet = min(_left(loop, deadline), _RECEIPT_SILENCE)
+                events = await self._next_events(run, quiet)
                 events += await self._events_already_here(run)  # stored in one commit
                 problem: P2PTransferError | None = None
                 receipts: list[SignedReceipt] = []
