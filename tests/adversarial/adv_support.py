@@ -2,53 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import secrets
-from collections.abc import AsyncIterator
-from pathlib import Path
+from p2ptransfer.storage.ledger import TransferStatus
+from tests.peers import Side, listening
 
-from p2ptransfer.net.peer import AcceptancePolicy, FaultHooks, Peer
-from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.storage.ledger import Ledger, TransferStatus
-
-
-class Side:
-    """One peer's identity and ledger file."""
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.identity = Identity(secrets.token_bytes(32))
-        self.path = root / f"{name}.sqlite3"
-        self.ledger = Ledger.open(self.path)
-
-    @property
-    def address(self) -> str:
-        return self.identity.address
-
-
-@contextlib.asynccontextmanager
-async def listening(
-    side: Side,
-    url: str,
-    *,
-    policy: AcceptancePolicy | None = None,
-    hooks: FaultHooks | None = None,
-    max_records: int | None = None,
-) -> AsyncIterator[Peer]:
-    """``side`` serving incoming sessions in the background until the block ends."""
-    peer = Peer(
-        side.identity, side.ledger, url, policy=policy, hooks=hooks, max_records=max_records
-    )
-    await peer.connect()
-    stop = asyncio.Event()
-    task = asyncio.create_task(peer.listen(stop))
-    try:
-        yield peer
-    finally:
-        stop.set()
-        await peer.close()  # first: listen() then has no half-open session to drain
-        await asyncio.wait_for(task, 10)
+__all__ = ["Side", "assert_exactly_once", "assert_untouched_or_pending", "listening"]
 
 
 Expected = tuple[int, str, str]  # amount, currency, memo

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -21,30 +20,14 @@ from p2ptransfer.protocol.transfer import (
     Transfer,
     sign_transfer,
 )
-from p2ptransfer.storage.ledger import Ledger, TransferStatus
+from p2ptransfer.storage.ledger import TransferStatus
+from tests.peers import Side, listening
 
 pytestmark = pytest.mark.timeout(60)
 
 
 class Crash(Exception):
     """The process dying at a hook's point (not a P2PTransferError: nothing retries it)."""
-
-
-class Side:
-    """One peer's identity and ledger file, reopened as a 'new process' when needed."""
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.identity = Identity(secrets.token_bytes(32))
-        self.path = root / f"{name}.sqlite3"
-        self.ledger = Ledger.open(self.path)
-
-    def reopen(self) -> None:
-        self.ledger.close()
-        self.ledger = Ledger.open(self.path)
-
-    @property
-    def address(self) -> str:
-        return self.identity.address
 
 
 @pytest.fixture
@@ -58,27 +41,6 @@ def bob(tmp_path: Path, alice: Side) -> Side:
     side.ledger.add_contact("alice", alice.address, 1)
     alice.ledger.add_contact("bob", side.address, 1)
     return side
-
-
-@contextlib.asynccontextmanager
-async def listening(
-    side: Side,
-    relay_url: str,
-    *,
-    policy: AcceptancePolicy | None = None,
-    hooks: FaultHooks | None = None,
-) -> AsyncIterator[Peer]:
-    """``side`` serving incoming sessions in the background until the block ends."""
-    peer = Peer(side.identity, side.ledger, relay_url, policy=policy, hooks=hooks)
-    await peer.connect()
-    stop = asyncio.Event()
-    task = asyncio.create_task(peer.listen(stop))
-    try:
-        yield peer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-        await peer.close()
 
 
 def assert_agree(sender: Side, receiver: Side, count: int) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Group
@@ -45,6 +45,8 @@ from ..render import (
     transfer_line,
 )
 from . import complete_contact
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from ...net.peer import AcceptancePolicy, PeerEvent, SendOutcome
@@ -151,18 +153,23 @@ def send(
         raise _refused(label, outcome)
 
 
+def policy_options(command: F) -> F:
+    """What a receiving command accepts: the same flags on ``receive`` and ``listen``."""
+    command = click.option(
+        "--currency",
+        "currencies",
+        multiple=True,
+        metavar="CODE",
+        help="Accept only these currencies (repeatable); default: any.",
+    )(command)
+    return click.option(
+        "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
+    )(command)
+
+
 @click.command()
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
-@click.option(
-    "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
-)
-@click.option(
-    "--currency",
-    "currencies",
-    multiple=True,
-    metavar="CODE",
-    help="Accept only these currencies (repeatable); default: any.",
-)
+@policy_options
 @output_option("json")
 @pass_app
 def receive(
@@ -255,16 +262,7 @@ class _ListenView:
 
 
 @click.command()
-@click.option(
-    "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
-)
-@click.option(
-    "--currency",
-    "currencies",
-    multiple=True,
-    metavar="CODE",
-    help="Accept only these currencies (repeatable); default: any.",
-)
+@policy_options
 @pass_app
 def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
