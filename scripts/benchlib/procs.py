@@ -1,0 +1,179 @@
+"""Process plumbing for the bench: servers, workers, CPU pinning, memory and CPU readings.
+
+Why processes: in one process the load generator and the server share a core
+and an event loop, so a figure mixes both ends' costs. Here the server under
+test (our relay, or the bare forwarder it is compared with) runs alone on one
+core and the load comes from worker processes on the other.
+
+The worker line protocol (stdout, one line each, UTF-8):
+
+* ``ready <json>``: the worker is set up (connected, listening, ...);
+  the JSON says what the driver needs (addresses, counts).
+* ``result <json>``: the worker's measurement; it is the last line it prints.
+
+A long-running worker (a listener, a holder of idle connections) waits for a
+line on stdin (``go`` or ``stop``) before its next step. Anything on stderr is
+passed through for diagnosis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Self
+
+SCRIPTS = Path(__file__).resolve().parent.parent
+ROOT = SCRIPTS.parent
+START_TIMEOUT = 30.0
+
+
+def cpus() -> list[int]:
+    """The CPUs this process may run on, in order."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin(pid: int, cpu: int | None) -> None:
+    """Keep ``pid`` on ``cpu`` (no-op for None, or where affinity cannot be set)."""
+    if cpu is not None:
+        with contextlib.suppress(OSError):  # a restricted container: run unpinned
+            os.sched_setaffinity(pid, {cpu})
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid``, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PTRANSFER_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS), str(ROOT)])
+    return env
+
+
+class Child:
+    """A child process speaking the line protocol; always killed on exit."""
+
+    def __init__(self, argv: list[str], *, cpu: int | None = None, name: str = "") -> None:
+        self.name = name or argv[-1]
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # inherited: a failing worker's traceback shows up
+            text=True,
+        )
+        pin(self.proc.pid, cpu)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """The rest of the next stdout line starting with ``prefix``; fails after ``timeout``."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    raise TimeoutError(f"{self.name}: no {prefix!r} line within {timeout:.0f} s")
+                line = self.proc.stdout.readline()
+                if not line:
+                    code = self.proc.wait(5)
+                    raise RuntimeError(f"{self.name} exited ({code}) before {prefix!r}")
+                if line.startswith(prefix):
+                    return line[len(prefix) :].strip()
+
+    def expect_json(self, prefix: str, timeout: float) -> Any:
+        return json.loads(self.expect(prefix + " ", timeout))
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def worker(module: str, *args: str, cpu: int | None = None) -> Child:
+    """Start ``python -m benchlib.<module> args...``."""
+    return Child([sys.executable, "-m", f"benchlib.{module}", *args], cpu=cpu, name=module)
+
+
+def run_worker(module: str, *args: str, cpu: int | None = None, timeout: float = 120) -> Any:
+    """Run a one-shot worker to completion and return its ``result`` JSON."""
+    with worker(module, *args, cpu=cpu) as child:
+        result = child.expect_json("result", timeout)
+        child.proc.wait(timeout)
+        return result
+
+
+# Our relay with its per-connection rate limits out of the way (a benchmark is one client
+# IP doing what thousands of users would) and room for the idle-memory crowd. Queues,
+# write limits and keepalive stay at their defaults: those are what we ship.
+RELAY_BENCH_FLAGS = (
+    "--log-level=warning",
+    "--frame-rate=0",
+    "--byte-rate=0",
+    "--connection-rate-per-ip=0",
+    "--max-connections=10000",
+    "--max-connections-per-ip=10000",
+)
+
+
+class Server(Child):
+    """A relay process (ours or the bare forwarder) that prints ``listening on URL`` first."""
+
+    def __init__(self, kind: str, *, cpu: int | None = None) -> None:
+        if kind == "ours":
+            argv = [sys.executable, str(ROOT / "rendezvous.py"), "--port=0", *RELAY_BENCH_FLAGS]
+        elif kind == "bare":
+            argv = [sys.executable, "-m", "benchlib.bare_forwarder"]
+        else:
+            raise ValueError(kind)
+        super().__init__(argv, cpu=cpu, name=f"relay-{kind}")
+        self.kind = kind
+        line = self.expect("listening on ", START_TIMEOUT)
+        match = re.fullmatch(r"wss?://\S+", line)
+        if match is None:
+            self.close()
+            raise RuntimeError(f"{self.name}: unexpected first line {line!r}")
+        self.url = line
