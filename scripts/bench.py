@@ -72,7 +72,9 @@ class Plan:
     cli_runs: int
 
     @classmethod
-    def for_run(cls, quick: bool) -> Plan:
+    def for_run(cls, quick: bool, smoke: bool = False) -> Plan:
+        if smoke:  # every code path once, figures meaningless: for tests/test_bench.py
+            return cls(1, 50, 50, 100, 0.2, 2, 40, (1, 32), 1)
         if quick:
             return cls(2, 1500, 1000, 2000, 1.0, 30, 2000, (1, 32, 128), 10)
         return cls(3, 4000, 3000, 2000, 2.0, 100, 5000, (1, 32, 128), 10)
@@ -213,12 +215,15 @@ def bench_handshakes(plan: Plan, cpu_load: int | None) -> dict[str, Any]:
     }
 
 
-def bench_transfers(plan: Plan, root: Path) -> dict[str, Any]:
+def bench_transfers(plan: Plan, root: Path, cpu: int | None) -> dict[str, Any]:
     from p2ptransfer.net.peer import DEFAULT_WINDOW
     from p2ptransfer.protocol.identity import Identity
 
     commits = procs.run_worker(
-        "transfers", "sqlite", f"--dir={root}", f"--seconds={plan.ceiling_seconds}"
+        "transfers", "sqlite", f"--dir={root}", f"--seconds={plan.ceiling_seconds}", cpu=cpu
+    )
+    signing = procs.run_worker(
+        "transfers", "signatures", f"--dir={root}", f"--seconds={plan.ceiling_seconds}", cpu=cpu
     )
     sender_seed, receiver_seed = os.urandom(32), os.urandom(32)
     sender, receiver = Identity(sender_seed).address, Identity(receiver_seed).address
@@ -226,6 +231,7 @@ def bench_transfers(plan: Plan, root: Path) -> dict[str, Any]:
         "transfers": plan.transfers,
         "default_window": DEFAULT_WINDOW,
         "sqlite_commits_per_s": commits["commits_per_s"],
+        "signature_bound_per_s": signing["transfers_per_s_per_core"],
     }
     with (
         procs.Server("ours") as server,
@@ -316,6 +322,7 @@ def absolutes(results: dict[str, Any]) -> dict[str, float]:
         "transfers_per_s": default,
         "transfers_per_s_best_window": best,
         "sqlite_commits_per_s": tr["sqlite_commits_per_s"],
+        "signature_bound_transfers_per_s": tr["signature_bound_per_s"],
         "cli_help_ms": cli["help_ms"],
         "import_click_ms": cli["click_ms"],
     }
@@ -347,6 +354,7 @@ def table(ratios: dict[str, float], figures: dict[str, float], results: dict[str
             f" {beside[goal.key]}"
         )
     hs, tr = results["handshakes"], results["transfers"]
+    share_of_bound = f["transfers_per_s"] / tr["signature_bound_per_s"]
     cpu = ", ".join(f"{k} {v:.0f}" for k, v in hs["cpu_us_per_session"].items())
     lines += [
         "",
@@ -358,6 +366,9 @@ def table(ratios: dict[str, float], figures: dict[str, float], results: dict[str
             for k, v in tr.items()
             if k.startswith("window_")
         ),
+        f"signature bound: {tr['signature_bound_per_s']:,.0f} transfers/s per core (one"
+        " Ed25519 sign + verify each side); transfers at the default window are"
+        f" {share_of_bound:.2f} of it",
         f"receiver group commit: {tr['receiver']['commits']} commits,"
         f" largest batch {tr['receiver']['largest_batch']}",
     ]
@@ -389,8 +400,13 @@ def main() -> int:
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary here")
     parser.add_argument("--profile", action="store_true", help="cProfile workers and relays")
     parser.add_argument("--skip-core", action="store_true", help="leave out the core figures")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts: checks the bench runs, figures mean nothing",
+    )
     args = parser.parse_args()
-    plan = Plan.for_run(args.quick)
+    plan = Plan.for_run(args.quick, args.smoke)
     cores = procs.cpus()
     cpu_server, cpu_load = (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
     started = time.perf_counter()
@@ -405,10 +421,11 @@ def main() -> int:
             ("relay", lambda: bench_relay(plan, cpu_server, cpu_load)),
             ("idle", lambda: bench_idle(plan, cpu_server, cpu_load)),
             ("handshakes", lambda: bench_handshakes(plan, cpu_load)),
-            ("transfers", lambda: bench_transfers(plan, root)),
+            ("transfers", lambda: bench_transfers(plan, root, cpu_load)),
         ]
         if not args.skip_core:
-            sections.append(("core", lambda: bench_core(args.quick, cpu_load)))
+            quick = args.quick or args.smoke
+            sections.append(("core", lambda: bench_core(quick, cpu_load)))
         for name, run in sections:
             say(f"{name} ...")
             section_started = time.perf_counter()
@@ -425,6 +442,7 @@ def main() -> int:
         "results": results,
         "version": 2,
         "quick": args.quick,
+        "smoke": args.smoke,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": len(cores),

@@ -5,6 +5,12 @@ our ledger uses (WAL, ``synchronous=FULL``): each commit waits for the disk.
 That is the reference: a design that commits each transfer alone (on either
 side) cannot beat it, and one that groups commits can.
 
+``signatures``: the other bound on a transfer. Each side signs one message
+and verifies one per transfer (the sender signs the transfer and checks the
+receipt; the receiver checks the transfer and signs the receipt), so one
+Ed25519 signature plus one verification, called straight on
+pyca/cryptography, is the least CPU a transfer costs each side's core.
+
 ``receiver``: a :class:`~p2ptransfer.net.peer.Peer` that ``listen()``s with a
 ledger in ``--dir`` and knows the sender as a contact. ``sender``: a peer
 that calls ``send_many`` for ``--count`` transfers with ``--window``
@@ -53,6 +59,25 @@ def sqlite_commits(directory: Path, seconds: float) -> dict[str, Any]:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     return {"commits_per_s": done / elapsed, "us_per_commit": elapsed / done * 1e6}
+
+
+def signatures(seconds: float) -> dict[str, Any]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    signer = Ed25519PrivateKey.generate()
+    public = signer.public_key().public_bytes_raw()
+    message = os.urandom(300)  # about a signed transfer's size
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(16):
+            signature = signer.sign(message)
+            Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        done += 16
+    elapsed = time.perf_counter() - start
+    return {"transfers_per_s_per_core": done / elapsed, "us_per_transfer": elapsed / done * 1e6}
 
 
 async def receiver(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +134,7 @@ async def sender(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="benchlib.transfers")
-    parser.add_argument("command", choices=["sqlite", "receiver", "sender"])
+    parser.add_argument("command", choices=["sqlite", "signatures", "receiver", "sender"])
     parser.add_argument("--dir", required=True)
     parser.add_argument("--url", default="")
     parser.add_argument("--count", type=int, default=1000)
@@ -118,6 +143,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "sqlite":
         result = sqlite_commits(Path(args.dir), args.seconds)
+    elif args.command == "signatures":
+        result = signatures(args.seconds)
     else:
         work = receiver if args.command == "receiver" else sender
         result = profiling.run(f"transfers-{args.command}", lambda: asyncio.run(work(args)))

@@ -1,0 +1,49 @@
+"""The benchmark keeps running: ``scripts/bench.py --smoke`` end to end, its JSON contract.
+
+Only the shape is checked, never a speed (speed is the bench's job, and its
+figures at smoke counts mean nothing): every goal key is present with a
+positive number, every goal says whether it was met, and the JSON object is
+the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL_KEYS = {
+    "relay_vs_bare",
+    "relay_rtt_p50_vs_bare",
+    "idle_bytes_per_peer",
+    "handshakes_vs_crypto_ceiling",
+    "transfers_vs_sqlite_commit",
+    "cli_help_vs_import_click",
+}
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_prints_one_json_line_with_every_goal() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.rstrip("\n").splitlines()[-1]
+    summary = json.loads(last)
+    for key in GOAL_KEYS:
+        assert isinstance(summary[key], float) and summary[key] > 0, key
+        assert isinstance(summary["goals"][key]["met"], bool), key
+    absolute = summary["absolute"]
+    assert absolute["bare_frames_per_s"] > 0 and absolute["sqlite_commits_per_s"] > 0
+    assert summary["results"]["handshakes"]["responder_established"] > 0
+    assert summary["results"]["idle"]["ours"]["connections"] == 100 + 100
+    for goal in GOAL_KEYS:  # the human table names every goal too
+        assert goal in done.stdout
