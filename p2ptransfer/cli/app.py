@@ -5,27 +5,32 @@ as the click context object; commands receive it with ``@pass_app``. Output
 goes through ``app.out`` (stdout: data) and ``app.err`` (stderr: diagnostics,
 spinners, prompts); both are rich consoles that look at the stream when they
 print, so click's CliRunner captures them, and both honour ``NO_COLOR``.
+
+The root command builds an App even for ``p2ptransfer CMD --help``, so this
+module stays import-light: the home, the consoles and the event loop are made
+on first use, and the storage layer, rich and asyncio are imported only then.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from ..errors import NotFound, PassphraseUnavailable
-from ..protocol.identity import Identity, PublicIdentity
-from ..storage.home import Home
-from ..storage.ledger import Ledger
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..protocol.identity import Identity, PublicIdentity
+    from ..storage.home import Home
+    from ..storage.ledger import Ledger
 
 __all__ = [
     "DEFAULT_RELAY",
@@ -58,6 +63,8 @@ def stdin_is_tty() -> bool:
 
 
 def _console(*, stderr: bool) -> Console:
+    from rich.console import Console
+
     # highlight=False: rich would otherwise colour numbers and addresses at random.
     # soft_wrap=True: never break an address or an id in the middle when piped.
     console = Console(stderr=stderr, highlight=False, soft_wrap=True)
@@ -67,17 +74,56 @@ def _console(*, stderr: bool) -> Console:
     return console
 
 
-@dataclass
 class App:
-    """The state one ``p2ptransfer`` invocation shares between its commands."""
+    """The state one ``p2ptransfer`` invocation shares between its commands.
 
-    home: Home
-    relay_url: str
-    verbose: int = 0
-    passphrase_file: Path | None = None
-    json: bool = False
-    out: Console = field(default_factory=lambda: _console(stderr=False))
-    err: Console = field(default_factory=lambda: _console(stderr=True))
+    ``home`` is a :class:`~p2ptransfer.storage.home.Home`, or the ``--home``
+    path, or None for the default location; either way ``app.home`` is a Home,
+    made on first use. ``out`` and ``err`` default to consoles on stdout and
+    stderr, also made on first use; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        home: Home | Path | None,
+        relay_url: str,
+        verbose: int = 0,
+        passphrase_file: Path | None = None,
+        json: bool = False,
+        out: Console | None = None,
+        err: Console | None = None,
+    ) -> None:
+        self.relay_url = relay_url
+        self.verbose = verbose
+        self.passphrase_file = passphrase_file
+        self.json = json
+        self._home = home
+        self._out = out
+        self._err = err
+
+    @property
+    def home(self) -> Home:
+        """``--home``, else the default location (which may not exist yet)."""
+        from ..storage.home import Home, default_home_path
+
+        if not isinstance(self._home, Home):
+            self._home = Home(self._home if self._home is not None else default_home_path())
+        return self._home
+
+    @property
+    def out(self) -> Console:
+        """Data: tables and lines for people (JSON and CSV go through click.echo)."""
+        if self._out is None:
+            self._out = _console(stderr=False)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        """Diagnostics, spinners and prompts."""
+        if self._err is None:
+            self._err = _console(stderr=True)
+        return self._err
 
     # --- home, identity and ledger -------------------------------------------------
 
@@ -93,6 +139,8 @@ class App:
     @contextlib.contextmanager
     def ledger(self) -> Iterator[Ledger]:
         """The home's ledger, open for the duration of the block."""
+        from ..storage.ledger import Ledger
+
         home = self.require_home()
         ledger = Ledger.open(home.ledger_path)
         try:
@@ -126,6 +174,8 @@ class App:
 
     async def unlock(self, passphrase: str) -> Identity:
         """Open the key file in a worker thread, so scrypt runs beside other async setup."""
+        import asyncio
+
         home = self.require_home()
         return await asyncio.to_thread(home.load_identity, passphrase)
 
@@ -133,6 +183,8 @@ class App:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one command's async part on a fresh event loop."""
+        import asyncio
+
         return asyncio.run(coro)
 
     @contextlib.contextmanager

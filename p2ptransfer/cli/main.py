@@ -7,26 +7,44 @@ that exit code; ``-v`` adds the chain of causes, never a traceback. Ctrl-C
 exits 130 quietly. Anything else is a bug: a short message, exit 70, and the
 traceback only with ``-v``. Commands therefore never catch errors to print
 them.
+
+Start-up is part of the interface: ``p2ptransfer --help``, the ``--help`` of
+each of our own commands and every usage error answer without loading rich,
+cryptography, websockets, asyncio or sqlite3 (tests/cli/test_startup.py). So
+the root group imports a command only when it is run or asked for its help
+(:data:`COMMANDS`), and the command modules import only click and light CLI
+modules at the top, the library and rich inside the command bodies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
-import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import click
 
 from .. import __version__
 from ..errors import P2PTransferError
-from ..storage.home import Home, default_home_path
 from .app import DEFAULT_RELAY, RELAY_ENV, App
-from .commands import contacts, identity, ledger, relay, transfers
 
-__all__ = ["EXIT_INTERNAL", "EXIT_INTERRUPTED", "CommandFailed", "DispatchGroup", "cli", "main"]
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "CommandFailed",
+    "DispatchGroup",
+    "LazyCommand",
+    "cli",
+    "main",
+]
 
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug in p2ptransfer
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -69,28 +87,126 @@ def _verbosity(ctx: click.Context) -> int:
     return app.verbose if app is not None else 0
 
 
-LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    # name: (module, attribute). The relay's command is its own (the one rendezvous.py
-    # runs, with the same options); loading it only when asked keeps websockets' server
-    # side out of every other command's start-up.
-    "relay": ("p2ptransfer.net.relay", "relay_command"),
+class LazyCommand(NamedTuple):
+    """Where a subcommand lives, imported only when it is run or asked for its help.
+
+    ``help`` repeats the first paragraph of the command's own help, so that the
+    command list of ``p2ptransfer --help`` (and shell completion) can show it
+    without the import; tests/cli/test_startup.py checks that the two agree.
+    """
+
+    module: str
+    attribute: str
+    help: str
+
+    def load(self) -> click.Command:
+        command = getattr(importlib.import_module(self.module), self.attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.module}.{self.attribute} is not a click command")
+        return command
+
+
+_FAMILY = "p2ptransfer.cli.commands"
+
+COMMANDS: dict[str, LazyCommand] = {
+    "init": LazyCommand(
+        f"{_FAMILY}.identity",
+        "init",
+        "Create your identity (key file, passphrase-protected) and an empty ledger.",
+    ),
+    "whoami": LazyCommand(
+        f"{_FAMILY}.identity",
+        "whoami",
+        "Show your name, address and fingerprint (no passphrase needed).",
+    ),
+    "register": LazyCommand(
+        f"{_FAMILY}.identity",
+        "register",
+        "Claim HANDLE at the relay's directory, so others can look your address up.",
+    ),
+    "contacts": LazyCommand(
+        f"{_FAMILY}.contacts",
+        "contacts",
+        "Add, list, check and remove the people you transfer with.",
+    ),
+    "send": LazyCommand(
+        f"{_FAMILY}.transfers",
+        "send",
+        "Send AMOUNT of CURRENCY to RECIPIENT (a contact name or an address).",
+    ),
+    "receive": LazyCommand(
+        f"{_FAMILY}.transfers",
+        "receive",
+        "Wait for the first incoming transfer, record it, show it, exit.",
+    ),
+    "listen": LazyCommand(
+        f"{_FAMILY}.transfers",
+        "listen",
+        "Stay online and record incoming transfers until Ctrl-C (or SIGTERM).",
+    ),
+    "resend": LazyCommand(
+        f"{_FAMILY}.transfers",
+        "resend",
+        "Retry pending outgoing transfers (all, or the one with ID or an ID prefix).",
+    ),
+    "abandon": LazyCommand(
+        f"{_FAMILY}.transfers",
+        "abandon",
+        "Give up on pending outgoing transfer ID (or an ID prefix): it becomes failed.",
+    ),
+    "ledger": LazyCommand(
+        f"{_FAMILY}.ledger",
+        "ledger",
+        "Show the history of transfers and the balance with each counterparty.",
+    ),
+    "demo": LazyCommand(
+        f"{_FAMILY}.relay",
+        "demo",
+        "Run a complete tour: a local relay, two throwaway people, real transfers.",
+    ),
+    # The relay's command is its own (the one rendezvous.py runs, with the same options).
+    "relay": LazyCommand(
+        "p2ptransfer.net.relay",
+        "relay_command",
+        "Run the rendezvous relay: it routes opaque frames between authenticated addresses.",
+    ),
 }
+"""Every subcommand of ``p2ptransfer``, by name."""
+
+_LISTING = "p2ptransfer.listing"  # ctx.meta key: listing commands, not running one
+
+
+@contextlib.contextmanager
+def _listing(ctx: click.Context) -> Iterator[None]:
+    ctx.meta[_LISTING] = True
+    try:
+        yield
+    finally:
+        del ctx.meta[_LISTING]
 
 
 class DispatchGroup(click.Group):
     """The root group: runs the command chain and maps every error in one place."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+        return sorted({*super().list_commands(ctx), *COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
-            module_name, attribute = LAZY_COMMANDS[cmd_name]
-            command = getattr(importlib.import_module(module_name), attribute)
-            if not isinstance(command, click.Command):
-                raise TypeError(f"{module_name}.{attribute} is not a click command")
-            self.add_command(command, cmd_name)
+        lazy = COMMANDS.get(cmd_name)
+        if lazy is not None and cmd_name not in self.commands:
+            if ctx.meta.get(_LISTING):
+                # Only its name and short help are wanted: a stand-in, not an import.
+                return click.Command(cmd_name, help=lazy.help)
+            self.add_command(lazy.load(), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _listing(ctx):
+            super().format_commands(ctx, formatter)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        with _listing(ctx):
+            return super().shell_complete(ctx, incomplete)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -104,6 +220,8 @@ class DispatchGroup(click.Group):
             raise
         except Exception as exc:
             if _verbosity(ctx):
+                import traceback
+
                 details = [line.rstrip("\n") for line in traceback.format_exception(exc)]
             else:
                 details = ["this is a bug in p2ptransfer; run with -v for details"]
@@ -164,21 +282,13 @@ def cli(
     The passphrase of the key comes from P2PTRANSFER_PASSPHRASE, else
     --passphrase-file, else a hidden prompt on a terminal.
     """
-    home = Home(home_dir) if home_dir is not None else Home(default_home_path())
     ctx.obj = App(
-        home=home,
+        home=home_dir,  # None: the default location, resolved when a command needs it
         relay_url=relay_url,
         verbose=verbose,
         passphrase_file=passphrase_file,
         json=json_output,
     )
-
-
-identity.register_commands(cli)
-contacts.register_commands(cli)
-transfers.register_commands(cli)
-ledger.register_commands(cli)
-relay.register_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,14 +5,15 @@ they carry no markup, colour or wrapping whatever the terminal. Their keys
 and columns are a stable interface (docs/cli.md); add, never rename.
 Text from other people (memos, contact names) is never interpreted as rich
 markup: it goes into ``Text`` objects or is printed with ``markup=False``.
+
+This module loads rich and the library, so commands import it inside their
+bodies, never at the top; the ``--json``/``--csv`` flags are in :mod:`.options`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Mapping, Sequence
 
 import click
 from rich.console import Console
@@ -24,7 +25,6 @@ from ..protocol.transfer import format_amount
 from ..storage import export
 from ..storage.export import iso_utc
 from ..storage.ledger import Contact, TransferRow
-from .app import App
 
 __all__ = [
     "TRANSFER_FIELDS",
@@ -37,14 +37,11 @@ __all__ = [
     "echo_json",
     "format_time",
     "iso_time",
-    "output_option",
     "short_address",
     "transfer_json",
     "transfer_line",
     "transfers_table",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 TRANSFER_FIELDS = (
     "id",
@@ -67,36 +64,6 @@ _STATUS_STYLE = {
     "rejected": "red",
     "failed": "red",
 }
-
-
-def output_option(*formats: str) -> Callable[[F], F]:
-    """Add ``--json`` (and ``--csv`` ...) as one ``output`` parameter: "text" by default.
-
-    One decorator for every command, so the flags mean the same thing everywhere.
-    """
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def with_global_json(*args: Any, **kwargs: Any) -> Any:
-            # The global `p2ptransfer --json CMD` means the same as `CMD --json`.
-            app = click.get_current_context().find_object(App)
-            if kwargs.get("output") == "text" and app is not None and app.json:
-                kwargs["output"] = "json"
-            return func(*args, **kwargs)
-
-        command = cast(F, with_global_json)
-        for fmt in reversed(formats):
-            command = click.option(
-                f"--{fmt}",
-                "output",
-                flag_value=fmt,
-                help=f"Print {fmt.upper()} for scripts (no colour, stable keys).",
-            )(command)
-        return click.option("--text", "output", flag_value="text", default=True, hidden=True)(
-            command
-        )
-
-    return decorate
 
 
 def echo_json(value: object) -> None:

@@ -7,7 +7,8 @@ import io
 from rich.console import Console
 
 from p2ptransfer.cli.app import App
-from p2ptransfer.cli.commands import transfers
+from p2ptransfer.cli.listen_view import ListenView
+from p2ptransfer.cli.render import Names
 from p2ptransfer.net import peer
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger
@@ -36,7 +37,7 @@ def _app(home: Home, *, terminal: bool) -> tuple[App, io.StringIO, io.StringIO]:
 def test_live_view_on_a_terminal(alice: Person, bob: Person) -> None:
     row = _row(alice, bob)
     app, out, err = _app(Home(alice.home), terminal=True)
-    view = transfers._ListenView(app, transfers.Names([]))
+    view = ListenView(app, Names([]))
     with view.running():
         view.on_event(peer.PeerEvent("connected", "ws://relay"))
         view.on_event(peer.PeerEvent("recorded", row=row))
@@ -52,7 +53,7 @@ def test_live_view_on_a_terminal(alice: Person, bob: Person) -> None:
 def test_plain_lines_when_not_a_terminal(alice: Person, bob: Person) -> None:
     row = _row(alice, bob)
     app, out, err = _app(Home(alice.home), terminal=False)
-    view = transfers._ListenView(app, transfers.Names([]))
+    view = ListenView(app, Names([]))
     with view.running():
         view.on_event(peer.PeerEvent("connected", "ws://relay"))
         view.on_event(peer.PeerEvent("disconnected", "relay closed"))

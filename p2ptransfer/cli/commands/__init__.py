@@ -1,15 +1,25 @@
-"""The command families; each module has ``register_commands(group)``."""
+"""The command families, one module each; ``main.COMMANDS`` says where each command is.
+
+A module is imported for ``CMD --help`` too, so at the top it imports only
+click, :mod:`p2ptransfer.errors` and the light CLI modules (:mod:`..app`,
+:mod:`..options`); the library (protocol, storage, net) and :mod:`..render`
+(rich) are imported inside the functions that use them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
+from typing import TYPE_CHECKING
 
 import click
-from click.shell_completion import CompletionItem
 
-from ...errors import InputError
-from ...storage.home import Home, default_home_path
-from ...storage.ledger import Ledger
+from ...errors import InputError, NotFound
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from ...storage.ledger import Ledger
 
 MAX_NAME_CHARS = 64
 
@@ -38,6 +48,11 @@ def complete_contact(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Shell completion of contact names from the ledger (silently nothing on any problem)."""
+    from click.shell_completion import CompletionItem
+
+    from ...storage.home import Home, default_home_path
+    from ...storage.ledger import Ledger
+
     root = ctx.find_root()
     home_dir = root.params.get("home_dir")
     home = Home(home_dir) if home_dir else Home(default_home_path())
@@ -49,3 +64,18 @@ def complete_contact(
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+def resolve_recipient(ledger: Ledger, text: str) -> tuple[str, str]:
+    """(address, label) for a contact name or an address; a name wins if both could match."""
+    from ...protocol.identity import PublicIdentity
+    from ..render import short_address
+
+    with contextlib.suppress(NotFound):
+        contact = ledger.get_contact(text)
+        return contact.address, contact.name
+    if text.strip().lower().startswith("p2pt1"):
+        public = PublicIdentity.from_address(text)
+        known = ledger.contact_for_address(public.address)
+        return public.address, known.name if known is not None else short_address(public.address)
+    raise NotFound(f"no contact named {text!r}; give a contact name or an address (p2pt1…)")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ...errors import InputError
-from ...protocol.identity import PublicIdentity, safety_number
-from ...protocol.transfer import check_currency, format_amount, parse_amount
-from ...storage.ledger import Contact, check_contact_name
 from ..app import App, now_ms, pass_app, stdin_is_tty
-from ..render import contact_json, contacts_table, echo_json, iso_time, output_option
+from ..options import output_option
 from . import complete_contact
+
+if TYPE_CHECKING:
+    from ...storage.ledger import Contact
 
 
 @click.group()
@@ -48,6 +50,9 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
     """
     if (address is None) == (handle is None):
         raise click.UsageError("give either ADDRESS or --lookup HANDLE (not both)")
+    from ...protocol.identity import PublicIdentity
+    from ...storage.ledger import check_contact_name
+
     name = check_contact_name(name)
     if handle is not None:
         check_contact_name(handle, "handle")
@@ -72,6 +77,8 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
 @pass_app
 def list_(app: App, output: str) -> None:
     """List your contacts."""
+    from ..render import contact_json, contacts_table, echo_json
+
     with app.ledger() as ledger:
         rows = ledger.contacts()
     if output == "json":
@@ -83,6 +90,8 @@ def list_(app: App, output: str) -> None:
 
 
 def _safety(app: App, contact: Contact) -> str:
+    from ...protocol.identity import PublicIdentity, safety_number
+
     return safety_number(app.public_identity(), PublicIdentity.from_address(contact.address))
 
 
@@ -92,6 +101,8 @@ def _safety(app: App, contact: Contact) -> str:
 @pass_app
 def show(app: App, name: str, output: str) -> None:
     """Show one contact, with the safety number to compare."""
+    from ..render import contact_json, echo_json, iso_time
+
     with app.ledger() as ledger:
         contact = ledger.get_contact(name)
     number = _safety(app, contact)
@@ -156,6 +167,8 @@ def limit(app: App, name: str, currency: str, amount: str | None) -> None:
     Larger transfers are answered with a signed rejection (over_limit) by
     `receive` and `listen`, and recorded as rejected on both sides.
     """
+    from ...protocol.transfer import check_currency, format_amount, parse_amount
+
     code = check_currency(currency)
     minor = None if amount is None else parse_amount(amount, code)
     with app.ledger() as ledger:
@@ -164,7 +177,3 @@ def limit(app: App, name: str, currency: str, amount: str | None) -> None:
         app.note(f"no limit on {code} from {name}")
     else:
         app.note(f"{name} may send at most {format_amount(minor, code)} {code} per transfer")
-
-
-def register_commands(group: click.Group) -> None:
-    group.add_command(contacts)

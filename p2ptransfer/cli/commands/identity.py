@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import getpass
+from typing import TYPE_CHECKING
 
 import click
 
 from ...errors import AlreadyExists
-from ...protocol.identity import PublicIdentity
-from ...storage.home import kdf_params_from_env
-from ...storage.ledger import Ledger
 from ..app import App, pass_app
-from ..render import echo_json, output_option
+from ..options import output_option
 from . import check_name
+
+if TYPE_CHECKING:
+    from ...protocol.identity import PublicIdentity
 
 
 def _default_name() -> str:
+    import getpass
+
     try:
         return getpass.getuser() or "me"
     except (KeyError, OSError):
@@ -23,6 +25,8 @@ def _default_name() -> str:
 
 
 def _show_identity(app: App, name: str, public: PublicIdentity, output: str) -> None:
+    from ..render import echo_json
+
     if output == "json":
         echo_json({"name": name, "address": public.address, "fingerprint": public.fingerprint})
         return
@@ -40,6 +44,9 @@ def init(app: App, name: str | None, output: str) -> None:
 
     Refuses to touch a home that already holds an identity.
     """
+    from ...storage.home import kdf_params_from_env
+    from ...storage.ledger import Ledger
+
     home = app.home
     if home.exists():
         raise AlreadyExists(f"an identity already exists in {home.path}; refusing to overwrite it")
@@ -87,9 +94,3 @@ def register(app: App, handle: str) -> None:
         app.run(claim())
     app.out.print(f"registered handle {handle} at {app.relay_url}", markup=False)
     app.note(f"others can now run: p2ptransfer contacts add NAME --lookup {handle}")
-
-
-def register_commands(group: click.Group) -> None:
-    group.add_command(init)
-    group.add_command(whoami)
-    group.add_command(register)

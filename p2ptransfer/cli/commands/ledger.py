@@ -5,18 +5,8 @@ from __future__ import annotations
 import click
 
 from ..app import App
-from ..render import (
-    Names,
-    balances_json,
-    balances_table,
-    echo_csv,
-    echo_json,
-    output_option,
-    transfer_json,
-    transfers_table,
-)
-from . import complete_contact
-from .transfers import resolve_recipient
+from ..options import output_option
+from . import complete_contact, resolve_recipient
 
 
 @click.group(invoke_without_command=True)
@@ -38,6 +28,16 @@ def ledger(ctx: click.Context, contact: str | None, output: str) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    from ..render import (
+        Names,
+        balances_json,
+        balances_table,
+        echo_csv,
+        echo_json,
+        transfer_json,
+        transfers_table,
+    )
+
     app = ctx.ensure_object(App)
     with app.ledger() as book:
         address = resolve_recipient(book, contact)[0] if contact is not None else None
@@ -77,7 +77,3 @@ def verify(app: App) -> None:
     )
     if count:
         app.note(f"head: entry {seq}, hash {digest.hex()}")
-
-
-def register_commands(group: click.Group) -> None:
-    group.add_command(ledger)

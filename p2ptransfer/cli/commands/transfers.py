@@ -1,7 +1,7 @@
 """``send``, ``receive``, ``listen`` and ``resend``: the commands that go online.
 
-(The network modules are imported inside the commands, so the offline
-commands start without loading websockets.)
+(The library, rich and asyncio are imported inside the commands, so
+``--help`` and the offline commands start without loading websockets.)
 
 Each validates everything it can *before* asking for the passphrase or
 opening a connection, so a refused command writes nothing. The peer runtime
@@ -11,17 +11,11 @@ byte leaves, and only a verified receipt completes or rejects it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from ...errors import (
     InputError,
@@ -31,39 +25,18 @@ from ...errors import (
     SessionTimeout,
     TransferRefused,
 )
-from ...protocol.identity import PublicIdentity
-from ...protocol.transfer import check_currency, check_memo, format_amount, parse_amount
-from ...storage.ledger import Ledger, TransferRow
 from ..app import App, now_ms, pass_app, stdin_is_tty
-from ..render import (
-    Names,
-    echo_json,
-    format_time,
-    output_option,
-    short_address,
-    transfer_json,
-    transfer_line,
-)
-from . import complete_contact
+from ..options import output_option
+from . import complete_contact, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
-    from ...net.peer import AcceptancePolicy, PeerEvent, SendOutcome
+    from ...net.peer import AcceptancePolicy, SendOutcome
+    from ...storage.ledger import Ledger, TransferRow
+    from ..render import Names
 
 _TIMEOUT = click.FloatRange(min=0.1, max=24 * 3600)
-
-
-def resolve_recipient(ledger: Ledger, text: str) -> tuple[str, str]:
-    """(address, label) for a contact name or an address; a name wins if both could match."""
-    with contextlib.suppress(NotFound):
-        contact = ledger.get_contact(text)
-        return contact.address, contact.name
-    if text.strip().lower().startswith("p2pt1"):
-        public = PublicIdentity.from_address(text)
-        known = ledger.contact_for_address(public.address)
-        return public.address, known.name if known is not None else short_address(public.address)
-    raise NotFound(f"no contact named {text!r}; give a contact name or an address (p2pt1…)")
 
 
 def _sentence_case(text: str) -> str:
@@ -82,6 +55,8 @@ def _refused(label: str, outcome: SendOutcome) -> TransferRefused:
 def _show_outcomes(
     app: App, outcomes: list[SendOutcome], names: Names, output: str, *, single: bool = False
 ) -> None:
+    from ..render import echo_json, transfer_json, transfer_line
+
     if output == "json":
         rows = [transfer_json(o.row, names) for o in outcomes]
         echo_json(rows[0] if single else {"transfers": rows})
@@ -113,6 +88,9 @@ def send(
     On a timeout the transfer stays pending: `p2ptransfer resend` retries it
     with the same id, so it can never be applied twice.
     """
+    from ...protocol.transfer import check_currency, check_memo, format_amount, parse_amount
+    from ..render import Names
+
     code = check_currency(currency)
     minor = parse_amount(amount, code)
     memo = check_memo(memo)
@@ -177,6 +155,7 @@ def receive(
 ) -> None:
     """Wait for the first incoming transfer, record it, show it, exit."""
     from ...net.peer import Peer
+    from ..render import Names, echo_json, transfer_json, transfer_line
 
     with app.ledger() as ledger:
         policy = _policy(ledger, accept_unknown, currencies)
@@ -197,70 +176,6 @@ def receive(
         app.out.print(transfer_line(row, names), markup=False)
 
 
-class _ListenView:
-    """``listen``'s output: a rich Live view on a terminal, plain lines otherwise."""
-
-    MAX_ROWS = 20
-
-    def __init__(self, app: App, names: Names) -> None:
-        self.app = app
-        self.names = names
-        self.state = "connecting"
-        self.rows: list[TransferRow] = []
-        self.count = 0
-        self.live: Live | None = None
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        if not self.app.out.is_terminal:
-            yield
-            return
-        with Live(self._render(), console=self.app.out, refresh_per_second=4) as live:
-            self.live = live
-            try:
-                yield
-            finally:
-                self.live = None
-
-    def _render(self) -> Group:
-        table = Table(title="Incoming transfers", title_justify="left", expand=False)
-        for column in ("time (UTC)", "from", "amount", "status", "memo"):
-            table.add_column(column, justify="right" if column == "amount" else "left")
-        for row in self.rows[-self.MAX_ROWS :]:
-            status = row.status if not row.reason else f"{row.status} ({row.reason})"
-            table.add_row(
-                format_time(row.created_at),
-                Text(self.names.show(row.counterparty)),
-                f"{format_amount(row.amount_minor, row.currency)} {row.currency}",
-                Text(status, style="green" if row.status == "completed" else "red"),
-                Text(row.memo),
-            )
-        style = "green" if self.state.startswith("connected") else "yellow"
-        header = Text.assemble(("relay: ", "bold"), (self.state, style), "   (Ctrl-C to stop)")
-        return Group(header, table)
-
-    def on_event(self, event: PeerEvent) -> None:
-        if event.kind == "connected":
-            self.state = f"connected to {event.detail}"
-            self._diagnostic(self.state)
-        elif event.kind == "disconnected":
-            self.state = f"disconnected: {event.detail}"
-            self._diagnostic(self.state)
-        elif event.kind == "recorded" and event.row is not None:
-            self.count += 1
-            self.rows.append(event.row)
-            if self.live is None:
-                self.app.out.print(transfer_line(event.row, self.names), markup=False)
-        elif event.kind in ("duplicate", "conflict", "session-failed"):
-            self._diagnostic(f"{event.kind}: {event.detail}")
-        if self.live is not None:
-            self.live.update(self._render())
-
-    def _diagnostic(self, text: str) -> None:
-        if self.live is None:
-            self.app.note(text)
-
-
 @click.command()
 @policy_options
 @pass_app
@@ -269,11 +184,16 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
 
     Reconnects by itself when the relay goes away.
     """
+    import asyncio
+    import signal
+
     from ...net.peer import Peer
+    from ..listen_view import ListenView
+    from ..render import Names
 
     with app.ledger() as ledger:
         policy = _policy(ledger, accept_unknown, currencies)
-        view = _ListenView(app, Names(ledger.contacts()))
+        view = ListenView(app, Names(ledger.contacts()))
         passphrase = app.read_passphrase()
 
         async def go() -> None:
@@ -305,6 +225,7 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
 def _policy(ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]) -> AcceptancePolicy:
     """What this receiver accepts: the flags, plus the per-contact limits in the ledger."""
     from ...net.peer import AcceptancePolicy
+    from ...protocol.transfer import check_currency
 
     return AcceptancePolicy(
         accept_unknown=accept_unknown,
@@ -338,6 +259,8 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
     They go out with their original ids and signatures, so a recipient that
     already has one answers with its stored receipt and applies nothing twice.
     """
+    from ..render import Names, echo_json
+
     with app.ledger() as ledger:
         ids = _match_pending(ledger, transfer_id)
         if not ledger.pending_outgoing():
@@ -379,6 +302,8 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
     side only: if the recipient did record the transfer, its signed receipt
     still completes it here whenever it arrives (a resend fetches it).
     """
+    from ..render import Names, echo_json, transfer_json, transfer_line
+
     with app.ledger() as ledger:
         (found,) = _match_pending(ledger, transfer_id) or []
         if not yes:
@@ -394,11 +319,3 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
         echo_json(transfer_json(row, names))
     else:
         app.out.print(transfer_line(row, names), markup=False)
-
-
-def register_commands(group: click.Group) -> None:
-    group.add_command(send)
-    group.add_command(receive)
-    group.add_command(listen)
-    group.add_command(resend)
-    group.add_command(abandon)

@@ -1,0 +1,86 @@
+"""What ``listen`` shows while it runs; apart from the command, so rich loads only then."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..protocol.transfer import format_amount
+from ..storage.ledger import TransferRow
+from .app import App
+from .render import Names, format_time, transfer_line
+
+if TYPE_CHECKING:
+    from ..net.peer import PeerEvent
+
+__all__ = ["ListenView"]
+
+
+class ListenView:
+    """``listen``'s output: a rich Live view on a terminal, plain lines otherwise."""
+
+    MAX_ROWS = 20
+
+    def __init__(self, app: App, names: Names) -> None:
+        self.app = app
+        self.names = names
+        self.state = "connecting"
+        self.rows: list[TransferRow] = []
+        self.count = 0
+        self.live: Live | None = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        if not self.app.out.is_terminal:
+            yield
+            return
+        with Live(self._render(), console=self.app.out, refresh_per_second=4) as live:
+            self.live = live
+            try:
+                yield
+            finally:
+                self.live = None
+
+    def _render(self) -> Group:
+        table = Table(title="Incoming transfers", title_justify="left", expand=False)
+        for column in ("time (UTC)", "from", "amount", "status", "memo"):
+            table.add_column(column, justify="right" if column == "amount" else "left")
+        for row in self.rows[-self.MAX_ROWS :]:
+            status = row.status if not row.reason else f"{row.status} ({row.reason})"
+            table.add_row(
+                format_time(row.created_at),
+                Text(self.names.show(row.counterparty)),
+                f"{format_amount(row.amount_minor, row.currency)} {row.currency}",
+                Text(status, style="green" if row.status == "completed" else "red"),
+                Text(row.memo),
+            )
+        style = "green" if self.state.startswith("connected") else "yellow"
+        header = Text.assemble(("relay: ", "bold"), (self.state, style), "   (Ctrl-C to stop)")
+        return Group(header, table)
+
+    def on_event(self, event: PeerEvent) -> None:
+        if event.kind == "connected":
+            self.state = f"connected to {event.detail}"
+            self._diagnostic(self.state)
+        elif event.kind == "disconnected":
+            self.state = f"disconnected: {event.detail}"
+            self._diagnostic(self.state)
+        elif event.kind == "recorded" and event.row is not None:
+            self.count += 1
+            self.rows.append(event.row)
+            if self.live is None:
+                self.app.out.print(transfer_line(event.row, self.names), markup=False)
+        elif event.kind in ("duplicate", "conflict", "session-failed"):
+            self._diagnostic(f"{event.kind}: {event.detail}")
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _diagnostic(self, text: str) -> None:
+        if self.live is None:
+            self.app.note(text)

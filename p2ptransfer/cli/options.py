@@ -1,0 +1,49 @@
+"""Options several commands share, declared once so they mean the same everywhere.
+
+Kept apart from :mod:`.render` (rich, the library) because commands apply
+these decorators when their module is imported, which ``--help`` does too.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import click
+
+from .app import App
+
+__all__ = ["output_option"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_option(*formats: str) -> Callable[[F], F]:
+    """Add ``--json`` (and ``--csv`` ...) as one ``output`` parameter: "text" by default.
+
+    One decorator for every command, so the flags mean the same thing everywhere.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def with_global_json(*args: Any, **kwargs: Any) -> Any:
+            # The global `p2ptransfer --json CMD` means the same as `CMD --json`.
+            app = click.get_current_context().find_object(App)
+            if kwargs.get("output") == "text" and app is not None and app.json:
+                kwargs["output"] = "json"
+            return func(*args, **kwargs)
+
+        command = cast(F, with_global_json)
+        for fmt in reversed(formats):
+            command = click.option(
+                f"--{fmt}",
+                "output",
+                flag_value=fmt,
+                help=f"Print {fmt.upper()} for scripts (no colour, stable keys).",
+            )(command)
+        return click.option("--text", "output", flag_value="text", default=True, hidden=True)(
+            command
+        )
+
+    return decorate
