@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "MAX_PAYLOAD_SIZE",
     "MAX_URL_SIZE",
+    "SEND_OVERHEAD",
     "SERVER_FRAMES",
     "Auth",
     "AuthOk",
@@ -69,8 +71,11 @@ __all__ = [
     "decode_client_frame",
     "decode_frame",
     "decode_server_frame",
+    "deliver_from_send",
+    "deliver_header",
     "make_auth",
     "normalize_relay_url",
+    "send_recipient",
     "verify_auth",
 ]
 
@@ -485,6 +490,71 @@ def decode_frame(data: bytes) -> Frame:
     """Decode any relay frame (both directions), for tools and tests."""
     frame: Frame = _decode(data, {**CLIENT_FRAMES, **SERVER_FRAMES}, "relay")
     return frame
+
+
+# --- forwarding fast path -----------------------------------------------------
+#
+# Almost every frame a relay handles is a Send to forward as a Deliver. Both
+# frames have fixed layouts up to the payload, and their payload length fields
+# are the same four bytes, so the relay need not decode and re-encode them:
+#
+#   Send     33 | 01 00000004 ref | 02 00000040 to[64]     | 03 len:u32be payload
+#   Deliver  34 | 01 00000040 sender[64]                   | 02 len:u32be payload
+#
+# :func:`send_recipient` checks the Send layout and hands back ``to`` as raw
+# bytes; :func:`deliver_header` + the Send's bytes from the length field on is
+# then exactly ``Deliver(sender, payload).encode()``. Tests check both against
+# the full codec.
+
+_SEND_LAYOUT = struct.Struct(">6s4x5s64sBI")
+_SEND_HEAD = bytes([Send.SCHEMA.type_id, 1, 0, 0, 0, 4])
+_SEND_TO = bytes([2, 0, 0, 0, ADDRESS_LENGTH])
+_SEND_PAYLOAD_TAG = 3
+SEND_OVERHEAD = _SEND_LAYOUT.size
+"""Bytes of a Send before its payload (84): a Send's payload is ``len(frame) - SEND_OVERHEAD``."""
+_SEND_LENGTH_AT = SEND_OVERHEAD - 4
+_DELIVER_HEAD = bytes([Deliver.SCHEMA.type_id, 1, 0, 0, 0, ADDRESS_LENGTH])
+
+
+def send_recipient(data: bytes) -> bytes | None:
+    """The ``to`` field of ``data``, undecoded, if ``data`` is laid out as a Send; else None.
+
+    The layout check is complete but for the address itself: ``data`` is a
+    valid Send exactly when this returns bytes that are a canonical address.
+    The relay checks that by finding them among its authenticated addresses
+    (all canonical); for anything else it must fall back to
+    :func:`decode_client_frame`, which also finds the right error to report.
+    """
+    size = len(data)
+    if size < SEND_OVERHEAD or size > SEND_OVERHEAD + MAX_PAYLOAD_SIZE:
+        return None
+    head, to_tag, to, payload_tag, length = _SEND_LAYOUT.unpack_from(data)
+    if (
+        head != _SEND_HEAD
+        or to_tag != _SEND_TO
+        or payload_tag != _SEND_PAYLOAD_TAG
+        or length != size - SEND_OVERHEAD
+    ):
+        return None
+    to_raw: bytes = to
+    return to_raw
+
+
+def deliver_header(sender: str) -> bytes:
+    """The first bytes of every Deliver from ``sender``, up to the payload's length field.
+
+    Computed once per authenticated connection; see :func:`deliver_from_send`.
+    """
+    _check_address(sender)
+    return _DELIVER_HEAD + sender.encode("ascii") + b"\x02"
+
+
+def deliver_from_send(header: bytes, send: bytes) -> bytes:
+    """``Deliver(sender, payload).encode()`` for a ``send`` that :func:`send_recipient` accepted.
+
+    ``header`` is :func:`deliver_header` of the sender. One copy, no decoding.
+    """
+    return header + send[_SEND_LENGTH_AT:]
 
 
 # --- authentication ----------------------------------------------------------

@@ -135,6 +135,46 @@ async def test_routing_between_real_peers(relay: RelayServer) -> None:
     assert relay.metrics.frames_forwarded == 40
 
 
+@pytest.mark.parametrize("size", [0, 1, 256, 61440])
+async def test_forwarded_bytes_are_exactly_the_codecs_deliver(
+    relay: RelayServer, size: int
+) -> None:
+    """The relay splices Deliver frames from Send bytes; they must be the canonical encoding."""
+    alice, bob = await raw_connect(relay.url), await raw_connect(relay.url)
+    await raw_auth(alice, ALICE, relay.url)
+    await raw_auth(bob, BOB, relay.url)
+    payload = os.urandom(size)
+    await alice.send(Send(0xFFFFFFFF, BOB.address, payload).encode())
+    async with asyncio.timeout(5):
+        assert await bob.recv() == Deliver(ALICE.address, payload).encode()
+    await alice.close()
+    await bob.close()
+    assert relay.metrics.bytes_forwarded == size
+
+
+@pytest.mark.parametrize(
+    "to",
+    [BOB.address.upper(), BOB.address[:-1] + ("q" if BOB.address[-1] != "q" else "p")],
+    ids=["upper-case", "bad-checksum"],
+)
+async def test_a_send_that_only_resembles_an_online_address_is_malformed(
+    relay: RelayServer, to: str
+) -> None:
+    """Such a Send misses the routing table, and the full decoder then refuses it."""
+    bob = await raw_connect(relay.url)
+    await raw_auth(bob, BOB, relay.url)
+    mallory = await raw_connect(relay.url)
+    await raw_auth(mallory, MALLORY, relay.url)
+    good = Send(1, BOB.address, b"x").encode()
+    await mallory.send(good.replace(BOB.address.encode(), to.encode()))
+    code, reason = await closed_with(mallory)
+    assert (code, reason.split(":")[0]) == (1008, "malformed frame")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await bob.recv()
+    await bob.close()
+
+
 async def test_offline_answer(relay: RelayServer) -> None:
     async with await RelayClient.connect(relay.url, ALICE) as alice:
         await alice.send(CAROL.address, b"anyone?")

@@ -8,15 +8,29 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidStatus
+from websockets.protocol import State
 
 from p2ptransfer.errors import RelayRefused, RelayUnreachable
 from p2ptransfer.net.relay import RelayConfig, RelayServer
+from p2ptransfer.net.relay.limits import FrameThrottle, TokenBucket
+from p2ptransfer.net.relay.server import _Conn
 from p2ptransfer.net.relay_client import Deliver, Offline, RelayClient
 
-from .conftest import StartRelay, closed_with, make_identity, raw_auth, raw_connect
+from .conftest import (
+    StartRelay,
+    closed_with,
+    make_identity,
+    raw_auth,
+    raw_connect,
+    recv_frame,
+)
 
 ALICE, BOB, CAROL, DAVE, EVE = (make_identity(n) for n in (11, 12, 13, 14, 15))
 
@@ -188,6 +202,155 @@ async def test_a_burst_pauses_the_sender_and_never_drops_a_reading_recipient(
             await asyncio.wait_for(reader, 30)
         assert received == count
         assert relay.metrics.connections_closed["slow-consumer"] == 0
+
+
+@pytest.mark.parametrize(
+    ("write_limit", "outgoing_frames", "count", "size"),
+    [(1024, 4, 60, 60 * 1024 - 5), (16 * 1024, 64, 3000, 1000)],
+    ids=["big-frames", "small-frames"],
+)
+async def test_a_backlog_keeps_each_senders_order_and_goes_away_when_drained(
+    start_relay: StartRelay,
+    write_limit: int,
+    outgoing_frames: int,
+    count: int,
+    size: int,
+) -> None:
+    """Frames that do not fit the recipient's transport wait in a backlog, in order.
+
+    Two senders, each one's frames numbered, into a reader whose socket buffer
+    is tiny and who starts reading only once the relay's transport is full and
+    the backlog in use (7 MB: more than the kernel's socket buffers take).
+    """
+    settings = {
+        "write_limit": write_limit,
+        "outgoing_frames": outgoing_frames,
+        "outgoing_bytes": max(1 << 20, outgoing_frames * size),
+        "frame_rate": 0.0,
+        "byte_rate": 0.0,
+    }
+    queued = "p2pt_relay_outgoing_queued_bytes"
+    async with attacked(start_relay, **settings) as relay:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.port))
+        reader = await raw_connect(relay.url, sock=sock, max_queue=1)
+        await raw_auth(reader, DAVE, relay.url)
+        seen: dict[str, list[int]] = {EVE.address: [], CAROL.address: []}
+
+        async def send_all(client: RelayClient, tag: bytes) -> None:
+            for i in range(count):
+                await client.send(DAVE.address, tag + i.to_bytes(4, "big") + bytes(size))
+
+        async def read_all() -> None:
+            await eventually(lambda: relay.metrics.gauges[queued][1]() > 0, within=5)
+            for _ in range(2 * count):
+                frame = await recv_frame(reader)
+                assert isinstance(frame, Deliver)
+                tag = b"E" if frame.sender == EVE.address else b"C"
+                assert frame.payload[:1] == tag and len(frame.payload) == size + 5
+                seen[frame.sender].append(int.from_bytes(frame.payload[1:5], "big"))
+
+        async with (
+            await RelayClient.connect(relay.url, EVE) as eve,
+            await RelayClient.connect(relay.url, CAROL) as carol,
+        ):
+            try:
+                async with asyncio.timeout(30):
+                    await asyncio.gather(send_all(eve, b"E"), send_all(carol, b"C"), read_all())
+            finally:
+                await reader.close()
+        assert seen == {EVE.address: list(range(count)), CAROL.address: list(range(count))}
+        assert relay.metrics.gauges[queued][1]() == 0
+        assert relay.metrics.connections_closed["slow-consumer"] == 0
+        await eventually(
+            lambda: not [t for t in asyncio.all_tasks() if t.get_name().startswith("relay-writer")]
+        )
+
+
+class _FakeConnection:
+    """What the relay's outgoing path touches, with a write buffer level the test sets.
+
+    ``wire`` records frames in the order they reach the transport; ``send``
+    (the writer's path) writes, then waits until the test lets the buffer drain.
+    """
+
+    def __init__(self) -> None:
+        self.wire: list[bytes] = []
+        self.buffered = 0
+        self.drained = asyncio.Event()
+        self.send_in_progress = None
+        self.protocol = self
+        self.transport = self
+        self.state = State.OPEN
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def send_binary(self, data: bytes) -> None:
+        self.wire.append(data)
+
+    def send_data(self) -> None:
+        pass
+
+    async def send(self, data: bytes) -> None:
+        self.wire.append(data)
+        await self.drained.wait()
+
+
+async def test_no_frame_overtakes_the_backlog() -> None:
+    """Direct writes only while nothing waits in the backlog: the order is the order offered."""
+    relay = RelayServer(RelayConfig(port=0, write_limit=100, outgoing_frames=3))
+    ws = _FakeConnection()
+    conn = _Conn(cast(ServerConnection, ws), 1, "127.0.0.1", None)
+    try:
+        assert relay._offer(conn, b"1")  # room in the transport: written at once
+        assert ws.wire == [b"1"]
+        ws.buffered = 100  # the transport is at its limit: frames wait
+        assert relay._offer(conn, b"2") and relay._offer(conn, b"3")
+        await asyncio.sleep(0)  # the writer writes 2 and waits for the transport to drain
+        assert ws.wire == [b"1", b"2"]
+        ws.buffered = 0  # room again, but 3 is still waiting: 4 goes behind it
+        assert relay._offer(conn, b"4") and relay._offer(conn, b"5")
+        assert not relay._offer(conn, b"6")  # the backlog holds outgoing_frames (3): full
+        assert conn.backlog_bytes == 3
+        ws.drained.set()
+        await eventually(lambda: conn.writer is None)
+        assert ws.wire == [b"1", b"2", b"3", b"4", b"5"]
+        assert conn.backlog is None and conn.backlog_bytes == 0  # an idle peer keeps no deque
+        assert relay._offer(conn, b"6")  # and writes directly again
+        assert ws.wire[-1] == b"6"
+    finally:
+        relay.directory.close()
+
+
+@given(
+    frame_rate=st.sampled_from([0.0, 1.0, 100.0, 500.0]),
+    frame_burst=st.sampled_from([0.0, 1.0, 10.0, 1000.0]),
+    byte_rate=st.sampled_from([0.0, 1000.0, 4.0 * 1024 * 1024]),
+    byte_burst=st.sampled_from([1.0, 65536.0, 8.0 * 1024 * 1024]),
+    steps=st.lists(st.tuples(st.floats(0, 0.5), st.integers(0, 70_000)), max_size=40),
+)
+def test_frame_throttle_is_a_frame_bucket_and_a_byte_bucket(
+    frame_rate: float,
+    frame_burst: float,
+    byte_rate: float,
+    byte_burst: float,
+    steps: list[tuple[float, int]],
+) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    frames = TokenBucket(frame_rate, frame_burst, clock)
+    sizes = TokenBucket(byte_rate, byte_burst, clock)
+    throttle = FrameThrottle(frame_rate, frame_burst, byte_rate, byte_burst, clock)
+    for elapsed, size in steps:
+        now[0] += elapsed
+        expected = max(frames.reserve(1), sizes.reserve(size))
+        assert throttle.delay(size) == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
 async def test_connections_per_ip_429(start_relay: StartRelay) -> None:

@@ -191,3 +191,134 @@ def test_mutated_frames_raise_only_our_errors(frame: w.Frame, flip: int, value: 
     except P2PTransferError:
         return
     assert decoded.encode() == bytes(data)  # whatever decodes has exactly these bytes
+
+
+# --- the forwarding fast path: it must agree with the full codec --------------------
+
+addresses = st.binary(min_size=32, max_size=32).map(lambda seed: Identity(seed).address)
+refs = st.integers(0, (1 << 32) - 1)
+
+
+def _full_send(data: bytes) -> w.Send | None:
+    """What the full decoder makes of ``data``: a Send, or None for anything else."""
+    try:
+        frame = w.decode_client_frame(data)
+    except DecodeError:
+        return None
+    return frame if isinstance(frame, w.Send) else None
+
+
+def _fast_send(data: bytes) -> tuple[str, bytes] | None:
+    """What the relay's fast path makes of ``data``: (to, payload) when it would forward it.
+
+    The relay forwards when ``send_recipient`` finds bytes that are in its
+    table of authenticated (hence canonical) addresses; "canonical address"
+    stands in for that table here.
+    """
+    to = w.send_recipient(data)
+    if to is None:
+        return None
+    try:
+        address = to.decode("ascii")
+        w.Online(address)  # validates a canonical address, as the table's keys are
+    except (UnicodeDecodeError, ValueError, P2PTransferError):
+        return None
+    return address, data[w.SEND_OVERHEAD :]
+
+
+def test_deliver_header_exact_bytes() -> None:
+    assert w.deliver_header(ALICE.address) == (
+        b"\x34\x01\x00\x00\x00\x40" + ALICE.address.encode() + b"\x02"
+    )
+    assert w.SEND_OVERHEAD == len(w.Send(1, BOB.address, b"").encode()) == 84
+
+
+@pytest.mark.parametrize("bad", ["p2pt1notanaddress", ALICE.address.upper(), " " + ALICE.address])
+def test_deliver_header_refuses_what_deliver_refuses(bad: str) -> None:
+    with pytest.raises((ValueError, P2PTransferError)):
+        w.Deliver(bad, b"")
+    with pytest.raises((ValueError, P2PTransferError)):
+        w.deliver_header(bad)
+
+
+@given(sender=addresses, to=addresses, ref=refs, payload=st.binary(max_size=3000))
+def test_fast_path_is_the_codec_on_valid_sends(
+    sender: str, to: str, ref: int, payload: bytes
+) -> None:
+    data = w.Send(ref, to, payload).encode()
+    assert w.send_recipient(data) == to.encode()
+    forwarded = w.deliver_from_send(w.deliver_header(sender), data)
+    assert forwarded == w.Deliver(sender, payload).encode()
+
+
+@pytest.mark.parametrize("size", [0, 1, w.MAX_PAYLOAD_SIZE])
+def test_fast_path_at_the_payload_limits(size: int) -> None:
+    payload = bytes([7]) * size
+    data = w.Send(5, BOB.address, payload).encode()
+    assert _fast_send(data) == (BOB.address, payload)
+    assert w.deliver_from_send(w.deliver_header(ALICE.address), data) == (
+        w.Deliver(ALICE.address, payload).encode()
+    )
+
+
+def _resized(data: bytes, payload_size: int) -> bytes:
+    """``data`` (a Send) with its payload length field and payload made ``payload_size``."""
+    return data[:80] + payload_size.to_bytes(4, "big") + bytes(payload_size)
+
+
+SEND = w.Send(0x01020304, BOB.address, b"opaque payload").encode()
+NOT_SENDS = {
+    "payload-over-limit": _resized(SEND, w.MAX_PAYLOAD_SIZE + 1),
+    "length-short": SEND[:80] + (len(SEND) - 85).to_bytes(4, "big") + SEND[84:],
+    "length-long": SEND[:80] + (len(SEND) - 83).to_bytes(4, "big") + SEND[84:],
+    "trailing-byte": SEND + b"\x00",
+    "truncated": SEND[:-1],
+    "header-only": SEND[:83],
+    "upper-case-to": SEND[:15] + BOB.address.upper().encode() + SEND[79:],
+    "bad-checksum-to": SEND[:78] + (b"q" if SEND[78:79] != b"q" else b"p") + SEND[79:],
+    "non-ascii-to": SEND[:15] + "é".encode() + SEND[17:],
+    "ref-length-3": b"\x33\x01\x00\x00\x00\x03\x01\x02\x03" + SEND[10:],
+    "to-length-63": SEND[:14] + b"\x3f" + SEND[15:78] + SEND[79:],
+    "tags-swapped": SEND[:1] + b"\x02" + SEND[2:10] + b"\x01" + SEND[11:],
+    "payload-tag-4": SEND[:79] + b"\x04" + SEND[80:],
+    "watch-type": b"\x36" + SEND[1:],
+    "deliver-type": b"\x34" + SEND[1:],
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("data", NOT_SENDS.values(), ids=NOT_SENDS.keys())
+def test_fast_path_refuses_what_the_codec_refuses(data: bytes) -> None:
+    assert _full_send(data) is None
+    assert _fast_send(data) is None
+
+
+@st.composite
+def mutated_sends(draw: st.DrawFn) -> bytes:
+    """A valid Send with a few bytes changed (mostly in the header) and maybe resized."""
+    payload = draw(st.binary(max_size=40))
+    data = bytearray(w.Send(draw(refs), draw(addresses), payload).encode())
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.one_of(st.integers(0, 90), st.integers(0, len(data) - 1)))
+        data[where % len(data)] = draw(st.integers(0, 255))
+    cut = draw(st.integers(-3, 3))
+    if cut < 0:
+        del data[cut:]
+    else:
+        data += bytes(cut)
+    if draw(st.booleans()):  # keep the length field consistent with the new size
+        data[80:84] = max(0, len(data) - w.SEND_OVERHEAD).to_bytes(4, "big")
+    return bytes(data)
+
+
+@given(data=st.one_of(mutated_sends(), st.binary(max_size=200)))
+def test_fast_path_accepts_exactly_what_the_codec_accepts(data: bytes) -> None:
+    full = _full_send(data)
+    fast = _fast_send(data)
+    if full is None:
+        assert fast is None
+    else:
+        assert fast == (full.to, full.payload)
+        assert w.deliver_from_send(w.deliver_header(ALICE.address), data) == (
+            w.Deliver(ALICE.address, full.payload).encode()
+        )

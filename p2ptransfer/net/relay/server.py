@@ -10,21 +10,32 @@ One connection's life::
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
-Every connection has a bounded outgoing queue drained by its own writer task.
-A frame for a recipient whose queue is full makes the relay stop reading from
-the *sender* until there is room (back-pressure, so a burst from one peer can
-neither grow the relay's memory nor get the recipient thrown off); only a
-recipient that stays full for ``slow_consumer_timeout`` is disconnected (1013). Frames to an
-address go to *every* authenticated connection of that address (up to
+Outgoing frames are written straight to the recipient's transport while its
+write buffer is below ``write_limit``; beyond that they wait in a bounded
+backlog, drained by a writer task that exists only while there is a backlog
+(an idle peer costs no task, queue or event). A frame for a recipient whose
+backlog is full makes the relay stop reading from the *sender* until there is
+room (back-pressure, so a burst from one peer can neither grow the relay's
+memory nor get the recipient thrown off); only a recipient that stays full for
+``slow_consumer_timeout`` is disconnected (1013). Frames to an address go to
+*every* authenticated connection of that address (up to
 ``max_connections_per_address``): a user may run ``listen`` and ``send`` with
 the same identity at once, and the peer runtime tells sessions apart by a tag
 inside the opaque payload.
+
+The hot path, a Send to an online address, neither decodes nor re-encodes:
+:func:`~p2ptransfer.protocol.relay_wire.send_recipient` checks the layout and
+yields the recipient's address bytes, which are looked up as they are in the
+routing table (only canonical, authenticated addresses are in it), and the
+Deliver is the sender's precomputed header plus the Send's tail. Anything else
+(other frames, unknown recipients, malformed bytes) takes the full decoder,
+which answers Offline or closes 1008 exactly as before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import http
 import itertools
 import logging
@@ -32,16 +43,17 @@ import secrets
 import ssl
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from ...errors import DecodeError, ProtocolError
 from ...protocol.relay_wire import (
+    SEND_OVERHEAD,
     Auth,
     AuthOk,
     Challenge,
@@ -58,11 +70,14 @@ from ...protocol.relay_wire import (
     Send,
     Watch,
     decode_client_frame,
+    deliver_from_send,
+    deliver_header,
+    send_recipient,
     verify_auth,
 )
 from .config import RelayConfig
 from .directory import Directory
-from .limits import TokenBucket
+from .limits import FrameThrottle, TokenBucket
 from .logs import log_event
 from .metrics import Metrics
 
@@ -73,6 +88,7 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.MESSAGE_TOO_BIG: "frame-too-big",
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
+_OPEN = State.OPEN
 
 
 class _Close(Exception):
@@ -85,23 +101,48 @@ class _Close(Exception):
         self.metric = metric
 
 
-@dataclass(eq=False)
 class _Conn:
-    """One websocket connection and the relay's bookkeeping for it."""
+    """One websocket connection and the relay's bookkeeping for it.
 
-    ws: ServerConnection
-    cid: int
-    ip: str
-    frame_bucket: TokenBucket
-    byte_bucket: TokenBucket
-    address: str | None = None
-    out: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
-    out_bytes: int = 0
-    writer: asyncio.Task[None] | None = None
-    watches: set[str] = field(default_factory=set)
-    dropped: bool = False
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set by the writer whenever it takes a frame off ``out``."""
+    Slotted, and what only some connections need is made on first use (the
+    backlog and its writer task, the room event, the watch set): an idle peer
+    should cost little beyond websockets' own state for the connection.
+    """
+
+    __slots__ = (
+        "address",
+        "backlog",
+        "backlog_bytes",
+        "cid",
+        "deliver_header",
+        "dropped",
+        "ip",
+        "room",
+        "throttle",
+        "watches",
+        "writer",
+        "ws",
+    )
+
+    def __init__(
+        self, ws: ServerConnection, cid: int, ip: str, throttle: FrameThrottle | None
+    ) -> None:
+        self.ws = ws
+        self.cid = cid
+        self.ip = ip
+        self.throttle = throttle
+        self.address: str | None = None
+        self.deliver_header = b""
+        """Every Deliver from this connection starts so (set at authentication)."""
+        self.backlog: collections.deque[bytes] | None = None
+        """Frames waiting for the transport's write buffer to drain; None when there are none."""
+        self.backlog_bytes = 0
+        self.writer: asyncio.Task[None] | None = None
+        """Drains ``backlog``; exists only while there is one."""
+        self.room: asyncio.Event | None = None
+        """Set whenever the writer takes a frame off ``backlog`` (made for the first waiter)."""
+        self.watches: set[str] | None = None
+        self.dropped = False
 
 
 def _client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
@@ -120,6 +161,11 @@ def _truncate(reason: str) -> str:
     return raw.decode("utf-8", errors="ignore")
 
 
+def _route_key(address: str) -> bytes:
+    """The routing table's key for ``address``: its bytes, as they stand in a Send's ``to``."""
+    return address.encode("ascii")
+
+
 class RelayServer:
     """An asyncio relay; ``await start()``, read ``url``, ``await close()``."""
 
@@ -131,7 +177,8 @@ class RelayServer:
         self._conns: set[_Conn] = set()
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._ip_buckets: dict[str, TokenBucket] = {}
-        self._by_address: dict[str, set[_Conn]] = {}
+        self._by_address: dict[bytes, tuple[_Conn, ...]] = {}
+        """Authenticated connections by :func:`_route_key`; tuples, so a snapshot is free."""
         self._watchers: dict[str, set[_Conn]] = {}
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
@@ -157,7 +204,7 @@ class RelayServer:
         m.gauge(
             "p2pt_relay_outgoing_queued_bytes",
             "Bytes waiting in per-connection outgoing queues.",
-            lambda: sum(c.out_bytes for c in self._conns),
+            lambda: sum(c.backlog_bytes for c in self._conns),
         )
         m.gauge("p2pt_relay_handles", "Handles in the directory.", self.directory.count)
 
@@ -294,23 +341,19 @@ class RelayServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         cfg = self.config
-        conn = _Conn(
-            ws=ws,
-            cid=next(self._ids),
-            ip=_client_ip(ws, cfg.trusted_proxies),
-            frame_bucket=TokenBucket(cfg.frame_rate, cfg.frame_burst),
-            byte_bucket=TokenBucket(cfg.byte_rate, cfg.byte_burst),
-        )
+        throttle = None
+        if cfg.frame_rate > 0 or cfg.byte_rate > 0:
+            throttle = FrameThrottle(cfg.frame_rate, cfg.frame_burst, cfg.byte_rate, cfg.byte_burst)
+        conn = _Conn(ws, next(self._ids), _client_ip(ws, cfg.trusted_proxies), throttle)
         self._conns.add(conn)
         self._per_ip[conn.ip] += 1
         self.metrics.connections_total += 1
-        conn.writer = asyncio.create_task(self._write_loop(conn), name=f"relay-writer-{conn.cid}")
         log_event(logging.DEBUG, "open", "connection opened", conn=conn.cid, ip=conn.ip)
         try:
             if len(self._conns) > cfg.max_connections:  # lost a race in process_request
                 raise _Close(CloseCode.TRY_AGAIN_LATER, "relay full", "relay-full")
             challenge = secrets.token_bytes(32)
-            self._enqueue(conn, Challenge(challenge).encode())
+            self._push(conn, Challenge(challenge).encode())
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     address = await self._authenticate(conn, challenge)
@@ -320,9 +363,7 @@ class RelayServer:
                     CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
                 ) from None
             self._register(conn, address)
-            async for message in ws:
-                await self._throttle(conn, len(message))
-                await self._on_message(conn, address, message)
+            await self._serve(conn, address)
         except _Close as close:
             self.metrics.connections_closed[close.metric] += 1
             log_event(
@@ -362,6 +403,40 @@ class RelayServer:
                 code=ws.close_code if ws.close_code is not None else "-",
             )
 
+    async def _serve(self, conn: _Conn, address: str) -> None:
+        """Read an authenticated connection's frames until it closes.
+
+        The loop body is the relay's hot path, kept free of coroutine calls
+        for a Send to an online address whose recipients have room: check the
+        layout, look the raw address up, write header + tail to each
+        recipient. Everything else goes through :meth:`_on_message`.
+        """
+        routes = self._by_address
+        metrics = self.metrics
+        throttle = conn.throttle
+        header = conn.deliver_header
+        offer = self._offer
+        async for message in conn.ws:
+            if throttle is not None:
+                delay = throttle.delay(len(message))
+                if delay > 0:
+                    await self._pause(conn, delay)
+            if type(message) is bytes:
+                to = send_recipient(message)
+                targets = routes.get(to) if to is not None else None
+                if targets is not None:
+                    data = deliver_from_send(header, message)
+                    delivered = 0
+                    for target in targets:
+                        if offer(target, data) or await self._offer_waiting(target, data):
+                            delivered += 1
+                    if delivered:
+                        metrics.frames_forwarded += delivered
+                        metrics.bytes_forwarded += delivered * (len(message) - SEND_OVERHEAD)
+                        continue
+                    # Every recipient was just dropped as a slow consumer: answer Offline.
+            await self._on_message(conn, address, message)
+
     async def _authenticate(self, conn: _Conn, challenge: bytes) -> str:
         frame = self._decode(await conn.ws.recv())
         if not isinstance(frame, Auth):
@@ -374,7 +449,8 @@ class RelayServer:
             raise _Close(
                 CloseCode.POLICY_VIOLATION, f"authentication failed: {exc}", "auth-failed"
             ) from None
-        if len(self._by_address.get(address, ())) >= self.config.max_connections_per_address:
+        peers = self._by_address.get(_route_key(address), ())
+        if len(peers) >= self.config.max_connections_per_address:
             raise _Close(
                 CloseCode.TRY_AGAIN_LATER,
                 "too many connections for this address",
@@ -396,15 +472,20 @@ class RelayServer:
 
     def _register(self, conn: _Conn, address: str) -> None:
         conn.address = address
-        first = address not in self._by_address
-        self._by_address.setdefault(address, set()).add(conn)
-        self._enqueue(conn, AuthOk(address).encode())
+        conn.deliver_header = deliver_header(address)
+        key = _route_key(address)
+        peers = self._by_address.get(key)
+        self._by_address[key] = (conn,) if peers is None else (*peers, conn)
+        self._push(conn, AuthOk(address).encode())
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
-        if first:
-            online = Online(address).encode()
-            for watcher in self._watchers.pop(address, set()):
-                watcher.watches.discard(address)
-                self._enqueue(watcher, online)
+        if peers is None:
+            watchers = self._watchers.pop(address, None)
+            if watchers:
+                online = Online(address).encode()
+                for watcher in watchers:
+                    if watcher.watches is not None:
+                        watcher.watches.discard(address)
+                    self._push(watcher, online)
 
     def _forget(self, conn: _Conn) -> None:
         if conn in self._conns:
@@ -417,34 +498,34 @@ class RelayServer:
     def _unroute(self, conn: _Conn) -> None:
         """Nothing is routed to ``conn`` any more and its watches are dropped."""
         if conn.address is not None:
-            peers = self._by_address.get(conn.address)
-            if peers is not None:
-                peers.discard(conn)
-                if not peers:
-                    del self._by_address[conn.address]
-        for address in conn.watches:
-            watchers = self._watchers.get(address)
-            if watchers is not None:
-                watchers.discard(conn)
-                if not watchers:
-                    del self._watchers[address]
-        conn.watches.clear()
+            key = _route_key(conn.address)
+            peers = self._by_address.get(key)
+            if peers is not None and conn in peers:
+                rest = tuple(peer for peer in peers if peer is not conn)
+                if rest:
+                    self._by_address[key] = rest
+                else:
+                    del self._by_address[key]
+        if conn.watches:
+            for address in conn.watches:
+                watchers = self._watchers.get(address)
+                if watchers is not None:
+                    watchers.discard(conn)
+                    if not watchers:
+                        del self._watchers[address]
+        conn.watches = None
 
     # --- frames -------------------------------------------------------------
 
-    async def _throttle(self, conn: _Conn, size: int) -> None:
-        """Pause reading from ``conn`` while it is over its frame or byte rate."""
-        delay = max(conn.frame_bucket.reserve(1), conn.byte_bucket.reserve(size))
-        if delay > 0:
-            self.metrics.rate_limited += 1
-            if delay > 0.5:
-                log_event(
-                    logging.DEBUG, "throttle", "over rate", conn=conn.cid, delay=round(delay, 2)
-                )
-            await asyncio.sleep(delay)
+    async def _pause(self, conn: _Conn, delay: float) -> None:
+        """Stop reading from ``conn`` for ``delay`` seconds: it is over its frame or byte rate."""
+        self.metrics.rate_limited += 1
+        if delay > 0.5:
+            log_event(logging.DEBUG, "throttle", "over rate", conn=conn.cid, delay=round(delay, 2))
+        await asyncio.sleep(delay)
 
     async def _on_message(self, conn: _Conn, address: str, message: str | bytes) -> None:
-        """Handle one frame of an authenticated connection.
+        """Handle one frame of an authenticated connection (all but the forwarding fast path).
 
         Every frame it produces is queued with back-pressure: while a queue
         is full, this connection's reading pauses (its own answers count too,
@@ -457,12 +538,12 @@ class RelayServer:
         elif isinstance(frame, Watch):
             immediate = self._watch(conn, frame)
             if immediate is not None:
-                await self._enqueue_waiting(conn, immediate)
+                await self._offer_waiting(conn, immediate)
         elif isinstance(frame, Claim):
             if self.directory.claim(frame.handle, address, int(time.time())):
-                await self._enqueue_waiting(conn, ClaimOk(frame.ref, frame.handle).encode())
+                await self._offer_waiting(conn, ClaimOk(frame.ref, frame.handle).encode())
             else:
-                await self._enqueue_waiting(
+                await self._offer_waiting(
                     conn,
                     self._refusal(frame, "handle-taken", f"{frame.handle} belongs to another key"),
                 )
@@ -473,34 +554,38 @@ class RelayServer:
                 if found is None
                 else LookupResult(frame.ref, frame.handle, found)
             )
-            await self._enqueue_waiting(conn, answer.encode())
+            await self._offer_waiting(conn, answer.encode())
         else:  # a second Auth
             raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
 
     async def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
-        targets = self._by_address.get(frame.to)
+        """A Send the fast path did not take: usually to an offline address."""
+        targets = self._by_address.get(_route_key(frame.to))
         delivered = 0
         if targets:
             data = Deliver(sender, frame.payload).encode()
-            for target in list(targets):
-                if await self._enqueue_waiting(target, data):
+            for target in targets:
+                if await self._offer_waiting(target, data):
                     delivered += 1
         if delivered:
             self.metrics.frames_forwarded += delivered
             self.metrics.bytes_forwarded += delivered * len(frame.payload)
         else:
             self.metrics.frames_refused["offline"] += 1
-            await self._enqueue_waiting(conn, Offline(frame.ref, frame.to).encode())
+            await self._offer_waiting(conn, Offline(frame.ref, frame.to).encode())
 
     def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
         """Register a watch; the immediate answer to send, if any."""
-        if frame.address in self._by_address:
+        if _route_key(frame.address) in self._by_address:
             return Online(frame.address).encode()
-        if frame.address in conn.watches:
+        watches = conn.watches
+        if watches is None:
+            watches = conn.watches = set()
+        if frame.address in watches:
             return None
-        if len(conn.watches) >= self.config.max_watches:
+        if len(watches) >= self.config.max_watches:
             return self._refusal(frame, "too-many-watches", "too many addresses watched at once")
-        conn.watches.add(frame.address)
+        watches.add(frame.address)
         self._watchers.setdefault(frame.address, set()).add(conn)
         return None
 
@@ -509,47 +594,100 @@ class RelayServer:
         ref = getattr(frame, "ref", 0)
         return Refused(ref, frame.SCHEMA.type_id, reason, detail).encode()
 
-    # --- the bounded outgoing queue ---------------------------------------------
+    # --- outgoing: straight to the transport, else a bounded backlog ------------
 
-    def _is_full(self, conn: _Conn, size: int) -> bool:
-        cfg = self.config
-        return conn.out.qsize() >= cfg.outgoing_frames or conn.out_bytes + size > (
-            cfg.outgoing_bytes
-        )
+    def _offer(self, conn: _Conn, data: bytes) -> bool:
+        """Write ``data`` to ``conn`` or add it to its backlog; False if that is full (or dropped).
 
-    def _enqueue(self, conn: _Conn, data: bytes) -> bool:
-        """Queue ``data`` for ``conn`` without waiting; a full connection is dropped.
+        Written at once while the backlog is empty and the transport's write
+        buffer is below ``write_limit`` (every earlier frame is then already in
+        the transport, so order is kept); otherwise queued behind the backlog.
+        The direct write is websockets' ``broadcast`` to one connection: the
+        same frame bytes as ``ws.send`` without its wait for the buffer to
+        drain, which the backlog and ``write_limit`` stand in for; it is half
+        the cost of ``await ws.send``, which matters on the path every
+        forwarded frame takes. A connection that is closing takes the frame
+        and discards it, as its writer would have.
+        """
+        if conn.dropped:
+            return False
+        ws = conn.ws
+        if ws.protocol.state is not _OPEN:
+            return True
+        backlog = conn.backlog
+        if not backlog:
+            if ws.transport.get_write_buffer_size() < self.config.write_limit:
+                broadcast((ws,), data)
+                return True
+            if backlog is None:
+                backlog = conn.backlog = collections.deque()
+        elif (
+            len(backlog) >= self.config.outgoing_frames
+            or conn.backlog_bytes + len(data) > self.config.outgoing_bytes
+        ):
+            return False
+        backlog.append(data)
+        conn.backlog_bytes += len(data)
+        if conn.writer is None:
+            conn.writer = asyncio.create_task(
+                self._write_backlog(conn, backlog), name=f"relay-writer-{conn.cid}"
+            )
+        return True
+
+    def _push(self, conn: _Conn, data: bytes) -> None:
+        """Offer ``data`` without waiting; a full connection is dropped.
 
         For frames not caused by a frame being read (challenge, AuthOk, Online
         notices to watchers), where there is no sender to slow down.
         """
-        if conn.dropped:
-            return False
-        if self._is_full(conn, len(data)):
+        if not self._offer(conn, data) and not conn.dropped:
             self._drop_slow(conn)
-            return False
-        conn.out.put_nowait(data)
-        conn.out_bytes += len(data)
-        return True
 
-    async def _enqueue_waiting(self, conn: _Conn, data: bytes) -> bool:
-        """Queue a forwarded frame, waiting (and so pausing the sender) while ``conn`` is full.
+    async def _offer_waiting(self, conn: _Conn, data: bytes) -> bool:
+        """Offer ``data``, waiting (and so pausing the sender) while ``conn`` is full.
 
         A recipient still full after ``slow_consumer_timeout`` is not reading:
         it is dropped (1013) and the frame counts as undelivered.
         """
+        if self._offer(conn, data):
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.slow_consumer_timeout
-        while not conn.dropped and self._is_full(conn, len(data)):
-            conn.drained.clear()
+        while not conn.dropped:
+            room = conn.room
+            if room is None:
+                room = conn.room = asyncio.Event()
+            room.clear()
             try:
-                async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                    await conn.drained.wait()
+                async with asyncio.timeout_at(deadline):
+                    await room.wait()
             except TimeoutError:
                 self._drop_slow(conn)
-        return self._enqueue(conn, data)
+                return False
+            if self._offer(conn, data):
+                return True
+        return False
+
+    async def _write_backlog(self, conn: _Conn, backlog: collections.deque[bytes]) -> None:
+        """Drain ``backlog`` in order; ``ws.send`` waits while the transport is over its limit."""
+        try:
+            while backlog:
+                data = backlog.popleft()
+                conn.backlog_bytes -= len(data)
+                if conn.room is not None:
+                    conn.room.set()
+                await conn.ws.send(data)
+        except ConnectionClosed:
+            pass
+        finally:
+            if conn.writer is asyncio.current_task():
+                conn.writer = None
+            if conn.backlog is backlog and not backlog:
+                conn.backlog = None  # an idle peer keeps no deque
 
     def _drop_slow(self, conn: _Conn) -> None:
+        if conn.dropped:
+            return
         conn.dropped = True
         self.metrics.connections_closed["slow-consumer"] += 1
         self.metrics.frames_refused["slow-consumer"] += 1
@@ -563,8 +701,8 @@ class RelayServer:
         )
         self._unroute(conn)  # nothing more is routed to it from now on
         self._stop_writer(conn)
-        conn.out_bytes = 0
-        conn.out = asyncio.Queue()
+        if conn.room is not None:
+            conn.room.set()  # other senders waiting for it give up now
         closing = asyncio.create_task(
             conn.ws.close(CloseCode.TRY_AGAIN_LATER, "slow consumer: outgoing queue full"),
             name=f"relay-drop-{conn.cid}",
@@ -572,17 +710,14 @@ class RelayServer:
         closing.add_done_callback(_ignore_result)
 
     def _stop_writer(self, conn: _Conn) -> None:
+        """Cancel the writer and forget the backlog: nothing more is written to ``conn``."""
         if conn.writer is not None:
             conn.writer.cancel()
             conn.writer = None
-
-    async def _write_loop(self, conn: _Conn) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                data = await conn.out.get()
-                conn.out_bytes -= len(data)
-                conn.drained.set()
-                await conn.ws.send(data)
+        if conn.backlog is not None:
+            conn.backlog.clear()
+            conn.backlog = None
+        conn.backlog_bytes = 0
 
 
 def _ignore_result(task: asyncio.Task[None]) -> None:
