@@ -36,6 +36,7 @@ ledger to a worker thread is the next step if fsyncs get slow.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -57,13 +58,14 @@ from ..protocol.session import (
     Aborted,
     Established,
     Event,
+    Frame,
+    FrameKind,
     PeerClosed,
     ReceiptArrived,
     Session,
     TransferArrived,
     abort_frame,
-    frame_tag,
-    is_session_start,
+    parse_frame,
 )
 from ..protocol.transfer import (
     Comparison,
@@ -184,7 +186,7 @@ class _SessionRun:
     def __init__(self, session: Session, remote: str) -> None:
         self.session = session
         self.remote = remote
-        self.inbox: asyncio.Queue[bytes | BaseException] = asyncio.Queue(_INBOX_FRAMES)
+        self.inbox: asyncio.Queue[Frame | BaseException] = asyncio.Queue(_INBOX_FRAMES)
         self.unanswered = 0  # responder: transfers received minus receipts sent
 
 
@@ -328,19 +330,19 @@ class Peer:
 
     def _route(self, remote: str, payload: bytes) -> None:
         try:
-            tag = frame_tag(payload)
-            starts = is_session_start(payload)
+            frame = parse_frame(payload)  # once: the session reads this same decode
         except P2PTransferError:
             log.debug("dropping malformed frame from %s", remote)
             return
+        tag = frame.tag
         run = self._runs.get((remote, tag))
         if run is not None:
-            if not _offer(run, payload):
+            if not _offer(run, frame):
                 # The peer sends faster than its session is served: end that session
                 # (its frames are already out of sequence), nobody else's.
                 _fail_run(run, ProtocolError("the peer flooded the session"))
             return
-        if starts and self._accepting and self._has_room_for(remote):
+        if frame.kind is FrameKind.HELLO and self._accepting and self._has_room_for(remote):
             session = Session.respond(
                 self.identity,
                 tag=tag,
@@ -349,7 +351,7 @@ class Peer:
             )
             run = _SessionRun(session, remote)
             self._runs[(remote, tag)] = run
-            run.inbox.put_nowait(payload)
+            run.inbox.put_nowait(frame)
             task = asyncio.create_task(self._serve(run), name="peer-serve")
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)
@@ -588,14 +590,10 @@ class Peer:
                 ):
                     if isinstance(event, Aborted):
                         raise ProtocolError("the peer aborted the handshake")
-            queue = [t for t in remaining if t.id not in outcomes]
+            queue = collections.deque(t for t in remaining if t.id not in outcomes)
             in_flight: dict[bytes, SignedTransfer] = {}
             while queue or in_flight:
-                while queue and len(in_flight) < self._window and not session.needs_rekey:
-                    signed = queue.pop(0)
-                    await self._hooks.before_transfer_sent(self, signed)
-                    session.send_transfer(signed)
-                    in_flight[signed.id] = signed
+                await self._send_more(session, queue, in_flight, self._window)
                 await self._flush(run)
                 if not in_flight:
                     break  # rekey needed: finish this session, the caller starts another
@@ -614,6 +612,17 @@ class Peer:
                         problem = ProtocolError("the peer ended the session before answering")
                     elif isinstance(event, TransferArrived):
                         problem = ProtocolError("the peer sent a transfer in our session")
+                if problem is None and queue and session.is_open:
+                    # Each receipt frees its place in the window as it arrives (the peer
+                    # stopped counting that transfer when it sent the receipt), so the
+                    # next transfers leave now and the peer handles them while we verify
+                    # and store these receipts. Validity is checked before anything is
+                    # stored; an invalid receipt ends the session as before, leaving its
+                    # transfer pending.
+                    freed = len({r.receipt.transfer_id for r in receipts} & in_flight.keys())
+                    if freed:
+                        await self._send_more(session, queue, in_flight, self._window + freed)
+                        await self._flush(run)
                 await self._on_receipts(receipts, in_flight, outcomes)
                 if problem is not None:
                     raise problem
@@ -628,6 +637,20 @@ class Peer:
             raise
         finally:
             self._runs.pop((remote.address, tag), None)
+
+    async def _send_more(
+        self,
+        session: Session,
+        queue: collections.deque[SignedTransfer],
+        in_flight: dict[bytes, SignedTransfer],
+        limit: int,
+    ) -> None:
+        """Seal transfers from ``queue`` until ``limit`` are in flight (or a rekey is due)."""
+        while queue and len(in_flight) < limit and not session.needs_rekey:
+            signed = queue.popleft()
+            await self._hooks.before_transfer_sent(self, signed)
+            session.send_transfer(signed)
+            in_flight[signed.id] = signed
 
     async def _on_receipts(
         self,
@@ -775,12 +798,18 @@ class Peer:
         answers: list[tuple[_SessionRun, SignedReceipt]] = []
         to_store: list[tuple[SignedTransfer, SignedReceipt]] = []
         store_index: list[int] = []
+        # One lookup for the whole batch; the commit below checks again, inside its
+        # transaction, so this only decides what to sign, never what is applied.
+        known_ids = self.ledger.incoming_many(
+            arrived.signed.id for _, arrived in batch if arrived.problem is None
+        )
+        known_senders: dict[str, bool] = {}  # a batch is mostly one sender's transfers
         for run, arrived in batch:
             signed = arrived.signed
             if arrived.problem is not None:
                 answers.append((run, reject(self.identity, signed, arrived.problem, decided_at)))
                 continue
-            existing = self.ledger.incoming(signed.id)
+            existing = known_ids.get(signed.id)
             if existing is not None:
                 stored_transfer, stored_receipt = existing
                 if compare(stored_transfer.transfer, signed.transfer) is Comparison.SAME:
@@ -792,7 +821,10 @@ class Peer:
                     )
                     self._emit(PeerEvent("conflict", signed.id.hex()))
                 continue
-            known = self.ledger.contact_for_address(signed.transfer.sender) is not None
+            sender = signed.transfer.sender
+            known = known_senders.get(sender)
+            if known is None:
+                known = known_senders[sender] = self.ledger.contact_for_address(sender) is not None
             reason = self.policy.judge(signed.transfer, known)
             receipt = (
                 accept(self.identity, signed, decided_at)
@@ -803,17 +835,15 @@ class Peer:
             answers.append((run, receipt))
             to_store.append((signed, receipt))
         if to_store:
-            stored = self.ledger.record_incoming_batch(
+            stored = self.ledger.record_incoming_many(
                 to_store,
                 decided_at,
-                on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
+                lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
             )
-            for index, (signed, proposed), receipt in zip(
-                store_index, to_store, stored, strict=True
-            ):
+            for index, (receipt, row) in zip(store_index, stored, strict=True):
                 answers[index] = (answers[index][0], receipt)
-                if receipt is proposed:  # written now (not a repeat or a loser within the batch)
-                    self._on_recorded(self.ledger.get_transfer(signed.id, "in"))
+                if row is not None:  # written now (not a repeat or a loser within the batch)
+                    self._on_recorded(row)
         await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
             await self._answer(run, receipt)
@@ -835,7 +865,7 @@ class Peer:
             _fail_run(run, exc)
 
 
-def _offer(run: _SessionRun, item: bytes | BaseException) -> bool:
+def _offer(run: _SessionRun, item: Frame | BaseException) -> bool:
     try:
         run.inbox.put_nowait(item)
     except asyncio.QueueFull:

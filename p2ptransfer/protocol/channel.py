@@ -98,6 +98,26 @@ class DirectionKeys:
             raise ValueError("a direction IV is 12 bytes")
 
 
+class _Direction:
+    """One direction's keys made ready for use: the cipher keyed once, the IV as an int.
+
+    The nonce is then one XOR of two ints, the same value :func:`record_nonce`
+    computes byte by byte.
+    """
+
+    __slots__ = ("_iv", "cipher")
+
+    def __init__(self, keys: DirectionKeys) -> None:
+        self.cipher = primitives.AeadCipher(keys.key)
+        self._iv = int.from_bytes(keys.iv, "big")
+
+    def __repr__(self) -> str:
+        return "_Direction(<keys>)"
+
+    def nonce(self, seq: int) -> bytes:
+        return (self._iv ^ seq).to_bytes(primitives.AEAD_NONCE_SIZE, "big")
+
+
 class ChannelState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
@@ -120,6 +140,8 @@ class SecureChannel:
             raise ValueError("send and receive keys must differ")
         self._send: DirectionKeys | None = send
         self._recv: DirectionKeys | None = recv
+        self._sealer: _Direction | None = _Direction(send)
+        self._opener: _Direction | None = _Direction(recv)
         self._max_records = max_records
         self._send_seq = 0
         self._recv_seq = 0
@@ -206,7 +228,7 @@ class SecureChannel:
             seq,
             len(plaintext) + primitives.AEAD_TAG_SIZE,
         )
-        body = primitives.aead_seal(keys.key, record_nonce(keys.iv, seq), plaintext, header)
+        body = keys.cipher.seal(keys.nonce(seq), plaintext, header)
         self._send_seq = seq + 1
         return header + body
 
@@ -221,7 +243,7 @@ class SecureChannel:
             self._fail(str(exc))
             raise
 
-    def _open(self, keys: DirectionKeys, record: bytes) -> tuple[int, bytes]:
+    def _open(self, keys: _Direction, record: bytes) -> tuple[int, bytes]:
         if len(record) < HEADER_SIZE:
             raise ChannelError(f"record shorter than its {HEADER_SIZE}-byte header")
         if len(record) > MAX_RECORD_SIZE:
@@ -247,23 +269,21 @@ class SecureChannel:
                 f"peer exceeded the record limit of {self._max_records} without a new handshake"
             )
         header = record[:HEADER_SIZE]
-        plaintext = primitives.aead_open(
-            keys.key, record_nonce(keys.iv, seq), record[HEADER_SIZE:], header
-        )
+        plaintext = keys.cipher.open(keys.nonce(seq), record[HEADER_SIZE:], header)
         self._recv_seq = seq + 1
         return record_type, plaintext
 
     # --- failing closed --------------------------------------------------
 
-    def _usable_send(self) -> DirectionKeys:
-        if self._send is None:
+    def _usable_send(self) -> _Direction:
+        if self._sealer is None:
             raise ChannelError(f"channel is closed ({self._close_reason})")
-        return self._send
+        return self._sealer
 
-    def _usable_recv(self) -> DirectionKeys:
-        if self._recv is None:
+    def _usable_recv(self) -> _Direction:
+        if self._opener is None:
             raise ChannelError(f"channel is closed ({self._close_reason})")
-        return self._recv
+        return self._opener
 
     def _fail(self, reason: str) -> None:
         if self._state is ChannelState.CLOSED:
@@ -271,5 +291,5 @@ class SecureChannel:
         self._state = ChannelState.CLOSED
         self._close_reason = reason
         # Python cannot wipe immutable bytes; dropping our references is as far as it goes.
-        self._send = None
-        self._recv = None
+        self._send = self._recv = None
+        self._sealer = self._opener = None

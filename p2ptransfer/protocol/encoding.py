@@ -168,6 +168,9 @@ class Schema:
         self.fields = tuple(fields)
         self.max_size = max_size
         self._by_tag = {f.tag: f for f in fields}
+        self._names = frozenset(names)
+        # (name, encoder, tag, decoder) per field, bound once: every message runs through.
+        self._plan = tuple((f.name, f.kind.encode, f.tag, f.kind.decode) for f in fields)
 
     def __repr__(self) -> str:
         return f"Schema({self.name!r}, type_id={self.type_id:#04x})"
@@ -178,51 +181,55 @@ class Schema:
         A value the schema cannot hold is a programming error of the caller
         (validation belongs before encoding), so it raises ValueError.
         """
-        extra = set(values) - {f.name for f in self.fields}
-        if extra:
-            raise ValueError(f"{self.name}: unknown fields {sorted(extra)}")
-        out = bytearray([self.type_id])
-        for f in self.fields:
-            if f.name not in values:
-                raise ValueError(f"{self.name}: missing field {f.name!r}")
-            raw = f.kind.encode(f.name, values[f.name])
-            out += _FIELD_HEADER.pack(f.tag, len(raw))
-            out += raw
+        if values.keys() != self._names:
+            extra = set(values) - self._names
+            if extra:
+                raise ValueError(f"{self.name}: unknown fields {sorted(extra)}")
+            missing = next(f.name for f in self.fields if f.name not in values)
+            raise ValueError(f"{self.name}: missing field {missing!r}")
+        parts = [bytes((self.type_id,))]
+        pack = _FIELD_HEADER.pack
+        for name, encode, tag, _decode in self._plan:
+            raw = encode(name, values[name])
+            parts.append(pack(tag, len(raw)))
+            parts.append(raw)
+        out = b"".join(parts)
         if len(out) > self.max_size:
             raise ValueError(f"{self.name}: {len(out)} bytes exceeds the limit of {self.max_size}")
-        return bytes(out)
+        return out
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Decode strictly; any deviation from the canonical form is a DecodeError."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise DecodeError(f"{self.name}: expected bytes")
-        data = bytes(data)
-        if len(data) > self.max_size:
-            raise DecodeError(
-                f"{self.name}: {len(data)} bytes exceeds the limit of {self.max_size}"
-            )
-        if not data:
+        if type(data) is not bytes:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise DecodeError(f"{self.name}: expected bytes")
+            data = bytes(data)
+        size = len(data)
+        if size > self.max_size:
+            raise DecodeError(f"{self.name}: {size} bytes exceeds the limit of {self.max_size}")
+        if not size:
             raise DecodeError(f"{self.name}: empty message")
         if data[0] != self.type_id:
             raise DecodeError(f"{self.name}: wrong message type {data[0]:#04x}")
         values: dict[str, Any] = {}
         pos = 1
-        expected = iter(self.fields)
-        for f in expected:
-            if pos + _FIELD_HEADER.size > len(data):
-                raise DecodeError(f"{self.name}: truncated before field {f.name!r}")
-            tag, length = _FIELD_HEADER.unpack_from(data, pos)
-            pos += _FIELD_HEADER.size
-            if tag != f.tag:
+        unpack = _FIELD_HEADER.unpack_from
+        header = _FIELD_HEADER.size
+        for name, _encode, expected, decode in self._plan:
+            if pos + header > size:
+                raise DecodeError(f"{self.name}: truncated before field {name!r}")
+            tag, length = unpack(data, pos)
+            pos += header
+            if tag != expected:
                 if tag in self._by_tag:
                     raise DecodeError(f"{self.name}: field tag {tag} out of order or repeated")
                 raise DecodeError(f"{self.name}: unexpected field tag {tag}")
-            if length > len(data) - pos:
-                raise DecodeError(f"{self.name}: field {f.name!r} runs past the end")
-            values[f.name] = f.kind.decode(f.name, data[pos : pos + length])
+            if length > size - pos:
+                raise DecodeError(f"{self.name}: field {name!r} runs past the end")
+            values[name] = decode(name, data[pos : pos + length])
             pos += length
-        if pos != len(data):
-            raise DecodeError(f"{self.name}: {len(data) - pos} trailing bytes")
+        if pos != size:
+            raise DecodeError(f"{self.name}: {size - pos} trailing bytes")
         return values
 
     @staticmethod

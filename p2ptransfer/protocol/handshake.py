@@ -421,11 +421,12 @@ class Initiator(_Handshake):
         if not isinstance(expected_peer, PublicIdentity):
             raise TypeError("expected_peer must be a PublicIdentity")
         self._expected_peer = expected_peer
-        self._ephemeral: bytes | None = _check_secret(
-            "ephemeral_private", ephemeral_private, primitives.X25519_KEY_SIZE
+        # Parsed once, for both its public key now and the exchange a round trip later.
+        self._ephemeral: primitives.X25519Ephemeral | None = primitives.X25519Ephemeral(
+            _check_secret("ephemeral_private", ephemeral_private, primitives.X25519_KEY_SIZE)
         )
         self._nonce = _check_secret("nonce", nonce, NONCE_SIZE)
-        self._ephemeral_public = primitives.x25519_public_from_private(ephemeral_private)
+        self._ephemeral_public = self._ephemeral.public
 
     @property
     def expected_peer(self) -> PublicIdentity:
@@ -462,7 +463,7 @@ class Initiator(_Handshake):
         if primitives.constant_time_equal(peer_ephemeral, self._ephemeral_public):
             raise HandshakeError("responder ephemeral equals ours (reflected handshake)")
         assert self._ephemeral is not None and self._identity is not None
-        dh = primitives.x25519_shared_secret(self._ephemeral, peer_ephemeral)
+        dh = self._ephemeral.exchange(peer_ephemeral)
         self._ephemeral = None
         th2 = absorb(self._th, peer_ephemeral)
         keys = handshake_keys(th2, dh)
@@ -506,10 +507,10 @@ class Responder(_Handshake):
         max_records: int = DEFAULT_MAX_RECORDS,
     ) -> None:
         super().__init__(identity, prologue, max_records)
-        self._ephemeral: bytes | None = _check_secret(
-            "ephemeral_private", ephemeral_private, primitives.X25519_KEY_SIZE
+        self._ephemeral: primitives.X25519Ephemeral | None = primitives.X25519Ephemeral(
+            _check_secret("ephemeral_private", ephemeral_private, primitives.X25519_KEY_SIZE)
         )
-        self._ephemeral_public = primitives.x25519_public_from_private(ephemeral_private)
+        self._ephemeral_public = self._ephemeral.public
         self._keys: _HandshakeKeys | None = None
 
     def receive(self, data: bytes | bytearray | memoryview) -> bytes | None:
@@ -537,7 +538,7 @@ class Responder(_Handshake):
         if primitives.constant_time_equal(peer_ephemeral, self._ephemeral_public):
             raise HandshakeError("initiator ephemeral equals ours (reflected handshake)")
         assert self._ephemeral is not None and self._identity is not None
-        dh = primitives.x25519_shared_secret(self._ephemeral, peer_ephemeral)
+        dh = self._ephemeral.exchange(peer_ephemeral)
         self._ephemeral = None
         th1 = absorb(self._th, msg1)
         th2 = absorb(th1, self._ephemeral_public)

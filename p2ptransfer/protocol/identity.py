@@ -161,6 +161,8 @@ class PublicIdentity:
     @classmethod
     def from_address(cls, address: str) -> PublicIdentity:
         """Parse and fully validate an address."""
+        if cls is PublicIdentity:
+            return _identity_for_address(address)
         return cls(decode_address(address))
 
     @property
@@ -184,13 +186,16 @@ class PublicIdentity:
 class Identity:
     """A long-term identity with its private seed; the seed never leaves via repr."""
 
-    __slots__ = ("_seed", "public")
+    __slots__ = ("_seed", "_signer", "public")
 
     def __init__(self, seed: bytes) -> None:
         if type(seed) is not bytes or len(seed) != 32:
             raise ValueError("an Ed25519 seed is 32 bytes")
         self._seed = seed
-        self.public = PublicIdentity(primitives.ed25519_public_from_seed(seed))
+        # Loaded once: parsing the seed costs as much as a signature, and a peer signs
+        # every transfer, receipt and handshake with it.
+        self._signer = primitives.Ed25519Signer(seed)
+        self.public = PublicIdentity(self._signer.public_key)
 
     @property
     def address(self) -> str:
@@ -202,7 +207,7 @@ class Identity:
         return self._seed
 
     def sign(self, message: bytes) -> bytes:
-        return primitives.ed25519_sign(self._seed, message)
+        return self._signer.sign(message)
 
     def __repr__(self) -> str:
         return f"Identity(address={self.address!r})"
@@ -212,6 +217,12 @@ class Identity:
 
     def __hash__(self) -> int:
         return hash(self.public)
+
+
+@functools.lru_cache(maxsize=4096)  # pure, and the result is immutable: safe to share
+def _identity_for_address(address: str) -> PublicIdentity:
+    """PublicIdentity.from_address, remembered: every transfer names the same few parties."""
+    return PublicIdentity(decode_address(address))
 
 
 def safety_number(a: PublicIdentity, b: PublicIdentity) -> str:

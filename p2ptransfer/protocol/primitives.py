@@ -34,6 +34,9 @@ __all__ = [
     "ED25519_KEY_SIZE",
     "ED25519_SIG_SIZE",
     "X25519_KEY_SIZE",
+    "AeadCipher",
+    "Ed25519Signer",
+    "X25519Ephemeral",
     "aead_open",
     "aead_seal",
     "constant_time_equal",
@@ -82,6 +85,32 @@ def x25519_public_from_private(private: bytes) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+class X25519Ephemeral:
+    """One handshake's X25519 private key, loaded once for its public key and its exchange.
+
+    Parsing the scalar costs as much as the exchange itself; a handshake needs
+    the public key at once and the exchange a round trip later, so it keeps
+    this object instead of the raw bytes. The private key never shows in repr.
+    """
+
+    __slots__ = ("_key", "public")
+
+    def __init__(self, private: bytes) -> None:
+        if len(private) != X25519_KEY_SIZE:
+            raise HandshakeError("X25519 private key must be 32 bytes")
+        self._key = X25519PrivateKey.from_private_bytes(private)
+        self.public: bytes = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def __repr__(self) -> str:
+        return "X25519Ephemeral(<private>)"
+
+    def exchange(self, peer_public: bytes) -> bytes:
+        """X25519 with ``peer_public``; the same rules as :func:`x25519_shared_secret`."""
+        if len(peer_public) != X25519_KEY_SIZE:
+            raise HandshakeError("X25519 keys must be 32 bytes")
+        return _x25519_exchange(self._key, peer_public)
+
+
 def x25519_shared_secret(private: bytes, peer_public: bytes) -> bytes:
     """X25519(private, peer_public); a low-order peer key is a failed handshake.
 
@@ -91,10 +120,12 @@ def x25519_shared_secret(private: bytes, peer_public: bytes) -> bytes:
     """
     if len(private) != X25519_KEY_SIZE or len(peer_public) != X25519_KEY_SIZE:
         raise HandshakeError("X25519 keys must be 32 bytes")
+    return _x25519_exchange(X25519PrivateKey.from_private_bytes(private), peer_public)
+
+
+def _x25519_exchange(key: X25519PrivateKey, peer_public: bytes) -> bytes:
     try:
-        shared = X25519PrivateKey.from_private_bytes(private).exchange(
-            X25519PublicKey.from_public_bytes(peer_public)
-        )
+        shared = key.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:
         raise HandshakeError("peer ephemeral key is a low-order point") from exc
     if constant_time_equal(shared, bytes(X25519_KEY_SIZE)):
@@ -118,6 +149,31 @@ def ed25519_sign(seed: bytes, message: bytes) -> bytes:
     if len(seed) != ED25519_KEY_SIZE:
         raise ValueError("Ed25519 seed must be 32 bytes")
     return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+class Ed25519Signer:
+    """A long-term Ed25519 key loaded once, for an identity that signs many messages.
+
+    Loading the seed (deriving the scalar and public point) costs about as
+    much as a signature; :func:`ed25519_sign` pays it on every call, this
+    object once. Signatures are identical to :func:`ed25519_sign`'s (Ed25519
+    is deterministic). The key never shows in repr.
+    """
+
+    __slots__ = ("_key", "public_key")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != ED25519_KEY_SIZE:
+            raise ValueError("Ed25519 seed must be 32 bytes")
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key: bytes = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def __repr__(self) -> str:
+        return "Ed25519Signer(<private>)"
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature (pure, deterministic) of ``message``."""
+        return self._key.sign(message)
 
 
 # The eight points of small order on edwards25519 (and y = p, y = p + 1, the
@@ -191,11 +247,53 @@ def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
 
 
 def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-Expand with SHA-256."""
+    """HKDF-Expand with SHA-256.
+
+    pyca's own construction, not one written out over HMAC here: writing it
+    out measured about 2 us faster per call (12 us per handshake, under 2 %),
+    not worth a hand-made KDF next to the rule that pyca does the math.
+    """
     return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
 
 
 # --- AES-256-GCM -------------------------------------------------------------
+
+
+class AeadCipher:
+    """AES-256-GCM under one key, with the key schedule done once.
+
+    A channel seals thousands of records under one direction key; building
+    the cipher per record (as :func:`aead_seal` does) is most of the cost of
+    a short record. Same checks, errors and output as the functions below.
+    The key never shows in repr.
+    """
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != AEAD_KEY_SIZE:
+            raise ValueError("AES-256-GCM key must be 32 bytes")
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "AeadCipher(<key>)"
+
+    def seal(self, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
+        """Encrypt; returns ciphertext followed by the 16-byte tag."""
+        if len(nonce) != AEAD_NONCE_SIZE:
+            raise ValueError("AES-GCM nonce must be 12 bytes")
+        return self._aead.encrypt(nonce, plaintext, associated_data)
+
+    def open(self, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
+        """Decrypt; any failure (tag, length) is a :class:`ChannelError`."""
+        if len(nonce) != AEAD_NONCE_SIZE:
+            raise ValueError("AES-GCM nonce must be 12 bytes")
+        if len(ciphertext) < AEAD_TAG_SIZE:
+            raise ChannelError("ciphertext shorter than its authentication tag")
+        try:
+            return self._aead.decrypt(nonce, ciphertext, associated_data)
+        except InvalidTag as exc:
+            raise ChannelError("record authentication failed") from exc
 
 
 def aead_seal(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

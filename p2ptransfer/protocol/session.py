@@ -37,6 +37,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import (
     DecodeError,
@@ -55,6 +56,7 @@ __all__ = [
     "Aborted",
     "Established",
     "Event",
+    "Frame",
     "FrameKind",
     "PeerClosed",
     "ReceiptArrived",
@@ -64,6 +66,7 @@ __all__ = [
     "TransferArrived",
     "frame_tag",
     "is_session_start",
+    "parse_frame",
 ]
 
 TAG_SIZE = 16
@@ -175,6 +178,23 @@ def is_session_start(payload: bytes) -> bool:
     return _decode_frame(payload)[1] is FrameKind.HELLO
 
 
+class Frame(NamedTuple):
+    """A decoded payload: what the runtime routes on, and what the session then reads."""
+
+    tag: bytes
+    kind: FrameKind
+    body: bytes
+
+
+def parse_frame(payload: bytes) -> Frame:
+    """Decode a payload once (DecodeError if malformed), to route it and then feed it.
+
+    :meth:`Session.receive_frame` takes the result as it takes the bytes, so a
+    runtime that must read the tag to find the session decodes each frame once.
+    """
+    return Frame(*_decode_frame(payload))
+
+
 def abort_frame(tag: bytes) -> bytes:
     """An ABORT frame for ``tag``: what to answer a frame for an unknown session."""
     return _encode_frame(tag, FrameKind.ABORT, b"")
@@ -265,14 +285,14 @@ class Session:
         """True when this session's key is near its record cap: finish and start a new one."""
         return self._channel is not None and self._channel.needs_rekey
 
-    def receive_frame(self, payload: bytes) -> list[Event]:
-        """Feed one payload from the relay; returns what it meant.
+    def receive_frame(self, payload: bytes | Frame) -> list[Event]:
+        """Feed one payload from the relay (or its :func:`parse_frame`); returns what it meant.
 
         Raises a ProtocolError (and moves to ERROR) on anything not allowed.
         """
         self._require_live()
         try:
-            tag, kind, body = _decode_frame(payload)
+            tag, kind, body = payload if isinstance(payload, Frame) else _decode_frame(payload)
             if tag != self.tag:
                 raise ProtocolError("frame belongs to another session")
             return self._dispatch(kind, body)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NewType
@@ -356,6 +356,11 @@ def check_memo(memo: str) -> str:
         raise MemoError(
             f"memo is {len(memo)} characters; at most {MAX_MEMO_BYTES} bytes of UTF-8 are allowed"
         )
+    if memo.isascii() and memo.isprintable():
+        # The common case, decided in C: printable ASCII holds no Cc character (the
+        # only forbidden ones below U+0080), is its own NFC form and is one byte a
+        # character, so the length check above already bounds its UTF-8 size.
+        return memo
     for position, ch in enumerate(memo, start=1):
         if _forbidden_memo_char(ch):
             name = unicodedata.name(ch, "") or _UNNAMED.get(
@@ -374,6 +379,21 @@ def check_memo(memo: str) -> str:
 
 
 # --- field checks shared by the wire types --------------------------------------
+
+
+def _cached(obj: object, name: str, compute: Callable[[], bytes]) -> bytes:
+    """``compute()``, remembered in ``obj``'s instance dict under ``name``.
+
+    For the frozen wire types only: their fields never change after
+    ``__post_init__``, so neither do their encodings. The value lives outside
+    the dataclass fields, so equality, hashing and repr ignore it, and
+    ``dataclasses.replace`` (a new object) starts without it.
+    """
+    cache = obj.__dict__
+    value: bytes | None = cache.get(name)
+    if value is None:
+        value = cache[name] = compute()
+    return value
 
 
 def _check_id(value: object, what: str) -> None:
@@ -436,6 +456,10 @@ class Transfer:
         object.__setattr__(self, "recipient", recipient.address)
         object.__setattr__(self, "currency", currency)
         object.__setattr__(self, "memo", memo)
+        # Fill the identity caches with what was just parsed (the instance dict
+        # shadows the cached_property, so reading them costs a dict lookup).
+        self.__dict__["sender_identity"] = sender
+        self.__dict__["recipient_identity"] = recipient
 
     @cached_property
     def sender_identity(self) -> PublicIdentity:
@@ -448,7 +472,16 @@ class Transfer:
         return PublicIdentity.from_address(self.recipient)
 
     def encode(self) -> bytes:
-        """The canonical bytes: what is signed, hashed and sent."""
+        """The canonical bytes: what is signed, hashed and sent.
+
+        Computed once per object: a transfer is frozen, and its bytes are
+        needed for the signature, the digest, the record, the journal entry
+        and the stored row. ``dataclasses.replace`` builds a new object, so
+        it never inherits another's bytes.
+        """
+        return _cached(self, "_encoded", self._encode)
+
+    def _encode(self) -> bytes:
         return TRANSFER_SCHEMA.encode(
             {
                 "id": self.id,
@@ -498,7 +531,9 @@ class Transfer:
         Receipts carry it, so a receipt answers this exact content and no
         other transfer that happens to reuse the id.
         """
-        return primitives.sha256(TRANSFER_DIGEST_CONTEXT, self.encode())
+        return _cached(
+            self, "_digest", lambda: primitives.sha256(TRANSFER_DIGEST_CONTEXT, self.encode())
+        )
 
     def signing_message(self) -> bytes:
         """The bytes the sender signs: the transfer signature context, then the body."""
@@ -542,8 +577,13 @@ class SignedTransfer:
         return self.transfer.digest
 
     def encode(self) -> bytes:
-        return SIGNED_TRANSFER_SCHEMA.encode(
-            {"transfer": self.transfer.encode(), "signature": self.signature}
+        """The bytes of the record and of the ledger's journal entry (computed once)."""
+        return _cached(
+            self,
+            "_encoded",
+            lambda: SIGNED_TRANSFER_SCHEMA.encode(
+                {"transfer": self.transfer.encode(), "signature": self.signature}
+            ),
         )
 
     @classmethod
@@ -645,6 +685,7 @@ class Receipt:
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "receiver", receiver.address)
+        self.__dict__["receiver_identity"] = receiver
 
     @property
     def accepted(self) -> bool:
@@ -656,6 +697,10 @@ class Receipt:
         return PublicIdentity.from_address(self.receiver)
 
     def encode(self) -> bytes:
+        """The canonical bytes: what is signed and stored (computed once; see Transfer)."""
+        return _cached(self, "_encoded", self._encode)
+
+    def _encode(self) -> bytes:
         return RECEIPT_SCHEMA.encode(
             {
                 "transfer_id": self.transfer_id,
@@ -701,8 +746,13 @@ class SignedReceipt:
         _check_signature(self.signature)
 
     def encode(self) -> bytes:
-        return SIGNED_RECEIPT_SCHEMA.encode(
-            {"receipt": self.receipt.encode(), "signature": self.signature}
+        """The bytes of the record and of the ledger (computed once)."""
+        return _cached(
+            self,
+            "_encoded",
+            lambda: SIGNED_RECEIPT_SCHEMA.encode(
+                {"receipt": self.receipt.encode(), "signature": self.signature}
+            ),
         )
 
     @classmethod

@@ -35,8 +35,9 @@ import re
 import sqlite3
 import stat
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -245,6 +246,17 @@ _CONTACT_QUERIES = {
     "WHERE address = ?",
 }
 
+_INSERT_ENTRY = (
+    "INSERT INTO journal (seq, kind, transfer_id, at, signed_transfer, signed_receipt, "
+    "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_ROW = (
+    "UPDATE transfers SET status = ?, reason = ?, updated_at = ?, "
+    "signed_receipt = ?, updated_seq = ? WHERE id = ? AND direction = ?"
+)
+_LOOKUP_CHUNK = 500  # ids per "IN (...)" lookup: far below SQLite's variable limit
+_DECODED_CACHE = 4096  # signed transfers remembered by their bytes (see Ledger._decoded)
+
 _ROW_COLUMNS = (
     "id, direction, counterparty, amount_minor, currency, memo, status, reason, created_at, "
     "updated_at, signed_transfer, signed_receipt, recorded_seq, updated_seq"
@@ -385,12 +397,20 @@ def apply_entry(
             raise _TransitionError("an out-failed entry carries no receipt")
         receipt = None
         status, reason = TransferStatus.FAILED, None
-    row = replace(
-        current,
+    row = TransferRow(
+        id=current.id,
+        direction=current.direction,
+        counterparty=current.counterparty,
+        amount_minor=current.amount_minor,
+        currency=current.currency,
+        memo=current.memo,
         status=status,
         reason=reason,
+        created_at=current.created_at,
         updated_at=entry.at,
+        signed_transfer=current.signed_transfer,
         signed_receipt=entry.signed_receipt,
+        recorded_seq=current.recorded_seq,
         updated_seq=entry.seq,
     )
     return _with_decoded(row, current.signed, receipt)
@@ -463,12 +483,41 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 # --- the ledger --------------------------------------------------------------------
 
 
+class _PendingWrites:
+    """What one write transaction has appended so far, written to SQLite just before COMMIT.
+
+    A batch of N transfers would otherwise cost 3N statements (journal row,
+    head, state row); held here, it is one ``executemany`` per table and one
+    head update. Nothing is visible to other connections before COMMIT either
+    way, so what is committed — and when — is unchanged: the same rows, in
+    the same order per table, in one transaction. Reads inside the
+    transaction see these writes through :meth:`Ledger._current`.
+    """
+
+    __slots__ = ("entries", "fetched", "head", "rows")
+
+    def __init__(self) -> None:
+        self.head: tuple[int, bytes] | None = None  # (seq, hash) after the last append
+        self.entries: list[tuple[Any, ...]] = []  # journal rows, in seq order
+        # (transfer id, direction) -> (row after this transaction, inserted by it?).
+        # Dict order is first-write order: the order the rows were inserted before.
+        self.rows: dict[tuple[bytes, str], tuple[TransferRow, bool]] = {}
+        # Rows looked up in bulk inside this transaction (None: not in the ledger).
+        self.fetched: dict[tuple[bytes, str], TransferRow | None] = {}
+
+
 class Ledger:
     """One peer's ledger file. Not thread-safe: use it from one thread (the event loop)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self._pending: _PendingWrites | None = None
+        # Signed transfers this ledger wrote, by their exact bytes: a row read back
+        # (the sender's pending transfer, when its receipt comes) gets its decoded
+        # object from here instead of decoding and validating the blob again.
+        # Keyed by the bytes themselves, so a hit is the very object they encode.
+        self._decoded: OrderedDict[bytes, SignedTransfer] = OrderedDict()
 
     # --- lifecycle ---
 
@@ -539,8 +588,10 @@ class Ledger:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot write the ledger {self.path}: {exc}") from exc
+        self._pending = _PendingWrites()
         try:
             yield conn
+            self._flush(conn, self._pending)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -548,6 +599,8 @@ class Ledger:
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"writing the ledger {self.path} failed: {exc}") from exc
             raise
+        finally:
+            self._pending = None
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -769,10 +822,20 @@ class Ledger:
         signed: SignedTransfer | None = None,
         receipt: SignedReceipt | None = None,
     ) -> TransferRow:
-        """Append one entry and write the row it implies; inside a write transaction only."""
+        """Append one entry and the row it implies; inside a write transaction only.
+
+        Both are held in the transaction's pending writes and reach SQLite in
+        bulk just before COMMIT (see :class:`_PendingWrites`).
+        """
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("_append runs inside a write transaction only")
         signed_blob = signed.encode() if signed is not None else None
         receipt_blob = receipt.encode() if receipt is not None else None
-        head_seq, head_hash = conn.execute("SELECT seq, hash FROM ledger_head").fetchone()
+        if pending.head is None:
+            pending.head = conn.execute("SELECT seq, hash FROM ledger_head").fetchone()
+            assert pending.head is not None
+        head_seq, head_hash = pending.head
         seq = head_seq + 1
         encoded = schema.encode_entry(seq, kind, transfer_id, at, signed_blob, receipt_blob)
         digest = schema.entry_hash(head_hash, encoded)
@@ -780,20 +843,40 @@ class Ledger:
             seq, kind, transfer_id, at, signed_blob, receipt_blob, head_hash, digest
         )
         row = apply_entry(entry, current, decoded_transfer=signed, decoded_receipt=receipt)
-        conn.execute(
-            "INSERT INTO journal (seq, kind, transfer_id, at, signed_transfer, signed_receipt, "
-            "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, kind.text, transfer_id, at, signed_blob, receipt_blob, head_hash, digest),
+        pending.entries.append(
+            (seq, kind.text, transfer_id, at, signed_blob, receipt_blob, head_hash, digest)
         )
-        conn.execute("UPDATE ledger_head SET seq = ?, hash = ?", (seq, digest))
-        self._write_row(conn, row, new=current is None)
+        pending.head = (seq, digest)
+        key = (transfer_id, kind.direction)
+        earlier = pending.rows.get(key)
+        pending.rows[key] = (row, current is None or (earlier is not None and earlier[1]))
+        if signed is not None and signed_blob is not None:
+            self._remember(signed_blob, signed)
         return row
 
+    def _remember(self, blob: bytes, signed: SignedTransfer) -> None:
+        decoded = self._decoded
+        decoded[blob] = signed
+        decoded.move_to_end(blob)
+        if len(decoded) > _DECODED_CACHE:
+            decoded.popitem(last=False)
+
+    def _flush(self, conn: sqlite3.Connection, pending: _PendingWrites) -> None:
+        """Write the transaction's pending entries, head and rows (journal first: rows refer
+        to it)."""
+        if not pending.entries:
+            return
+        conn.executemany(_INSERT_ENTRY, pending.entries)
+        assert pending.head is not None
+        conn.execute("UPDATE ledger_head SET seq = ?, hash = ?", pending.head)
+        self._write_rows(conn, list(pending.rows.values()))
+
     @staticmethod
-    def _write_row(conn: sqlite3.Connection, row: TransferRow, *, new: bool) -> None:
-        if new:
-            conn.execute(
-                _INSERT_ROW,
+    def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[TransferRow, bool]]) -> None:
+        """Insert the new rows and update the changed ones, in bulk and in the given order."""
+        conn.executemany(
+            _INSERT_ROW,
+            [
                 (
                     row.id,
                     row.direction,
@@ -809,12 +892,14 @@ class Ledger:
                     row.signed_receipt,
                     row.recorded_seq,
                     row.updated_seq,
-                ),
-            )
-        else:
-            conn.execute(
-                "UPDATE transfers SET status = ?, reason = ?, updated_at = ?, "
-                "signed_receipt = ?, updated_seq = ? WHERE id = ? AND direction = ?",
+                )
+                for row, new in rows
+                if new
+            ],
+        )
+        conn.executemany(
+            _UPDATE_ROW,
+            [
                 (
                     str(row.status),
                     row.reason,
@@ -823,16 +908,70 @@ class Ledger:
                     row.updated_seq,
                     row.id,
                     row.direction,
-                ),
-            )
+                )
+                for row, new in rows
+                if not new
+            ],
+        )
 
-    @staticmethod
-    def _row(conn: sqlite3.Connection, transfer_id: bytes, direction: str) -> TransferRow | None:
+    def _with_known_decode(self, row: TransferRow) -> TransferRow:
+        signed = self._decoded.get(row.signed_transfer)
+        if signed is not None:
+            row.__dict__["signed"] = signed
+        return row
+
+    def _row(
+        self, conn: sqlite3.Connection, transfer_id: bytes, direction: str
+    ) -> TransferRow | None:
         found = conn.execute(
             f"SELECT {_ROW_COLUMNS} FROM transfers WHERE id = ? AND direction = ?",  # noqa: S608
             (transfer_id, direction),
         ).fetchone()
-        return None if found is None else _row_from_sql(found)
+        return None if found is None else self._with_known_decode(_row_from_sql(found))
+
+    def _rows(
+        self, conn: sqlite3.Connection, transfer_ids: Iterable[bytes], direction: str
+    ) -> dict[bytes, TransferRow]:
+        """The rows of ``direction`` among ``transfer_ids``, a few hundred ids per query."""
+        ids = list(dict.fromkeys(transfer_ids))
+        found: dict[bytes, TransferRow] = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for values in conn.execute(
+                f"SELECT {_ROW_COLUMNS} FROM transfers "  # noqa: S608
+                f"WHERE direction = ? AND id IN ({marks})",
+                (direction, *chunk),
+            ):
+                row = self._with_known_decode(_row_from_sql(values))
+                found[row.id] = row
+        return found
+
+    def _prefetch(
+        self, conn: sqlite3.Connection, transfer_ids: Sequence[bytes], direction: str
+    ) -> None:
+        """Look up a batch's rows in bulk, inside its write transaction (see :meth:`_current`)."""
+        pending = self._pending
+        assert pending is not None
+        if len(transfer_ids) < 2:
+            return  # one id: the plain lookup in _current is as cheap
+        found = self._rows(conn, transfer_ids, direction)
+        for transfer_id in transfer_ids:
+            pending.fetched[(transfer_id, direction)] = found.get(transfer_id)
+
+    def _current(
+        self, conn: sqlite3.Connection, transfer_id: bytes, direction: str
+    ) -> TransferRow | None:
+        """The row as this write transaction sees it: its own pending writes first."""
+        pending = self._pending
+        if pending is not None:
+            key = (transfer_id, direction)
+            written = pending.rows.get(key)
+            if written is not None:
+                return written[0]
+            if key in pending.fetched:
+                return pending.fetched[key]
+        return self._row(conn, transfer_id, direction)
 
     # --- sending ---
 
@@ -852,8 +991,9 @@ class Ledger:
             raise InputError("record_outgoing needs SignedTransfer objects")
         rows: list[TransferRow] = []
         with self._transaction() as conn:
+            self._prefetch(conn, [signed.id for signed in items], "out")
             for signed in items:
-                current = self._row(conn, signed.id, "out")
+                current = self._current(conn, signed.id, "out")
                 if current is not None:
                     if current.signed_transfer == signed.encode():
                         rows.append(current)
@@ -888,13 +1028,14 @@ class Ledger:
         if not all(isinstance(r, SignedReceipt) for r in receipts):
             raise InputError("complete_outgoing needs SignedReceipt objects")
         with self._transaction() as conn:
+            self._prefetch(conn, [r.receipt.transfer_id for r in receipts], "out")
             return [self._complete(conn, receipt, at) for receipt in receipts]
 
     def _complete(
         self, conn: sqlite3.Connection, signed_receipt: SignedReceipt, at: int
     ) -> TransferRow:
         transfer_id = signed_receipt.receipt.transfer_id
-        current = self._row(conn, transfer_id, "out")
+        current = self._current(conn, transfer_id, "out")
         if current is None:
             raise NotFound(f"no outgoing transfer {transfer_id.hex()} in the ledger")
         if current.status in (TransferStatus.COMPLETED, TransferStatus.REJECTED):
@@ -922,7 +1063,7 @@ class Ledger:
         _check_transfer_id(transfer_id)
         _check_time(at)
         with self._transaction() as conn:
-            current = self._row(conn, transfer_id, "out")
+            current = self._current(conn, transfer_id, "out")
             if current is None:
                 raise NotFound(f"no outgoing transfer {transfer_id.hex()} in the ledger")
             if current.status is TransferStatus.FAILED:
@@ -953,6 +1094,17 @@ class Ledger:
         assert receipt is not None  # incoming rows always hold their receipt
         return row.signed, receipt
 
+    def incoming_many(
+        self, transfer_ids: Iterable[bytes]
+    ) -> dict[bytes, tuple[SignedTransfer, SignedReceipt]]:
+        """:meth:`incoming` for many ids in a few queries: only the known ones are keys."""
+        found: dict[bytes, tuple[SignedTransfer, SignedReceipt]] = {}
+        for transfer_id, row in self._rows(self._conn, transfer_ids, "in").items():
+            receipt = row.receipt
+            assert receipt is not None  # incoming rows always hold their receipt
+            found[transfer_id] = (row.signed, receipt)
+        return found
+
     def record_incoming(
         self, signed: SignedTransfer, receipt: SignedReceipt, at: int
     ) -> SignedReceipt:
@@ -962,7 +1114,7 @@ class Ledger:
         same content returns the *stored* receipt and applies nothing; with
         different content it raises TransferConflict and changes nothing.
         """
-        (result,) = self._record_incoming([(signed, receipt)], at, None, single=True)
+        ((result, _row),) = self._record_incoming([(signed, receipt)], at, None, single=True)
         return result
 
     def record_incoming_batch(
@@ -982,6 +1134,19 @@ class Ledger:
         RejectReason.CONFLICT, at)``). Without ``on_conflict`` a conflict
         raises TransferConflict and nothing of the batch is written.
         """
+        return [receipt for receipt, _row in self.record_incoming_many(items, at, on_conflict)]
+
+    def record_incoming_many(
+        self,
+        items: Sequence[tuple[SignedTransfer, SignedReceipt]],
+        at: int,
+        on_conflict: Callable[[SignedTransfer], SignedReceipt] | None = None,
+    ) -> list[tuple[SignedReceipt, TransferRow | None]]:
+        """:meth:`record_incoming_batch`, with the row each item wrote (None: nothing written).
+
+        For the runtime, which reports every newly recorded row: it gets them
+        here rather than reading each one back after the commit.
+        """
         return self._record_incoming(items, at, on_conflict, single=False)
 
     def _record_incoming(
@@ -991,7 +1156,7 @@ class Ledger:
         on_conflict: Callable[[SignedTransfer], SignedReceipt] | None,
         *,
         single: bool,
-    ) -> list[SignedReceipt]:
+    ) -> list[tuple[SignedReceipt, TransferRow | None]]:
         _check_time(at)
         for pair in items:
             if (
@@ -1002,11 +1167,12 @@ class Ledger:
             ):
                 raise InputError("each item must be a (SignedTransfer, SignedReceipt) pair")
         results: list[SignedReceipt | None] = []
+        written: list[TransferRow | None] = []
         conflicts: list[SignedTransfer] = []
         with self._transaction() as conn:
-            batch: dict[bytes, TransferRow] = {}
+            self._prefetch(conn, [signed.id for signed, _ in items], "in")
             for signed, receipt in items:
-                known = batch.get(signed.id) or self._row(conn, signed.id, "in")
+                known = self._current(conn, signed.id, "in")
                 if known is None:
                     row = self._append(
                         conn,
@@ -1017,13 +1183,14 @@ class Ledger:
                         signed=signed,
                         receipt=receipt,
                     )
-                    batch[signed.id] = row
                     results.append(receipt)
+                    written.append(row)
                     continue
                 if compare(known.signed.transfer, signed.transfer) is Comparison.SAME:
                     stored = known.receipt
                     assert stored is not None
                     results.append(stored)
+                    written.append(None)
                     continue
                 if single or on_conflict is None:
                     raise TransferConflict(
@@ -1032,11 +1199,12 @@ class Ledger:
                     )
                 conflicts.append(signed)
                 results.append(None)
+                written.append(None)
         # Conflict answers are made after the commit: they are not stored, and a
         # failing callback must not undo the others.
-        out: list[SignedReceipt] = []
+        out: list[tuple[SignedReceipt, TransferRow | None]] = []
         pending = iter(conflicts)
-        for result in results:
+        for result, new_row in zip(results, written, strict=True):
             if result is None:
                 assert on_conflict is not None
                 signed = next(pending)
@@ -1045,7 +1213,7 @@ class Ledger:
                 if answer.receipt.accepted:
                     raise ValueError("on_conflict must return a rejection, not an acceptance")
                 result = answer
-            out.append(result)
+            out.append((result, new_row))
         return out
 
     # --- reading ---

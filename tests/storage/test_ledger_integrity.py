@@ -329,7 +329,7 @@ def test_exception_inside_a_write_leaves_nothing(
     with Ledger.open(fx.path) as ledger:
         before = (ledger.head, ledger.transfers(), ledger.balances())
         # The journal entry and head are written, then the state row fails.
-        monkeypatch.setattr(Ledger, "_write_row", staticmethod(boom))
+        monkeypatch.setattr(Ledger, "_write_rows", staticmethod(boom))
         with pytest.raises(RuntimeError, match="disk on fire"):
             ledger.record_incoming(t5, receipt, T0 + 6)
         monkeypatch.undo()
