@@ -96,6 +96,21 @@ def say(text: str) -> None:
 # --- the sections ----------------------------------------------------------------
 
 
+def push_through(server: procs.Server, cpu: int | None, *args: str) -> dict[str, Any]:
+    """One throughput run of ``benchlib.relay_load``, with the relay's CPU time for the push."""
+    with procs.worker(
+        "relay_load", "throughput", f"--kind={server.kind}", f"--url={server.url}", *args, cpu=cpu
+    ) as load:
+        load.expect("ready", 60)
+        before = procs.cpu_seconds(server.pid)
+        load.tell("go")
+        load.expect("pushed", 120)
+        used = procs.cpu_seconds(server.pid) - before
+        result: dict[str, Any] = load.expect_json("result", 120)
+    result["relay_cpu_us_per_frame"] = used / result["frames"] * 1e6
+    return result
+
+
 def bench_relay(plan: Plan, cpu_server: int | None, cpu_load: int | None) -> dict[str, Any]:
     """Both relays up at once on one core; the load alternates between them, repeated."""
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "bare": []}
@@ -103,27 +118,25 @@ def bench_relay(plan: Plan, cpu_server: int | None, cpu_load: int | None) -> dic
     with procs.Server("ours", cpu=cpu_server) as ours, procs.Server("bare", cpu=cpu_server) as bare:
         for _ in range(plan.repeats):
             for server in (bare, ours):
-                common = ("--kind", server.kind, "--url", server.url, "--pairs", str(PAIRS))
+                pairs = f"--pairs={PAIRS}"
                 runs[server.kind].append(
-                    procs.run_worker(
-                        "relay_load",
-                        "throughput",
-                        *common,
+                    push_through(
+                        server,
+                        cpu_load,
+                        pairs,
                         f"--size={SIZE}",
                         f"--count={plan.frames_per_sender}",
                         f"--rounds={plan.rtt_rounds}",
-                        cpu=cpu_load,
                     )
                 )
                 large[server.kind].append(
-                    procs.run_worker(
-                        "relay_load",
-                        "throughput",
-                        *common,
+                    push_through(
+                        server,
+                        cpu_load,
+                        pairs,
                         f"--size={LARGE}",
                         f"--count={max(20, plan.frames_per_sender // 10)}",
                         "--rounds=50",
-                        cpu=cpu_load,
                     )
                 )
     out: dict[str, Any] = {"pairs": PAIRS, "size": SIZE, "repeats": plan.repeats}
@@ -132,6 +145,7 @@ def bench_relay(plan: Plan, cpu_server: int | None, cpu_load: int | None) -> dic
             "frames_per_s": median([r["frames_per_s"] for r in runs[kind]]),
             "rtt_p50_ms": median([r["rtt_p50_ms"] for r in runs[kind]]),
             "rtt_p99_ms": median([r["rtt_p99_ms"] for r in runs[kind]]),
+            "cpu_us_per_frame": median([r["relay_cpu_us_per_frame"] for r in runs[kind]]),
             "mb_per_s_16k": median([r["mb_per_s"] for r in large[kind]]),
             "all_frames_per_s": [round(r["frames_per_s"]) for r in runs[kind]],
         }
@@ -315,6 +329,8 @@ def absolutes(results: dict[str, Any]) -> dict[str, float]:
         "relay_mb_per_s_16k": relay["ours"]["mb_per_s_16k"],
         "bare_mb_per_s_16k": relay["bare"]["mb_per_s_16k"],
         "relay_rtt_p50_ms": relay["ours"]["rtt_p50_ms"],
+        "relay_cpu_us_per_frame": relay["ours"]["cpu_us_per_frame"],
+        "bare_cpu_us_per_frame": relay["bare"]["cpu_us_per_frame"],
         "bare_rtt_p50_ms": relay["bare"]["rtt_p50_ms"],
         "idle_bytes_per_peer_bare": idle["bare"]["bytes_per_peer"],
         "sessions_per_s": hs["sessions_per_s"],
@@ -358,6 +374,8 @@ def table(ratios: dict[str, float], figures: dict[str, float], results: dict[str
     cpu = ", ".join(f"{k} {v:.0f}" for k, v in hs["cpu_us_per_session"].items())
     lines += [
         "",
+        f"relay CPU per forwarded 256 B frame: ours {f['relay_cpu_us_per_frame']:.1f} us,"
+        f" bare {f['bare_cpu_us_per_frame']:.1f} us",
         f"handshakes: CPU per session (us): {cpu}; ceiling {hs['ceiling_us']:.0f} us on one core",
         "transfers/s by window: "
         + ", ".join(
