@@ -446,6 +446,7 @@ def main() -> int:
             sections.append(("core", lambda: bench_core(quick, cpu_load)))
         for name, run in sections:
             say(f"{name} ...")
+            os.environ["P2PT_BENCH_SECTION"] = name
             section_started = time.perf_counter()
             results[name] = run()
             say(f"{name}: {time.perf_counter() - section_started:.1f} s")

@@ -11,10 +11,12 @@ limit). ``python -m benchlib.bare_forwarder`` prints ``listening on URL``.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchlib import profiling
 from p2ptransfer.net.relay.config import RelayConfig
 
 _DEFAULTS = RelayConfig()
@@ -64,4 +66,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    profiling.run(f"relay-bare-{os.getpid()}", lambda: asyncio.run(main()))

@@ -19,6 +19,7 @@ passed through for diagnosis.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -159,12 +160,20 @@ RELAY_BENCH_FLAGS = (
 )
 
 
+_SERVER_IDS = itertools.count(1)
+
+
 class Server(Child):
     """A relay process (ours or the bare forwarder) that prints ``listening on URL`` first."""
 
     def __init__(self, kind: str, *, cpu: int | None = None) -> None:
         if kind == "ours":
             argv = [sys.executable, str(ROOT / "rendezvous.py"), "--port=0", *RELAY_BENCH_FLAGS]
+            profile_dir = os.environ.get("P2PT_BENCH_PROFILE")
+            if profile_dir:  # written when the relay exits on SIGTERM (it exits cleanly)
+                section = os.environ.get("P2PT_BENCH_SECTION", "")
+                out = Path(profile_dir) / f"{section}-relay-ours-{next(_SERVER_IDS)}.prof"
+                argv[1:1] = ["-m", "cProfile", "-o", str(out)]
         elif kind == "bare":
             argv = [sys.executable, "-m", "benchlib.bare_forwarder"]
         else:

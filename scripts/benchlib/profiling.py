@@ -1,7 +1,7 @@
 """Optional cProfile of a worker: set ``P2PT_BENCH_PROFILE`` to a directory.
 
 The bench's ``--profile`` sets it; each worker then writes
-``<dir>/<worker>-<command>.prof`` and the driver prints the top functions
+``<dir>/<section>-<worker>-<command>.prof`` and the driver prints the top functions
 by own time, so every figure comes with the profile that explains it.
 """
 
@@ -24,4 +24,5 @@ def run(name: str, work: Callable[[], T]) -> T:
     try:
         return profile.runcall(work)
     finally:
-        profile.dump_stats(Path(directory) / f"{name}.prof")
+        section = os.environ.get("P2PT_BENCH_SECTION", "")
+        profile.dump_stats(Path(directory) / f"{section}-{name}.prof")
