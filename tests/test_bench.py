@@ -43,7 +43,10 @@ def test_bench_smoke_prints_one_json_line_with_every_goal() -> None:
         assert isinstance(summary["goals"][key]["met"], bool), key
     absolute = summary["absolute"]
     assert absolute["bare_frames_per_s"] > 0 and absolute["sqlite_commits_per_s"] > 0
-    assert summary["results"]["handshakes"]["responder_established"] > 0
+    handshakes = summary["results"]["handshakes"]
+    assert handshakes["connect_auth_handshake"]["responders_established"] > 0
+    assert handshakes["handshake_on_open_connection"]["responders_established"] > 0
+    assert "error" not in summary
     assert summary["results"]["idle"]["ours"]["connections"] == 100 + 100
     for goal in GOAL_KEYS:  # the human table names every goal too
         assert goal in done.stdout

@@ -1,11 +1,15 @@
 """The ceiling for the relay figures: the least a websockets relay can do.
 
 The first message of a connection names ``me|partner``; every later binary
-message is sent to the partner's connection, looked up in a dict. No
-authentication, no framing of its own, no limits, no queues of its own, no
-metrics: only what websockets itself does, with the same options our relay
-serves with (compression off, same frame size, incoming queue and write
-limit). ``python -m benchlib.bare_forwarder`` prints ``listening on URL``.
+message is sent to the partner's connection, looked up in a dict: written
+at once with websockets' ``broadcast()`` while the partner's write buffer is
+under the write limit, else with ``await send()`` (which waits for it to
+drain: the least back-pressure a relay can have and stay bounded). That is
+the cheapest write path websockets offers, the one our relay uses too. No
+authentication, no parsing, no limits, no queues of its own, no metrics:
+only what websockets itself does, with the same options our relay serves
+with (compression off, same frame size, incoming queue, write limit,
+keepalive). ``python -m benchlib.bare_forwarder`` prints ``listening on URL``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import asyncio
 import os
 import signal
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
 
 from benchlib import profiling
 from p2ptransfer.net.relay.config import RelayConfig
@@ -36,8 +41,14 @@ class BareForwarder:
         try:
             async for message in ws:
                 target = self.conns.get(partner)
-                if target is not None:
-                    await target.send(message)
+                if target is None:
+                    continue
+                if target.transport.get_write_buffer_size() < _DEFAULTS.write_limit:
+                    broadcast((target,), message)  # written now, no wait for a drain
+                else:
+                    await target.send(message)  # waits for the buffer: back-pressure
+        except ConnectionClosed:
+            pass  # the bench's load aborts its connections when it is done
         finally:
             if self.conns.get(me) is ws:
                 del self.conns[me]

@@ -2,7 +2,8 @@
 
 The bench's ``--profile`` sets it; each worker then writes
 ``<dir>/<section>-<worker>-<command>.prof`` and the driver prints the top functions
-by own time, so every figure comes with the profile that explains it.
+by own time, so every figure comes with the profile that explains it. A worker that
+runs several times in a section keeps the profile of its last run.
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
 """Load for the relay figures, from a process of its own (see :mod:`benchlib.procs`).
 
-``throughput``: ``--pairs`` sender/receiver pairs each push ``--count`` frames
-of ``--size`` bytes as fast as websockets' flow control allows; then one pair
-plays ping-pong ``--rounds`` times for the round-trip time. ``idle``: hold
-``--warm`` then ``--peers`` authenticated, silent connections for the
-driver to read the relay's memory.
+``throughput``: one pair plays ping-pong ``--rounds`` times for the round-trip
+time; then ``--pairs`` sender/receiver pairs each push ``--count`` frames of
+``--size`` bytes as fast as the relay takes them (see :func:`push`: the load
+is kept far cheaper than the relay, so the relay is what is measured). ``idle``: hold
+``--warm`` then ``--crowds`` times ``--peers`` authenticated, silent connections
+for the driver to read the relay's memory between steps.
 
-The client side is the same for both relays: raw websockets connections
-sending a frame encoded once up front (a ``Send`` for ours, the bare payload
-for the bare forwarder), and receivers that count messages without decoding
-them. What differs between the two runs is only the relay.
+The client side is the same for both relays: websockets connections (our
+relay's authenticated with a real challenge/response), frames encoded once up
+front (a ``Send`` for ours, the bare payload for the bare forwarder), and
+receivers that do not decode. What differs between the two runs is only the
+relay.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import json
 import secrets
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -82,23 +85,74 @@ async def pair(kind: str, url: str, n: int) -> tuple[End, End]:
     return (a, lambda p: Send(1, to_b, p).encode()), (b, lambda p: Send(1, to_a, p).encode())
 
 
-async def push(pairs: list[tuple[End, End]], size: int, count: int) -> float:
-    """Every sender sends ``count`` frames; seconds until every receiver has them all."""
+def masked_frame(payload: bytes) -> bytes:
+    """One complete client-to-server binary websocket frame, masked as RFC 6455 requires."""
+    mask = secrets.token_bytes(4)
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x82, 0x80 | size)
+    else:
+        header = struct.pack("!BBH", 0x82, 0x80 | 126, size)
+    keystream = (mask * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(size)
+    return header + mask + masked
+
+
+def wire_size(message_size: int) -> int:
+    """Bytes of an unmasked server-to-client frame carrying ``message_size`` bytes."""
+    return message_size + (2 if message_size < 126 else 4 if message_size < 65536 else 10)
+
+
+class ByteCounter(asyncio.Protocol):
+    """Stands in for a receiving connection's protocol during a push: counts, never parses.
+
+    Every frame of a push has the same size, so the bytes say how many have
+    arrived; nothing else is sent to a receiver meanwhile (the relays' pings
+    come every 20 s, and would only end a push a few bytes early).
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received >= self.expected and not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"lost during the push: {exc!r}"))
+
+
+async def push(pairs: list[tuple[End, End]], size: int, count: int) -> tuple[float, float]:
+    """Every sender sends ``count`` frames of ``size`` bytes; (seconds, load CPU seconds).
+
+    The load must cost less than the relay or it measures itself: each sender
+    writes its ``count`` frames, framed and masked once up front, straight to
+    its socket, and each receiver's protocol is swapped for a
+    :class:`ByteCounter`. The relay still parses, routes and frames every
+    message. The connections are unusable afterwards (the counters took their
+    bytes unparsed): the caller aborts them.
+    """
     payload = secrets.token_bytes(size)
-
-    async def sender(ws: ClientConnection, frame: Frame) -> None:
-        data = frame(payload)
-        for _ in range(count):
-            await ws.send(data)
-
-    async def receiver(ws: ClientConnection) -> None:
-        for _ in range(count):
-            await ws.recv(decode=False)
-
+    counters = []
+    for (a_ws, a_frame), (b_ws, _) in pairs:  # one frame each way first: its delivered size
+        await a_ws.send(a_frame(payload))
+        delivered = await b_ws.recv(decode=False)
+        counter = ByteCounter(wire_size(len(delivered)) * count)
+        b_ws.transport.set_protocol(counter)
+        b_ws.transport.resume_reading()  # websockets may have paused it (max_queue)
+        counters.append(counter)
+    blobs = [masked_frame(a_frame(payload)) * count for (_, a_frame), _ in pairs]
+    cpu = time.process_time()
     start = time.perf_counter()
+    for ((a_ws, _), _), blob in zip(pairs, blobs, strict=True):
+        a_ws.transport.write(blob)
     async with asyncio.timeout(DEADLINE):
-        await asyncio.gather(*[sender(*a) for a, _ in pairs], *[receiver(b[0]) for _, b in pairs])
-    return time.perf_counter() - start
+        await asyncio.gather(*[counter.done for counter in counters])
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 async def ping_pong(a: End, b: End, size: int, rounds: int) -> list[float]:
@@ -124,31 +178,35 @@ async def ping_pong(a: End, b: End, size: int, rounds: int) -> list[float]:
 
 
 async def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Round trips first (the connections are still whole), then the push."""
     pairs = [await pair(args.kind, args.url, n) for n in range(args.pairs)]
     loop = asyncio.get_running_loop()
+    result: dict[str, Any] = {}
     try:
-        await push(pairs, args.size, max(10, args.count // 10))  # warm up
-        # The driver reads the relay's CPU time around the measured push only.
+        if args.rounds:
+            await ping_pong(*pairs[0], 256, max(20, args.rounds // 10))  # warm up
+            rtts = sorted(await ping_pong(*pairs[0], 256, args.rounds))
+            quantiles = statistics.quantiles(rtts, n=100, method="inclusive")
+            result["rtt_p50_ms"] = quantiles[49] * 1e3
+            result["rtt_p99_ms"] = quantiles[98] * 1e3
+        # The driver reads the relay's CPU time around the push only.
         print("ready {}", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # "go"
-        seconds = await push(pairs, args.size, args.count)
+        seconds, cpu = await push(pairs, args.size, args.count)
         print("pushed {}", flush=True)
-        await ping_pong(*pairs[0], 256, max(20, args.rounds // 10))  # warm up
-        rtts = sorted(await ping_pong(*pairs[0], 256, args.rounds))
     finally:
         for (a, _), (b, _) in pairs:
-            await a.close()
-            await b.close()
+            a.transport.abort()
+            b.transport.abort()
     frames = args.pairs * args.count
-    quantiles = statistics.quantiles(rtts, n=100, method="inclusive")
-    return {
-        "frames": frames,
-        "seconds": seconds,
-        "frames_per_s": frames / seconds,
-        "mb_per_s": frames * args.size / seconds / 1e6,
-        "rtt_p50_ms": quantiles[49] * 1e3,
-        "rtt_p99_ms": quantiles[98] * 1e3,
-    }
+    result.update(
+        frames=frames,
+        seconds=seconds,
+        frames_per_s=frames / seconds,
+        mb_per_s=frames * args.size / seconds / 1e6,
+        load_cpu_share=cpu / seconds,
+    )
+    return result
 
 
 async def hold(kind: str, url: str, count: int, start: int, into: list[ClientConnection]) -> None:
@@ -167,13 +225,19 @@ async def hold(kind: str, url: str, count: int, start: int, into: list[ClientCon
 
 
 async def idle(args: argparse.Namespace) -> dict[str, Any]:
+    """Open ``--warm`` connections, then ``--crowds`` times ``--peers`` more, pausing between.
+
+    After each step it prints ``ready`` and waits for a line on stdin, so the
+    driver can read the relay's memory with nothing moving.
+    """
     conns: list[ClientConnection] = []
     loop = asyncio.get_running_loop()
     try:
         await hold(args.kind, args.url, args.warm, 0, conns)
-        print(f"ready {json.dumps({'connections': len(conns)})}", flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # "go"
-        await hold(args.kind, args.url, args.peers, args.warm, conns)
+        for crowd in range(args.crowds):
+            print(f"ready {json.dumps({'connections': len(conns)})}", flush=True)
+            await loop.run_in_executor(None, sys.stdin.readline)  # "go"
+            await hold(args.kind, args.url, args.peers, args.warm + crowd * args.peers, conns)
         print(f"ready {json.dumps({'connections': len(conns)})}", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
     finally:
@@ -191,7 +255,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--warm", type=int, default=100)
-    parser.add_argument("--peers", type=int, default=2000)
+    parser.add_argument("--peers", type=int, default=1000)
+    parser.add_argument("--crowds", type=int, default=2)
     args = parser.parse_args()
     run = throughput if args.command == "throughput" else idle
     result = profiling.run(f"relay_load-{args.command}-{args.kind}", lambda: asyncio.run(run(args)))

@@ -14,9 +14,10 @@ pyca/cryptography, is the least CPU a transfer costs each side's core.
 ``receiver``: a :class:`~p2ptransfer.net.peer.Peer` that ``listen()``s with a
 ledger in ``--dir`` and knows the sender as a contact. ``sender``: a peer
 that calls ``send_many`` for ``--count`` transfers with ``--window``
-in flight in one session: each transfer is signed, committed as pending,
-encrypted, verified and committed by the receiver with its signed receipt,
-and the receipt verified and committed by the sender. The figure is
+in flight in one session: the transfers are signed and committed as pending
+(one transaction), then each is encrypted, verified and committed by the
+receiver with its signed receipt (group commit), and each receipt verified
+and committed by the sender (receipts that arrive together, together). The figure is
 ``count`` divided by the seconds ``send_many`` took, measured after a
 warm-up transfer.
 """
