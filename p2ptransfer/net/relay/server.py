@@ -416,6 +416,7 @@ class RelayServer:
         throttle = conn.throttle
         header = conn.deliver_header
         offer = self._offer
+        write_limit = self.config.write_limit
         async for message in conn.ws:
             if throttle is not None:
                 delay = throttle.delay(len(message))
@@ -428,7 +429,16 @@ class RelayServer:
                     data = deliver_from_send(header, message)
                     delivered = 0
                     for target in targets:
-                        if offer(target, data) or await self._offer_waiting(target, data):
+                        ws = target.ws
+                        if (
+                            not target.backlog
+                            and not target.dropped
+                            and ws.transport.get_write_buffer_size() < write_limit
+                        ):
+                            # _offer's common case, inlined (a closing ws: broadcast skips it)
+                            broadcast((ws,), data)
+                            delivered += 1
+                        elif offer(target, data) or await self._offer_waiting(target, data):
                             delivered += 1
                     if delivered:
                         metrics.frames_forwarded += delivered
