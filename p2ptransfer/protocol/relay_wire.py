@@ -32,12 +32,12 @@ import re
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
-from urllib.parse import urlsplit
 
 from ..errors import DecodeError, InputError, P2PTransferError, ProtocolError
 from . import primitives
 from .encoding import Bytes, Field, FixedBytes, Schema, Text, UInt
 from .identity import ADDRESS_LENGTH, Identity, PublicIdentity, decode_address, encode_address
+from .relay_limits import MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE, MAX_URL_SIZE, normalize_relay_url
 
 __all__ = [
     "AUTH_CONTEXT",
@@ -81,11 +81,6 @@ __all__ = [
 
 AUTH_CONTEXT = b"p2ptransfer-relay-auth-v1\x00"
 CHALLENGE_SIZE = 32
-MAX_PAYLOAD_SIZE = 60 * 1024
-"""Largest opaque payload in one Send/Deliver."""
-MAX_FRAME_SIZE = 64 * 1024
-"""Largest frame either side sends; websocket max_size is set to this by default."""
-MAX_URL_SIZE = 512
 _MAX_REASON = 32
 _MAX_DETAIL = 200
 _MAX_HANDLE = 32
@@ -114,39 +109,6 @@ def _check_address(address: str) -> None:
 def _check_ref(ref: int) -> None:
     if type(ref) is not int or not 0 <= ref < 1 << 32:
         raise ValueError("ref must be an unsigned 32-bit integer")
-
-
-def normalize_relay_url(url: str) -> str:
-    """The one spelling of a relay URL that signatures are made over.
-
-    ``scheme://host:port/path`` with the scheme and host lower-cased, the port
-    always explicit (80 for ws, 443 for wss), an IPv6 host in brackets, the
-    path defaulting to ``/``; no user info, query or fragment. So
-    ``WS://LocalHost:8765`` and ``ws://localhost:8765/`` sign the same bytes.
-    """
-    if type(url) is not str or not url.isascii() or len(url) > MAX_URL_SIZE:
-        raise InputError(f"not a relay URL: {url!r}")
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise InputError(f"not a relay URL: {url!r} ({exc})") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("ws", "wss"):
-        raise InputError(f"a relay URL starts with ws:// or wss://, not {url!r}")
-    host = (parts.hostname or "").lower()
-    if not host or parts.username is not None or parts.password is not None:
-        raise InputError(f"a relay URL needs a host and no user name: {url!r}")
-    if parts.query or parts.fragment:
-        raise InputError(f"a relay URL has no query or fragment: {url!r}")
-    if port is None:
-        port = 80 if scheme == "ws" else 443
-    if ":" in host:
-        host = f"[{host}]"
-    normal = f"{scheme}://{host}:{port}{parts.path or '/'}"
-    if len(normal) > MAX_URL_SIZE:
-        raise InputError("relay URL too long")
-    return normal
 
 
 def auth_message(relay_url: str, challenge: bytes, public_key: bytes) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import signal
 import sys
@@ -14,7 +13,6 @@ import click
 
 from .config import RelayConfig
 from .logs import configure_logging
-from .server import RelayServer
 
 __all__ = ["main", "relay_command", "run_relay"]
 
@@ -50,6 +48,8 @@ async def run_relay(config: RelayConfig, *, ready: Callable[[str], None] | None 
     ``ready`` is called with the URL once the socket listens; by default it
     prints ``listening on URL`` to stdout, flushed.
     """
+    import asyncio  # imported where used: the command's --help should not load an event loop
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -59,6 +59,8 @@ async def run_relay(config: RelayConfig, *, ready: Callable[[str], None] | None 
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread / not POSIX
             pass
+    from .server import RelayServer  # here, so the command's --help loads no server
+
     server = RelayServer(config)
     try:
         await server.start()
@@ -156,6 +158,8 @@ def relay_command(**options: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     configure_logging(config.log_format, config.log_level)
     try:
+        import asyncio
+
         asyncio.run(run_relay(config))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc}") from exc

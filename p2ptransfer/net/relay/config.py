@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...protocol.relay_wire import MAX_FRAME_SIZE, normalize_relay_url
+from ...protocol.relay_limits import MAX_FRAME_SIZE, normalize_relay_url
 
 __all__ = ["RelayConfig"]
 
