@@ -612,18 +612,22 @@ class Peer:
                         problem = ProtocolError("the peer ended the session before answering")
                     elif isinstance(event, TransferArrived):
                         problem = ProtocolError("the peer sent a transfer in our session")
-                if problem is None and queue and session.is_open:
-                    # Each receipt frees its place in the window as it arrives (the peer
-                    # stopped counting that transfer when it sent the receipt), so the
-                    # next transfers leave now and the peer handles them while we verify
-                    # and store these receipts. Validity is checked before anything is
-                    # stored; an invalid receipt ends the session as before, leaving its
-                    # transfer pending.
-                    freed = len({r.receipt.transfer_id for r in receipts} & in_flight.keys())
-                    if freed:
-                        await self._send_more(session, queue, in_flight, self._window + freed)
-                        await self._flush(run)
-                await self._on_receipts(receipts, in_flight, outcomes)
+                try:
+                    if problem is None and queue and session.is_open:
+                        # Each receipt frees its place in the window as it arrives (the
+                        # peer stopped counting that transfer when it sent the receipt),
+                        # so the next transfers leave now and the peer handles them while
+                        # we verify and store these receipts. Validity is checked before
+                        # anything is stored; an invalid receipt ends the session as
+                        # before, leaving its transfer pending.
+                        freed = len({r.receipt.transfer_id for r in receipts} & in_flight.keys())
+                        if freed:
+                            await self._send_more(session, queue, in_flight, self._window + freed)
+                            await self._flush(run)
+                finally:
+                    # The receipts in hand are stored whatever became of the refill (a
+                    # crash while sealing the next transfer, the relay lost mid-flush).
+                    await self._on_receipts(receipts, in_flight, outcomes)
                 if problem is not None:
                     raise problem
             if session.is_open:
@@ -664,13 +668,18 @@ class Peer:
         are stored); its transfer stays pending.
         """
         valid: list[tuple[SignedTransfer, SignedReceipt]] = []
+        answered: set[bytes] = set()
         problem: P2PTransferError | None = None
         for receipt in receipts:
-            signed = in_flight.get(receipt.receipt.transfer_id)
+            transfer_id = receipt.receipt.transfer_id
+            signed = in_flight.get(transfer_id)
             try:
                 if signed is None:
                     raise ProtocolError("receipt for a transfer that is not in flight")
+                if transfer_id in answered:
+                    raise ProtocolError("two receipts for one transfer")
                 receipt.verify(signed)
+                answered.add(transfer_id)
             except P2PTransferError as exc:
                 problem = problem or exc
                 continue

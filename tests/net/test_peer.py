@@ -305,6 +305,66 @@ async def test_receiver_crash_after_commit_before_receipt(
     assert_agree(alice, bob, 1)
 
 
+class CrashWhileRefilling(FaultHooks):
+    """Dies sealing the first transfer beyond the initial window: the window's receipts are in."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.sealed = 0
+
+    async def before_transfer_sent(self, peer: Peer, signed: SignedTransfer) -> None:
+        self.sealed += 1
+        if self.sealed == self.window + 1:
+            raise Crash("the process dies while refilling the window")
+
+
+async def test_receipts_in_hand_are_stored_even_if_the_refill_dies(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
+    window = 2
+    async with (
+        listening(bob, relay_url),
+        Peer(
+            alice.identity, alice.ledger, relay_url, window=window, hooks=CrashWhileRefilling(2)
+        ) as peer,
+    ):
+        with pytest.raises(Crash):
+            await peer.send_many(bob.address, [(n, "EUR", "") for n in (1, 2, 3, 4)], timeout=10)
+    received = {r.id for r in bob.ledger.transfers() if r.direction == "in"}
+    completed = {
+        r.id
+        for r in alice.ledger.transfers()
+        if r.direction == "out" and r.status is not TransferStatus.PENDING
+    }
+    # The crash comes while refilling, so at least one receipt was in hand: it is stored
+    # (before, the refill ran first and its crash lost every receipt of the round).
+    assert completed
+    assert completed <= received
+
+
+class DoubleReceipts(FaultHooks):
+    """A receiver that answers each transfer twice (two valid receipts, one session)."""
+
+    async def after_commit(self, peer: Peer, receipts: Sequence[SignedReceipt]) -> None:
+        for run in list(peer._runs.values()):
+            for receipt in receipts:
+                run.session.send_receipt(receipt)
+
+
+async def test_a_second_receipt_for_one_transfer_ends_the_session_not_the_sender(
+    relay_url: str, alice: Side, bob: Side
+) -> None:
+    async with (
+        listening(bob, relay_url, hooks=DoubleReceipts()),
+        Peer(alice.identity, alice.ledger, relay_url) as peer,
+    ):
+        # The duplicates make sessions fail (a ProtocolError, retried), never a crash
+        # (a KeyError, exit 70): the first receipt of each transfer is stored.
+        outcomes = await peer.send_many(bob.address, [(n, "EUR", "") for n in (5, 6)], timeout=20)
+    assert all(o.accepted for o in outcomes)
+    assert_agree(alice, bob, 2)
+
+
 async def test_many_transfers_in_one_session_with_several_in_flight(
     relay_url: str, alice: Side, bob: Side
 ) -> None:

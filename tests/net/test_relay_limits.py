@@ -174,6 +174,41 @@ async def test_slow_reader_is_disconnected_1013(start_relay: StartRelay) -> None
         assert (await closed_with(slow, timeout=10))[0] == 1013
 
 
+async def test_senders_paused_by_a_recipient_that_leaves_resume_at_once(
+    start_relay: StartRelay,
+) -> None:
+    """A full recipient that disconnects frees its senders now, and is no slow consumer."""
+    settings = {
+        "outgoing_frames": 8,
+        "outgoing_bytes": 256 * 1024,
+        "write_limit": 16 * 1024,
+        "slow_consumer_timeout": 60.0,  # far beyond this test's patience
+    }
+    async with start_relay(RelayConfig(port=0, byte_rate=0.0).replace(**settings)) as relay:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.port))
+        slow = await raw_connect(relay.url, sock=sock, max_queue=1)
+        await raw_auth(slow, DAVE, relay.url)  # never reads
+        dave = next(c for c in relay._conns if c.address == DAVE.address)
+        async with await RelayClient.connect(relay.url, EVE) as sender:
+            chunk = os.urandom(60 * 1024)
+            for _ in range(400):  # until the relay makes Eve wait for room at Dave's
+                await sender.send(DAVE.address, chunk)
+                await asyncio.sleep(0.01)
+                if dave.room is not None:
+                    break
+            assert dave.room is not None, "Eve was never paused"
+            slow.transport.abort()  # Dave goes away
+            await sender.send(DAVE.address, b"after")
+            async with asyncio.timeout(10):  # not slow_consumer_timeout: Eve is read again
+                while not isinstance(answer := await sender.recv(), Offline):
+                    pass
+            assert answer.to == DAVE.address
+        assert relay.metrics.connections_closed["slow-consumer"] == 0
+
+
 async def test_a_burst_pauses_the_sender_and_never_drops_a_reading_recipient(
     start_relay: StartRelay,
 ) -> None:

@@ -728,6 +728,8 @@ class RelayServer:
             conn.backlog.clear()
             conn.backlog = None
         conn.backlog_bytes = 0
+        if conn.room is not None:
+            conn.room.set()  # senders waiting for room stop waiting: it is gone
 
 
 def _ignore_result(task: asyncio.Task[None]) -> None:
