@@ -8,6 +8,8 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from p2ptransfer.net.peer import AcceptancePolicy, FaultHooks, Peer
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.storage.ledger import Ledger
@@ -29,6 +31,21 @@ class Side:
     @property
     def address(self) -> str:
         return self.identity.address
+
+
+@pytest.fixture
+def alice(tmp_path: Path) -> Side:
+    """Alice, with Bob as a contact once ``bob`` is asked for too (conftests re-export this)."""
+    return Side(tmp_path, "alice")
+
+
+@pytest.fixture
+def bob(tmp_path: Path, alice: Side) -> Side:
+    """Bob; Alice and Bob know each other as contacts."""
+    side = Side(tmp_path, "bob")
+    side.ledger.add_contact("alice", alice.address, 1)
+    alice.ledger.add_contact("bob", side.address, 1)
+    return side
 
 
 @contextlib.asynccontextmanager

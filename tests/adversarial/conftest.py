@@ -17,10 +17,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adv_support import Side
 from hostile import HostileHop
 
 from p2ptransfer.net.relay import RelayConfig, RelayServer
+from tests.peers import alice, bob  # noqa: F401  (fixtures, shared with tests/net)
 
 
 @dataclass
@@ -67,16 +67,3 @@ async def net(seed: int, relay_config: RelayConfig) -> AsyncIterator[Net]:
     finally:
         await hop.close()
         await relay.close()
-
-
-@pytest.fixture
-def alice(tmp_path: Path) -> Side:
-    return Side(tmp_path, "alice")
-
-
-@pytest.fixture
-def bob(tmp_path: Path, alice: Side) -> Side:
-    side = Side(tmp_path, "bob")
-    side.ledger.add_contact("alice", alice.address, 1)
-    alice.ledger.add_contact("bob", side.address, 1)
-    return side

@@ -33,6 +33,7 @@ from p2ptransfer.protocol.relay_wire import (
     decode_server_frame,
     make_auth,
 )
+from tests.peers import alice, bob  # noqa: F401  (fixtures, shared with tests/adversarial)
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0

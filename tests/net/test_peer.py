@@ -30,19 +30,6 @@ class Crash(Exception):
     """The process dying at a hook's point (not a P2PTransferError: nothing retries it)."""
 
 
-@pytest.fixture
-def alice(tmp_path: Path) -> Side:
-    return Side(tmp_path, "alice")
-
-
-@pytest.fixture
-def bob(tmp_path: Path, alice: Side) -> Side:
-    side = Side(tmp_path, "bob")
-    side.ledger.add_contact("alice", alice.address, 1)
-    alice.ledger.add_contact("bob", side.address, 1)
-    return side
-
-
 def assert_agree(sender: Side, receiver: Side, count: int) -> None:
     """Each transfer once on each side, same status, and both ledgers verify."""
     out = {r.id: r for r in sender.ledger.transfers() if r.direction == "out"}
