@@ -8,7 +8,6 @@ import random
 import secrets
 import sqlite3
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,64 +31,19 @@ from p2ptransfer.protocol.transfer import (
     RejectReason,
     SignedReceipt,
     SignedTransfer,
-    Transfer,
-    TransferId,
     accept,
     reject,
     sign_receipt,
-    sign_transfer,
 )
 from p2ptransfer.storage import schema
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from p2ptransfer.storage.schema import EntryKind
-
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00.000Z
-
-
-def new_identity() -> Identity:
-    return Identity(secrets.token_bytes(32))
-
-
-def make_transfer(
-    sender: Identity,
-    recipient: Identity,
-    amount: int = 1250,
-    currency: str = "EUR",
-    memo: str = "",
-    created_at: int = T0,
-    transfer_id: bytes | None = None,
-) -> SignedTransfer:
-    transfer = Transfer(
-        id=TransferId(transfer_id or secrets.token_bytes(16)),
-        sender=sender.address,
-        recipient=recipient.address,
-        amount=amount,
-        currency=currency,
-        memo=memo,
-        created_at=created_at,
-    )
-    return sign_transfer(sender, transfer)
+from tests.storage.builders import T0, make_transfer, new_identity
 
 
 def journal_count(ledger: Ledger) -> int:
     return int(ledger._conn.execute("SELECT count(*) FROM journal").fetchone()[0])
-
-
-@pytest.fixture
-def me() -> Identity:
-    return new_identity()
-
-
-@pytest.fixture
-def bob() -> Identity:
-    return new_identity()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "home" / "ledger.sqlite3") as opened:
-        yield opened
 
 
 # --- opening, schema, modes -----------------------------------------------------------

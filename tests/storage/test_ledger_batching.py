@@ -9,8 +9,6 @@ plain one: same journal, same rows (in the same order), same answers.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +17,7 @@ from p2ptransfer.errors import TransferConflict
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.transfer import (
     RejectReason,
-    SignedTransfer,
     Transfer,
-    TransferId,
     accept,
     reject,
     sign_transfer,
@@ -29,43 +25,7 @@ from p2ptransfer.protocol.transfer import (
 from p2ptransfer.storage import ledger as ledger_module
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from p2ptransfer.storage.schema import EntryKind
-
-T0 = 1_767_225_600_000
-
-
-def _identity() -> Identity:
-    return Identity(secrets.token_bytes(32))
-
-
-def _signed(sender: Identity, recipient: Identity, amount: int = 100) -> SignedTransfer:
-    return sign_transfer(
-        sender,
-        Transfer(
-            id=TransferId(secrets.token_bytes(16)),
-            sender=sender.address,
-            recipient=recipient.address,
-            amount=amount,
-            currency="EUR",
-            memo="",
-            created_at=T0,
-        ),
-    )
-
-
-@pytest.fixture
-def me() -> Identity:
-    return _identity()
-
-
-@pytest.fixture
-def bob() -> Identity:
-    return _identity()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger.open(tmp_path / "ledger.sqlite3") as opened:
-        yield opened
+from tests.storage.builders import T0, make_transfer
 
 
 def _dump(ledger: Ledger) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], object]:
@@ -78,7 +38,7 @@ def _dump(ledger: Ledger) -> tuple[list[tuple[object, ...]], list[tuple[object, 
 def test_a_batch_writes_what_single_writes_write(
     tmp_path: Path, me: Identity, bob: Identity
 ) -> None:
-    transfers = [_signed(me, bob, 100 + i) for i in range(5)]
+    transfers = [make_transfer(me, bob, 100 + i) for i in range(5)]
     with (
         Ledger.open(tmp_path / "one.sqlite3") as one,
         Ledger.open(tmp_path / "many.sqlite3") as many,
@@ -98,7 +58,7 @@ def test_a_batch_writes_what_single_writes_write(
 def test_one_transfer_twice_in_a_batch_sees_its_own_pending_write(
     ledger: Ledger, me: Identity, bob: Identity
 ) -> None:
-    signed = _signed(me, bob)
+    signed = make_transfer(me, bob, 100)
     first, again = ledger.record_outgoing_batch([signed, signed], T0)
     assert first == again and first.status is TransferStatus.PENDING
     receipt = accept(bob, signed, T0 + 1)
@@ -117,7 +77,7 @@ def test_one_transfer_twice_in_a_batch_sees_its_own_pending_write(
             created_at=T0,
         ),
     )
-    fresh = _signed(me, bob)
+    fresh = make_transfer(me, bob, 100)
     with pytest.raises(TransferConflict):
         ledger.record_outgoing_batch([fresh, other], T0)
     assert ledger.verify() == 2  # nothing of the failed batch was written
@@ -127,7 +87,7 @@ def test_one_transfer_twice_in_a_batch_sees_its_own_pending_write(
 def test_incoming_batch_rows_equal_what_is_read_back(
     ledger: Ledger, me: Identity, bob: Identity
 ) -> None:
-    transfers = [_signed(bob, me, 10 + i) for i in range(4)]
+    transfers = [make_transfer(bob, me, 10 + i) for i in range(4)]
     items = [(t, accept(me, t, T0)) for t in transfers]
     results = ledger.record_incoming_many([*items, items[0]], T0)
     assert [receipt for receipt, _ in results] == [r for _, r in items] + [items[0][1]]
@@ -148,7 +108,7 @@ def test_lookups_of_large_batches_are_chunked(
     ledger: Ledger, me: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger_module, "_LOOKUP_CHUNK", 3)
-    transfers = [_signed(me, bob, 1 + i) for i in range(8)]
+    transfers = [make_transfer(me, bob, 1 + i) for i in range(8)]
     ledger.record_outgoing_batch(transfers[:5], T0)
     rows = ledger.record_outgoing_batch(transfers, T0)  # five known, three new
     assert [row.id for row in rows] == [t.id for t in transfers]
@@ -158,7 +118,7 @@ def test_lookups_of_large_batches_are_chunked(
 def test_rows_read_back_reuse_the_written_objects_and_decode_the_same(
     ledger: Ledger, me: Identity, bob: Identity, tmp_path: Path
 ) -> None:
-    signed = _signed(me, bob)
+    signed = make_transfer(me, bob, 100)
     ledger.record_outgoing(signed, T0)
     row = ledger.get_transfer(signed.id, "out")
     assert row.signed is signed  # remembered by its exact bytes
@@ -172,7 +132,7 @@ def test_the_decode_memory_is_bounded(
     ledger: Ledger, me: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger_module, "_DECODED_CACHE", 2)
-    transfers = [_signed(me, bob, 1 + i) for i in range(4)]
+    transfers = [make_transfer(me, bob, 1 + i) for i in range(4)]
     ledger.record_outgoing_batch(transfers, T0)
     assert len(ledger._decoded) == 2
     first = ledger.get_transfer(transfers[0].id, "out")
@@ -183,7 +143,7 @@ def test_the_decode_memory_is_bounded(
 def test_append_outside_a_write_transaction_is_refused(
     ledger: Ledger, me: Identity, bob: Identity
 ) -> None:
-    signed = _signed(me, bob)
+    signed = make_transfer(me, bob, 100)
     with pytest.raises(RuntimeError, match="inside a write transaction"):
         ledger._append(ledger._conn, EntryKind.OUT_PENDING, signed.id, T0, None, signed=signed)
     assert ledger.verify() == 0
@@ -192,7 +152,7 @@ def test_append_outside_a_write_transaction_is_refused(
 def test_nothing_reaches_sqlite_before_the_end_of_the_transaction(
     ledger: Ledger, me: Identity, bob: Identity
 ) -> None:
-    signed = _signed(me, bob)
+    signed = make_transfer(me, bob, 100)
     with ledger._transaction() as conn:
         ledger._append(conn, EntryKind.OUT_PENDING, signed.id, T0, None, signed=signed)
         assert conn.execute("SELECT count(*) FROM journal").fetchone() == (0,)

@@ -8,7 +8,6 @@ algorithm is public), so the test shows which *other* check catches the edit.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -20,40 +19,17 @@ from pathlib import Path
 import pytest
 
 from p2ptransfer.errors import LedgerIntegrityError, StorageError
-from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.transfer import (
     RejectReason,
     SignedTransfer,
     Transfer,
-    TransferId,
     accept,
     reject,
-    sign_transfer,
 )
 from p2ptransfer.storage import schema
 from p2ptransfer.storage.ledger import Ledger
 from p2ptransfer.storage.schema import GENESIS_HASH, EntryKind
-
-T0 = 1_767_225_600_000
-
-
-def new_identity() -> Identity:
-    return Identity(secrets.token_bytes(32))
-
-
-def make_transfer(
-    sender: Identity, recipient: Identity, amount: int = 1250, transfer_id: bytes | None = None
-) -> SignedTransfer:
-    transfer = Transfer(
-        id=TransferId(transfer_id or secrets.token_bytes(16)),
-        sender=sender.address,
-        recipient=recipient.address,
-        amount=amount,
-        currency="EUR",
-        memo="",
-        created_at=T0,
-    )
-    return sign_transfer(sender, transfer)
+from tests.storage.builders import T0, make_transfer, new_identity
 
 
 class Fixture:

@@ -1,0 +1,35 @@
+"""Signed transfers and identities for the ledger tests (one definition for every module)."""
+
+from __future__ import annotations
+
+import secrets
+
+from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.transfer import SignedTransfer, Transfer, TransferId, sign_transfer
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00.000Z
+
+
+def new_identity() -> Identity:
+    return Identity(secrets.token_bytes(32))
+
+
+def make_transfer(
+    sender: Identity,
+    recipient: Identity,
+    amount: int = 1250,
+    currency: str = "EUR",
+    memo: str = "",
+    created_at: int = T0,
+    transfer_id: bytes | None = None,
+) -> SignedTransfer:
+    transfer = Transfer(
+        id=TransferId(transfer_id or secrets.token_bytes(16)),
+        sender=sender.address,
+        recipient=recipient.address,
+        amount=amount,
+        currency=currency,
+        memo=memo,
+        created_at=created_at,
+    )
+    return sign_transfer(sender, transfer)
