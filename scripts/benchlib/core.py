@@ -14,11 +14,11 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchlib import profiling
+from benchlib.timing import per_second
 from p2ptransfer.protocol import primitives
 from p2ptransfer.protocol.channel import SecureChannel
 from p2ptransfer.protocol.handshake import Initiator, Responder
@@ -38,18 +38,6 @@ def handshake_pair(alice: Identity, bob: Identity) -> tuple[SecureChannel, Secur
     return initiator.result.channel, responder.result.channel
 
 
-def timed_loop(step: Callable[[], object], max_count: int, max_seconds: float) -> float:
-    """Run ``step`` up to ``max_count`` times or ``max_seconds``; operations per second."""
-    done = 0
-    start = time.perf_counter()
-    while done < max_count:
-        step()
-        done += 1
-        if done % 16 == 0 and time.perf_counter() - start > max_seconds:
-            break
-    return done / (time.perf_counter() - start)
-
-
 def bench_crypto(quick: bool) -> dict[str, Any]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -57,7 +45,7 @@ def bench_crypto(quick: bool) -> dict[str, Any]:
     alice, bob = Identity(os.urandom(32)), Identity(os.urandom(32))
     results: dict[str, Any] = {
         "handshakes_per_s": round(
-            timed_loop(lambda: handshake_pair(alice, bob), 100_000, seconds), 1
+            per_second(lambda: handshake_pair(alice, bob), seconds, 100_000), 1
         )
     }
     for size in SIZES:
@@ -69,7 +57,7 @@ def bench_crypto(quick: bool) -> dict[str, Any]:
         ) -> None:
             recv.open(send.seal(0x11, plaintext))
 
-        per_s = timed_loop(seal_open, 10_000_000, seconds)
+        per_s = per_second(seal_open, seconds, 10_000_000)
         results[f"channel_{size}"] = {
             "records_per_s": round(per_s, 1),
             "mb_per_s": round(per_s * size / 1e6, 2),
@@ -85,7 +73,7 @@ def bench_crypto(quick: bool) -> dict[str, Any]:
         ) -> None:
             aead.decrypt(nonce, aead.encrypt(nonce, plaintext, aad), aad)
 
-        raw_s = timed_loop(raw, 10_000_000, seconds)
+        raw_s = per_second(raw, seconds, 10_000_000)
         results[f"aesgcm_floor_{size}"] = {
             "records_per_s": round(raw_s, 1),
             "mb_per_s": round(raw_s * size / 1e6, 2),

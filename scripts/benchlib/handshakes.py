@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from benchlib import profiling
+from benchlib.timing import per_second
 
 DEADLINE = 90.0
 
@@ -72,11 +73,9 @@ def one_handshake_of_primitives(
     eph_i, eph_r = X25519PrivateKey.generate(), X25519PrivateKey.generate()
     pub_i, pub_r = eph_i.public_key().public_bytes_raw(), eph_r.public_key().public_bytes_raw()
     th = _hash(b"prologue", pub_i, pub_r)
-    keys = []
     for mine, theirs in ((eph_i, pub_r), (eph_r, pub_i)):  # each side derives the same keys
         secret = _extract(th, mine.exchange(X25519PublicKey.from_public_bytes(theirs)))
-        keys.append((_expand(secret, b"i2r", 32), _expand(secret, b"r2i", 32)))
-    key = keys[0][0]
+        key, _ = _expand(secret, b"i2r", 32), _expand(secret, b"r2i", 32)
     for signer in (identity_r, identity_i):  # the responder proves itself first
         public = signer.public_key().public_bytes_raw()
         signed = th + public
@@ -92,14 +91,9 @@ def one_handshake_of_primitives(
 
 def ceiling(seconds: float) -> dict[str, Any]:
     keys = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    one_handshake_of_primitives(*keys)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(16):
-            one_handshake_of_primitives(*keys)
-        done += 16
-    elapsed = time.perf_counter() - start
-    return {"handshakes_per_s": done / elapsed, "us_per_handshake": elapsed / done * 1e6}
+    one_handshake_of_primitives(*keys)  # warm
+    rate = per_second(lambda: one_handshake_of_primitives(*keys), seconds)
+    return {"handshakes_per_s": rate, "us_per_handshake": 1e6 / rate}
 
 
 async def connect_floor(seconds: float) -> dict[str, Any]:

@@ -53,14 +53,6 @@ def pin(pid: int, cpu: int | None) -> bool:
     return True
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid``, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
 def anon_rss_bytes(pid: int) -> int:
     """Anonymous resident memory of ``pid`` (heap and stacks, not mapped files), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

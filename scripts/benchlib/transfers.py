@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import profiling
+from benchlib.timing import per_second
 
 DEADLINE = 120.0
 
@@ -47,19 +48,18 @@ def sqlite_commits(directory: Path, seconds: float) -> dict[str, Any]:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, row BLOB NOT NULL)")
         row = os.urandom(400)  # about one ledger entry (a signed transfer and its receipt)
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for _ in range(16):
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("INSERT INTO t (row) VALUES (?)", (row,))
-                conn.execute("COMMIT")
-            done += 16
-        elapsed = time.perf_counter() - start
+
+        def commit_one_row() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (row) VALUES (?)", (row,))
+            conn.execute("COMMIT")
+
+        rate = per_second(commit_one_row, seconds)
     finally:
         conn.close()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return {"commits_per_s": done / elapsed, "us_per_commit": elapsed / done * 1e6}
+    return {"commits_per_s": rate, "us_per_commit": 1e6 / rate}
 
 
 def signatures(seconds: float) -> dict[str, Any]:
@@ -71,14 +71,13 @@ def signatures(seconds: float) -> dict[str, Any]:
     signer = Ed25519PrivateKey.generate()
     public = signer.public_key().public_bytes_raw()
     message = os.urandom(300)  # about a signed transfer's size
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(16):
-            signature = signer.sign(message)
-            Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-        done += 16
-    elapsed = time.perf_counter() - start
-    return {"transfers_per_s_per_core": done / elapsed, "us_per_transfer": elapsed / done * 1e6}
+
+    def sign_and_verify() -> None:
+        signature = signer.sign(message)
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+
+    rate = per_second(sign_and_verify, seconds)
+    return {"transfers_per_s_per_core": rate, "us_per_transfer": 1e6 / rate}
 
 
 async def receiver(args: argparse.Namespace) -> dict[str, Any]:
