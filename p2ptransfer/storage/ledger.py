@@ -29,6 +29,7 @@ docs/ledger.md describes the schema, the chain and what is guaranteed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import os
 import re
@@ -397,20 +398,12 @@ def apply_entry(
             raise _TransitionError("an out-failed entry carries no receipt")
         receipt = None
         status, reason = TransferStatus.FAILED, None
-    row = TransferRow(
-        id=current.id,
-        direction=current.direction,
-        counterparty=current.counterparty,
-        amount_minor=current.amount_minor,
-        currency=current.currency,
-        memo=current.memo,
+    row = dataclasses.replace(  # a new row: replace() carries no decode cache over
+        current,
         status=status,
         reason=reason,
-        created_at=current.created_at,
         updated_at=entry.at,
-        signed_transfer=current.signed_transfer,
         signed_receipt=entry.signed_receipt,
-        recorded_seq=current.recorded_seq,
         updated_seq=entry.seq,
     )
     return _with_decoded(row, current.signed, receipt)
