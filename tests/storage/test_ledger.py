@@ -201,7 +201,8 @@ def test_valid_names_bad_addresses_and_notes(ledger: Ledger, bob: Identity) -> N
         ledger.add_contact("bob", bob.address, T0, note="x" * 1001)
     ledger.add_contact("Bob_2.work-x", bob.address, T0, note="caf\u00e9 \u2014 ok")
     with pytest.raises(AddressError):
-        ledger.add_contact("carol", bob.address[:-1] + "x", T0)
+        last = "q" if bob.address[-1] != "q" else "p"  # one character changed, never the same
+        ledger.add_contact("carol", bob.address[:-1] + last, T0)
 
 
 def test_one_name_per_address_and_one_address_per_name(
