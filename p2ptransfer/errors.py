@@ -32,6 +32,7 @@ The tree::
     ├── TransferConflict                  exit 8   same transfer id, different content
     ├── StorageError                      exit 9   the local ledger / home cannot be used
     │   ├── LedgerIntegrityError                   hash chain or signature check failed
+    │   ├── LedgerOwnerMismatch                    the ledger belongs to another identity
     │   ├── NotFound                               unknown contact / transfer
     │   └── AlreadyExists                          refusing to overwrite
     ├── NetworkError                      exit 10  the relay or the peer cannot be reached
@@ -62,6 +63,7 @@ __all__ = [
     "InsecureKeyFile",
     "KeyFileError",
     "LedgerIntegrityError",
+    "LedgerOwnerMismatch",
     "LimitError",
     "MemoError",
     "NetworkError",
@@ -211,6 +213,14 @@ class LedgerIntegrityError(StorageError):
     def __init__(self, message: str, row: int | None = None) -> None:
         self.row = row
         super().__init__(message)
+
+
+class LedgerOwnerMismatch(StorageError):
+    """Raised when a ledger names another owner than the identity it is opened with.
+
+    The key file or the ledger file was swapped (or copied between homes);
+    using them together would let one identity's history pass as another's.
+    """
 
 
 class NotFound(StorageError):

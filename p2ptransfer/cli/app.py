@@ -142,7 +142,9 @@ class App:
         from ..storage.ledger import Ledger
 
         home = self.require_home()
-        ledger = Ledger.open(home.ledger_path)
+        # Opened under the home's public key: a ledger that belongs to another
+        # identity (a swapped key file or ledger) is refused before anything is read.
+        ledger = Ledger.open(home.ledger_path, owner=home.public_identity())
         try:
             yield ledger
         finally:

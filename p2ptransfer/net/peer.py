@@ -207,6 +207,7 @@ class Peer:
         on_event: Callable[[PeerEvent], None] | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
+        ledger.unlock(identity)  # refuses another's ledger; signs checkpoints from now on
         self.identity = identity
         self.ledger = ledger
         self.relay_url = relay_url

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.transfer import format_amount
 
 if TYPE_CHECKING:
-    from .ledger import TransferRow
+    from .records import TransferRow
 
 __all__ = ["CSV_COLUMNS", "iso_utc", "to_csv", "to_json"]
 

@@ -57,6 +57,8 @@ class EntryKind(enum.Enum):
     """The user declared a pending outgoing transfer failed."""
     IN_RECORDED = ("in-recorded", 4)
     """A transfer we received, with the receipt we signed for it (completed or rejected)."""
+    OWNER = ("owner", 5)
+    """The ledger's owner: its public key, signed by it (once per ledger, no transfer)."""
 
     def __init__(self, text: str, code: int) -> None:
         self.text = text
@@ -64,6 +66,9 @@ class EntryKind(enum.Enum):
 
     @property
     def direction(self) -> str:
+        """'in' or 'out' for a transfer entry; '' for the owner entry (it concerns none)."""
+        if self is EntryKind.OWNER:
+            return ""
         return "in" if self is EntryKind.IN_RECORDED else "out"
 
     @classmethod
@@ -238,7 +243,28 @@ _V2 = (
     """,
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
+_V3 = (
+    # Transfers refused because their sender is not a contact: shown to the user, never
+    # journaled (a stranger must not be able to grow the append-only journal), bounded
+    # and pruned oldest first by the ledger.
+    """
+    CREATE TABLE quarantine (
+        transfer_id     BLOB    PRIMARY KEY CHECK (length(transfer_id) = 16),
+        sender          TEXT    NOT NULL,
+        amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+        currency        TEXT    NOT NULL,
+        memo            TEXT    NOT NULL,
+        created_at      INTEGER NOT NULL,
+        received_at     INTEGER NOT NULL,
+        times_seen      INTEGER NOT NULL DEFAULT 1 CHECK (times_seen >= 1),
+        signed_transfer BLOB    NOT NULL,
+        signed_receipt  BLOB    NOT NULL
+    )
+    """,
+    "CREATE INDEX quarantine_received ON quarantine (received_at)",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3]
 """Migration *i* brings ``user_version`` from *i* to *i + 1*; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

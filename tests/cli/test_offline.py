@@ -342,7 +342,9 @@ def test_empty_ledger(invoke: Invoke, alice: Person) -> None:
     assert text.err == "no transfers yet\n"
     verify = invoke(*alice.args("ledger", "verify"))
     assert verify.code == 0
-    assert verify.out == "ledger OK: 0 journal entries, hash chain and signatures verified\n"
+    assert verify.out == (
+        "ledger OK: 1 journal entry, hash chain, signatures, owner and checkpoint verified\n"
+    )
 
 
 def _pending_transfer(person: Person, recipient: str, amount: int, memo: str) -> bytes:
@@ -357,7 +359,7 @@ def _pending_transfer(person: Person, recipient: str, amount: int, memo: str) ->
         memo=memo,
         created_at=1_790_000_000_000 + amount,
     )
-    with Ledger.open(person.home / "ledger.sqlite3") as ledger:
+    with Ledger.open(person.home / "ledger.sqlite3", owner=identity) as ledger:
         ledger.record_outgoing(sign_transfer(identity, transfer), at=1_790_000_000_500)
     return transfer.id
 
@@ -404,14 +406,15 @@ def test_ledger_unknown_contact(invoke: Invoke, alice: Person) -> None:
 def test_ledger_verify_names_the_first_bad_entry(invoke: Invoke, alice: Person) -> None:
     _pending_transfer(alice, OTHER, 100, "one")
     _pending_transfer(alice, OTHER, 200, "two")
-    assert invoke(*alice.args("ledger", "verify")).out.startswith("ledger OK: 2 journal entries")
+    # Entry 1 is the ledger's owner, written by init.
+    assert invoke(*alice.args("ledger", "verify")).out.startswith("ledger OK: 3 journal entries")
     with sqlite3.connect(alice.home / "ledger.sqlite3") as conn:
         conn.execute("DROP TRIGGER journal_no_update")
-        conn.execute("UPDATE journal SET at = at + 1 WHERE seq = 2")
+        conn.execute("UPDATE journal SET at = at + 1 WHERE seq = 3")
     conn.close()
     run = invoke(*alice.args("ledger", "verify"))
     assert run.code == 9
-    assert run.err == ("error: journal entry 2 was altered: its hash does not match its content\n")
+    assert run.err == ("error: journal entry 3 was altered: its hash does not match its content\n")
     verbose = invoke(*alice.args("-v", "ledger", "verify"))
     assert verbose.err.splitlines()[1] == "  (LedgerIntegrityError, exit code 9)"
 

@@ -35,7 +35,7 @@ from p2ptransfer.protocol.transfer import (
     reject,
     sign_receipt,
 )
-from p2ptransfer.storage import schema
+from p2ptransfer.storage import export, schema
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from p2ptransfer.storage.schema import EntryKind
@@ -559,7 +559,7 @@ def test_export_json_and_csv_exact(ledger: Ledger, me: Identity, bob: Identity) 
     ledger.record_outgoing(refused, T0 + 120_000)
     ledger.complete_outgoing(reject(bob, refused, RejectReason.OVER_LIMIT, T0), T0 + 120_500)
 
-    document = json.loads(ledger.export_json())
+    document = json.loads(export.to_json(ledger.transfers(), ledger.balances()))
     assert document == {
         "transfers": [
             {
@@ -601,10 +601,12 @@ def test_export_json_and_csv_exact(ledger: Ledger, me: Identity, bob: Identity) 
         ],
         "balances": [{"counterparty": bob.address, "currency": "EUR", "balance": "12.50"}],
     }
-    assert ledger.export_json().endswith("}\n")
-    assert "Caf\u00e9" in ledger.export_json()  # UTF-8 kept, not \u-escaped
+    assert export.to_json(ledger.transfers(), ledger.balances()).endswith("}\n")
+    assert "Caf\u00e9" in export.to_json(
+        ledger.transfers(), ledger.balances()
+    )  # UTF-8 kept, not \u-escaped
 
-    assert ledger.export_csv() == (
+    assert export.to_csv(ledger.transfers()) == (
         "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at\r\n"
         f'{paid.id.hex()},in,{bob.address},12.50,EUR,"Caf\u00e9, ""the"" bill",completed,,'
         "2026-01-01T00:00:00.000Z,2026-01-01T00:00:01.234Z\r\n"
@@ -616,8 +618,11 @@ def test_export_json_and_csv_exact(ledger: Ledger, me: Identity, bob: Identity) 
 
 
 def test_export_of_an_empty_ledger(ledger: Ledger) -> None:
-    assert json.loads(ledger.export_json()) == {"transfers": [], "balances": []}
-    assert ledger.export_csv() == (
+    assert json.loads(export.to_json(ledger.transfers(), ledger.balances())) == {
+        "transfers": [],
+        "balances": [],
+    }
+    assert export.to_csv(ledger.transfers()) == (
         "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at\r\n"
     )
 

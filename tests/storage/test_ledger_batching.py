@@ -22,7 +22,7 @@ from p2ptransfer.protocol.transfer import (
     reject,
     sign_transfer,
 )
-from p2ptransfer.storage import ledger as ledger_module
+from p2ptransfer.storage import transfers as transfers_module
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from p2ptransfer.storage.schema import EntryKind
 from tests.storage.builders import T0, make_transfer
@@ -107,7 +107,7 @@ def test_incoming_batch_rows_equal_what_is_read_back(
 def test_lookups_of_large_batches_are_chunked(
     ledger: Ledger, me: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_module, "_LOOKUP_CHUNK", 3)
+    monkeypatch.setattr(transfers_module, "_LOOKUP_CHUNK", 3)
     transfers = [make_transfer(me, bob, 1 + i) for i in range(8)]
     ledger.record_outgoing_batch(transfers[:5], T0)
     rows = ledger.record_outgoing_batch(transfers, T0)  # five known, three new
@@ -131,7 +131,7 @@ def test_rows_read_back_reuse_the_written_objects_and_decode_the_same(
 def test_the_decode_memory_is_bounded(
     ledger: Ledger, me: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_module, "_DECODED_CACHE", 2)
+    monkeypatch.setattr(transfers_module, "_DECODED_CACHE", 2)
     transfers = [make_transfer(me, bob, 1 + i) for i in range(4)]
     ledger.record_outgoing_batch(transfers, T0)
     assert len(ledger._decoded) == 2

@@ -55,7 +55,7 @@ def init(app: App, name: str | None, output: str) -> None:
     passphrase = app.read_passphrase(confirm=True)
     with app.waiting("creating and encrypting your key…"):
         identity = home.create_identity(passphrase, display, params)
-    Ledger.open(home.ledger_path).close()
+    Ledger.open(home.ledger_path, owner=identity).close()  # records its owner, signed
     _show_identity(app, display, identity.public, output)
     app.note(f"created a new identity in {home.path}")
     app.note("share your address; the other person runs: p2ptransfer contacts add NAME ADDRESS")

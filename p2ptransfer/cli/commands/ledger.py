@@ -62,18 +62,36 @@ def ledger(ctx: click.Context, contact: str | None, output: str) -> None:
 
 
 @ledger.command("verify")
+@click.option(
+    "--reset-checkpoint",
+    is_flag=True,
+    help="Accept the history as it is now and sign a new checkpoint (after a restore you "
+    "made and reconciled; asks for your passphrase).",
+)
 @click.pass_obj
-def verify(app: App) -> None:
-    """Re-check the hash chain, every signature and the derived balances.
+def verify(app: App, reset_checkpoint: bool) -> None:
+    """Re-check the hash chain, every signature, the owner and the signed checkpoint.
 
     Exits 0 when everything checks out; otherwise exit code 9 and a message
-    naming the first bad journal entry.
+    naming the first bad journal entry. A ledger rolled back to an older copy,
+    or whose newest entries were cut off, is named too: its signed checkpoint
+    no longer matches.
     """
+    owner = app.public_identity()
+    if reset_checkpoint:
+        passphrase = app.read_passphrase()
+        identity = app.run(app.unlock(passphrase))
+        with app.ledger() as book:
+            book.unlock(identity)
+            seq, digest = book.reset_checkpoint()
+        app.note(f"signed a new checkpoint at entry {seq} (hash {digest.hex()})")
     with app.ledger() as book:
-        count = book.verify()
+        count = book.verify(owner)
         seq, digest = book.head
     app.out.print(
-        f"ledger OK: {count} journal entries, hash chain and signatures verified", markup=False
+        f"ledger OK: {count} journal {'entry' if count == 1 else 'entries'}, hash chain, "
+        "signatures, owner and checkpoint verified",
+        markup=False,
     )
     if count:
         app.note(f"head: entry {seq}, hash {digest.hex()}")

@@ -1,0 +1,261 @@
+"""Opening the ledger file, migrating it, and the transactions every part writes in.
+
+:class:`Store` owns the SQLite connection; the ledger's parts
+(:mod:`.contacts`, :mod:`.transfers`, :mod:`.quarantine`) are mixins over it
+and :class:`~.ledger.Ledger` puts them together. One connection, one thread:
+the event loop's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import StorageError
+from . import schema
+from .records import TransferRow
+
+__all__ = ["BUSY_TIMEOUT_MS", "PendingWrites", "Store", "connect"]
+
+_INSERT_ENTRY = (
+    "INSERT INTO journal (seq, kind, transfer_id, at, signed_transfer, signed_receipt, "
+    "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+BUSY_TIMEOUT_MS = 5000
+"""How long a writer waits for another process's write transaction before giving up."""
+
+
+def _create_private_file(path: Path) -> None:
+    """Create ``path`` 0600 (inside a 0700 parent) before SQLite ever opens it."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if os.name == "posix" and mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot create the ledger {path}: {exc.strerror}") from exc
+
+
+def _tighten_sidecars(path: Path) -> None:
+    """SQLite gives -wal/-shm the database's mode; make sure, in case they pre-existed."""
+    if os.name != "posix":
+        return
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(side.lstat().st_mode) & 0o077:
+                side.chmod(0o600)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    migrations = schema.MIGRATIONS
+    while True:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > len(migrations):
+            raise StorageError(
+                f"the ledger {path} has schema version {version}, newer than this program "
+                f"knows ({len(migrations)}); upgrade p2ptransfer"
+            )
+        if version == len(migrations):
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (locked_version,) = conn.execute("PRAGMA user_version").fetchone()
+            if locked_version == version:  # nobody else migrated meanwhile
+                for statement in migrations[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+# --- the ledger --------------------------------------------------------------------
+
+
+class _PendingWrites:
+    """What one write transaction has appended so far, written to SQLite just before COMMIT.
+
+    A batch of N transfers would otherwise cost 3N statements (journal row,
+    head, state row); held here, it is one ``executemany`` per table and one
+    head update. Nothing is visible to other connections before COMMIT either
+    way, so what is committed — and when — is unchanged: the same rows, in
+    the same order per table, in one transaction. Reads inside the
+    transaction see these writes through :meth:`Ledger._current`.
+    """
+
+    __slots__ = ("entries", "fetched", "head", "rows")
+
+    def __init__(self) -> None:
+        self.head: tuple[int, bytes] | None = None  # (seq, hash) after the last append
+        self.entries: list[tuple[Any, ...]] = []  # journal rows, in seq order
+        # (transfer id, direction) -> (row after this transaction, inserted by it?).
+        # Dict order is first-write order: the order the rows were inserted before.
+        self.rows: dict[tuple[bytes, str], tuple[TransferRow, bool]] = {}
+        # Rows looked up in bulk inside this transaction (None: not in the ledger).
+        self.fetched: dict[tuple[bytes, str], TransferRow | None] = {}
+
+
+class PendingWrites:
+    """What one write transaction has appended so far, written to SQLite just before COMMIT.
+
+    A batch of N transfers would otherwise cost 3N statements (journal row,
+    head, state row); held here, it is one ``executemany`` per table and one
+    head update. Nothing is visible to other connections before COMMIT either
+    way, so what is committed — and when — is unchanged: the same rows, in
+    the same order per table, in one transaction. Reads inside the
+    transaction see these writes through :meth:`TransferBook._current`.
+    """
+
+    __slots__ = ("entries", "fetched", "head", "rows")
+
+    def __init__(self) -> None:
+        self.head: tuple[int, bytes] | None = None  # (seq, hash) after the last append
+        self.entries: list[tuple[Any, ...]] = []  # journal rows, in seq order
+        # (transfer id, direction) -> (row after this transaction, inserted by it?).
+        # Dict order is first-write order: the order the rows were inserted before.
+        self.rows: dict[tuple[bytes, str], tuple[TransferRow, bool]] = {}
+        # Rows looked up in bulk inside this transaction (None: not in the ledger).
+        self.fetched: dict[tuple[bytes, str], TransferRow | None] = {}
+
+
+def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """Open (creating 0600 and migrating as needed) the SQLite file at ``path``.
+
+    ``busy_timeout_ms`` bounds how long a write waits for another process's
+    write transaction before it fails with StorageError.
+    """
+    if type(busy_timeout_ms) is not int or busy_timeout_ms < 0:
+        raise ValueError("busy_timeout_ms must be a non-negative int")
+    _create_private_file(path)
+    old_umask = os.umask(0o077)
+    conn: sqlite3.Connection | None = None
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise StorageError(f"the ledger {path} cannot use WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA trusted_schema = OFF")
+        _migrate(conn, path)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise StorageError(f"cannot open the ledger {path}: {exc}") from exc
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    _tighten_sidecars(path)
+    return conn
+
+
+class Store:
+    """The connection and its transactions; the base of every part of the ledger."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._pending: PendingWrites | None = None
+
+    def _next_entry(
+        self,
+        conn: sqlite3.Connection,
+        kind: schema.EntryKind,
+        transfer_id: bytes,
+        at: int,
+        signed_blob: bytes | None,
+        receipt_blob: bytes | None,
+    ) -> schema.JournalEntry:
+        """The entry that would follow the head; inside a write transaction only."""
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError("journal entries are written inside a write transaction only")
+        if pending.head is None:
+            pending.head = conn.execute("SELECT seq, hash FROM ledger_head").fetchone()
+            assert pending.head is not None
+        head_seq, head_hash = pending.head
+        seq = head_seq + 1
+        encoded = schema.encode_entry(seq, kind, transfer_id, at, signed_blob, receipt_blob)
+        digest = schema.entry_hash(head_hash, encoded)
+        return schema.JournalEntry(
+            seq, kind, transfer_id, at, signed_blob, receipt_blob, head_hash, digest
+        )
+
+    def _chain(self, entry: schema.JournalEntry) -> PendingWrites:
+        """Hold ``entry`` (checked by the caller) for the COMMIT and make it the head."""
+        pending = self._pending
+        assert pending is not None and pending.head is not None
+        pending.entries.append(
+            (entry.seq, entry.kind.text, entry.transfer_id, entry.at, entry.signed_transfer,
+             entry.signed_receipt, entry.prev_hash, entry.hash)
+        )  # fmt: skip
+        pending.head = (entry.seq, entry.hash)
+        return pending
+
+    def _flush(self, conn: sqlite3.Connection, pending: PendingWrites) -> None:
+        """Write the transaction's journal entries and new head, just before COMMIT."""
+        if pending.entries:
+            conn.executemany(_INSERT_ENTRY, pending.entries)
+            assert pending.head is not None
+            conn.execute("UPDATE ledger_head SET seq = ?, hash = ?", pending.head)
+
+    def _after_commit(self, pending: PendingWrites) -> None:
+        """Runs after a COMMIT that appended journal entries (the checkpoint's hook)."""
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it commits, or none of it (any exception rolls back).
+
+        BEGIN IMMEDIATE takes the write lock up front, so the decisions made
+        inside (is this id known?) cannot be invalidated by another writer.
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write the ledger {self.path}: {exc}") from exc
+        self._pending = PendingWrites()
+        pending = self._pending
+        try:
+            yield conn
+            self._flush(conn, pending)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"writing the ledger {self.path} failed: {exc}") from exc
+            raise
+        finally:
+            self._pending = None
+        if pending.entries:
+            self._after_commit(pending)
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
