@@ -66,8 +66,12 @@ OWNER_SCHEMA = Schema(
 """What an owner entry carries (in the entry's ``signed_transfer`` field)."""
 
 
-class TransitionError(P2PTransferError):
-    """An entry that the state machine does not allow (surfaced as the caller needs)."""
+class TransitionError(LedgerIntegrityError):
+    """Raised when an entry is not a legal move, or not the owner's business.
+
+    On the write path it refuses the entry (nothing is written); ``verify``
+    reports it with the entry's seq.
+    """
 
 
 _DECIDED = "decided"  # completed or rejected, as the receipt says
