@@ -79,9 +79,8 @@ def test_a_grafted_entry_in_a_ledger_without_an_owner_fails_verify(tmp_path: Pat
         with pytest.raises(LedgerIntegrityError, match="does not name its owner"):
             ledger.verify(bob)
     # Bob's key learns that it owns the file: from then on the graft is named.
-    with Ledger.open(path, owner=bob) as ledger:
-        with pytest.raises(LedgerIntegrityError) as info:
-            ledger.verify(bob)
+    with Ledger.open(path, owner=bob) as ledger, pytest.raises(LedgerIntegrityError) as info:
+        ledger.verify(bob)
     assert str(info.value) == (
         f"journal entry 1: transfer {signed.id.hex()} was not addressed to this ledger's "
         "owner (an entry from another ledger?)"
@@ -133,9 +132,8 @@ def test_restoring_an_older_copy_is_named_by_verify(tmp_path: Path) -> None:
     for leftover in path.parent.glob("ledger.sqlite3-*"):
         leftover.unlink()
     shutil.copy(backup / "ledger.sqlite3", path)
-    with Ledger.open(path, owner=me) as ledger:
-        with pytest.raises(LedgerIntegrityError) as info:
-            ledger.verify(me)
+    with Ledger.open(path, owner=me) as ledger, pytest.raises(LedgerIntegrityError) as info:
+        ledger.verify(me)
     assert str(info.value).startswith(
         "the ledger was rolled back or its newest entries were cut off: the signed checkpoint "
         "names entry 3, the journal ends at 2;"
@@ -156,9 +154,11 @@ def test_a_cut_tail_with_a_rewritten_head_is_named(tmp_path: Path) -> None:
             "UPDATE ledger_head SET seq = 3, hash = (SELECT hash FROM journal WHERE seq = 3)"
         )
     conn.close()
-    with Ledger.open(path, owner=me) as ledger:
-        with pytest.raises(LedgerIntegrityError, match="names entry 4, the journal ends at 3"):
-            ledger.verify(me)
+    with (
+        Ledger.open(path, owner=me) as ledger,
+        pytest.raises(LedgerIntegrityError, match="names entry 4, the journal ends at 3"),
+    ):
+        ledger.verify(me)
 
 
 def test_a_rewritten_history_of_the_same_length_is_named(tmp_path: Path) -> None:
@@ -173,9 +173,11 @@ def test_a_rewritten_history_of_the_same_length_is_named(tmp_path: Path) -> None
     with Ledger.open(copy, owner=me) as other:
         receive_from(other, me, alice, 999, T0 + 2)  # another entry 3
     shutil.copy(copy, path)
-    with Ledger.open(path, owner=me) as ledger:
-        with pytest.raises(LedgerIntegrityError, match="journal entry 3 is not the one the signed"):
-            ledger.verify(me)
+    with (
+        Ledger.open(path, owner=me) as ledger,
+        pytest.raises(LedgerIntegrityError, match="journal entry 3 is not the one the signed"),
+    ):
+        ledger.verify(me)
 
 
 def test_a_deleted_wal_after_a_crash_is_named(tmp_path: Path) -> None:
@@ -191,9 +193,11 @@ def test_a_deleted_wal_after_a_crash_is_named(tmp_path: Path) -> None:
         p.write_bytes(data)
     wal.unlink()
     path.with_name(path.name + "-shm").unlink(missing_ok=True)
-    with Ledger.open(path, owner=me) as reopened:
-        with pytest.raises(LedgerIntegrityError, match="rolled back or its newest entries"):
-            reopened.verify(me)
+    with (
+        Ledger.open(path, owner=me) as reopened,
+        pytest.raises(LedgerIntegrityError, match="rolled back or its newest entries"),
+    ):
+        reopened.verify(me)
 
 
 def test_after_a_rollback_the_old_checkpoint_is_kept_until_reset(tmp_path: Path) -> None:
