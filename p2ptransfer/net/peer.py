@@ -40,11 +40,11 @@ import collections
 import contextlib
 import logging
 import secrets
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from ..clock import now_ms
 from ..errors import (
     IdentityError,
     NetworkError,
@@ -53,6 +53,7 @@ from ..errors import (
     ProtocolError,
     SessionTimeout,
 )
+from ..protocol.acceptance import AcceptancePolicy, Action, decide
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.session import (
     Aborted,
@@ -68,13 +69,11 @@ from ..protocol.session import (
     parse_frame,
 )
 from ..protocol.transfer import (
-    Comparison,
     RejectReason,
     SignedReceipt,
     SignedTransfer,
     Transfer,
     accept,
-    compare,
     reject,
     sign_transfer,
 )
@@ -108,32 +107,6 @@ _MAX_SESSIONS = 64
 _MAX_SESSIONS_PER_REMOTE = 8
 
 
-def now_ms() -> int:
-    """Wall-clock time in Unix milliseconds: the unit of every timestamp we sign or store."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class AcceptancePolicy:
-    """What this peer agrees to receive."""
-
-    accept_unknown: bool = False
-    currencies: frozenset[str] | None = None  # None: any supported currency
-    limits: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    """(sender address, currency) -> the most one transfer may carry, in minor units."""
-
-    def judge(self, transfer: Transfer, known_sender: bool) -> RejectReason | None:
-        """None to accept, else why not."""
-        if not known_sender and not self.accept_unknown:
-            return RejectReason.UNKNOWN_SENDER
-        if self.currencies is not None and transfer.currency not in self.currencies:
-            return RejectReason.CURRENCY_NOT_ACCEPTED
-        limit = self.limits.get((transfer.sender, transfer.currency))
-        if limit is not None and transfer.amount > limit:
-            return RejectReason.OVER_LIMIT
-        return None
-
-
 @dataclass(frozen=True)
 class SendOutcome:
     """The end of one outgoing transfer: its ledger row (completed or rejected) and receipt."""
@@ -150,7 +123,9 @@ class SendOutcome:
 class PeerEvent:
     """Something a user interface may want to show (``listen``'s live view)."""
 
-    kind: str  # connected, disconnected, session, recorded, duplicate, conflict, session-failed
+    # connected, disconnected, session, recorded, duplicate, conflict, quarantined,
+    # session-failed
+    kind: str
     detail: str = ""
     row: TransferRow | None = None
 
@@ -808,6 +783,8 @@ class Peer:
         answers: list[tuple[_SessionRun, SignedReceipt]] = []
         to_store: list[tuple[SignedTransfer, SignedReceipt]] = []
         store_index: list[int] = []
+        to_quarantine: list[tuple[SignedTransfer, SignedReceipt]] = []
+        quarantine_index: list[int] = []
         # One lookup for the whole batch; the commit below checks again, inside its
         # transaction, so this only decides what to sign, never what is applied.
         known_ids = self.ledger.incoming_many(
@@ -816,34 +793,35 @@ class Peer:
         known_senders: dict[str, bool] = {}  # a batch is mostly one sender's transfers
         for run, arrived in batch:
             signed = arrived.signed
-            if arrived.problem is not None:
-                answers.append((run, reject(self.identity, signed, arrived.problem, decided_at)))
-                continue
-            existing = known_ids.get(signed.id)
-            if existing is not None:
-                stored_transfer, stored_receipt = existing
-                if compare(stored_transfer.transfer, signed.transfer) is Comparison.SAME:
-                    answers.append((run, stored_receipt))
-                    self._emit(PeerEvent("duplicate", signed.id.hex()))
-                else:
-                    answers.append(
-                        (run, reject(self.identity, signed, RejectReason.CONFLICT, decided_at))
-                    )
-                    self._emit(PeerEvent("conflict", signed.id.hex()))
-                continue
             sender = signed.transfer.sender
             known = known_senders.get(sender)
             if known is None:
                 known = known_senders[sender] = self.ledger.contact_for_address(sender) is not None
-            reason = self.policy.judge(signed.transfer, known)
-            receipt = (
-                accept(self.identity, signed, decided_at)
-                if reason is None
-                else reject(self.identity, signed, reason, decided_at)
+            verdict = decide(
+                signed,
+                problem=arrived.problem,
+                stored=known_ids.get(signed.id),
+                known_sender=known,
+                policy=self.policy,
             )
-            store_index.append(len(answers))
+            if verdict.action is Action.REPEAT:
+                assert verdict.stored is not None
+                answers.append((run, verdict.stored))
+                self._emit(PeerEvent("duplicate", signed.id.hex()))
+                continue
+            if verdict.reason is None:
+                receipt = accept(self.identity, signed, decided_at)
+            else:
+                receipt = reject(self.identity, signed, verdict.reason, decided_at)
+            if verdict.action is Action.CONFLICT:
+                self._emit(PeerEvent("conflict", signed.id.hex()))
+            elif verdict.action is Action.QUARANTINE:
+                quarantine_index.append(len(answers))
+                to_quarantine.append((signed, receipt))
+            elif verdict.action is Action.RECORD:
+                store_index.append(len(answers))
+                to_store.append((signed, receipt))
             answers.append((run, receipt))
-            to_store.append((signed, receipt))
         if to_store:
             stored = self.ledger.record_incoming_many(
                 to_store,
@@ -854,6 +832,11 @@ class Peer:
                 answers[index] = (answers[index][0], receipt)
                 if row is not None:  # written now (not a repeat or a loser within the batch)
                     self._on_recorded(row)
+        if to_quarantine:
+            kept = self.ledger.quarantine_many(to_quarantine, decided_at)
+            for index, receipt in zip(quarantine_index, kept, strict=True):
+                answers[index] = (answers[index][0], receipt)
+                self._emit(PeerEvent("quarantined", receipt.receipt.transfer_id.hex()))
         await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
             await self._answer(run, receipt)

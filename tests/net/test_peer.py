@@ -109,6 +109,11 @@ async def test_unknown_sender_is_rejected_unless_accepted(
     ):
         refused = await peer.send(bob.address, 100, "EUR", timeout=10)
     assert refused.receipt.receipt.reason is RejectReason.UNKNOWN_SENDER
+    # A stranger's transfer is answered and shown, never journaled.
+    assert bob.ledger.transfers() == []
+    (kept,) = bob.ledger.quarantined()
+    assert (kept.id, kept.sender, kept.amount) == (refused.row.id, stranger.address, "1.00")
+    assert kept.signed_receipt == refused.row.signed_receipt
     async with (
         listening(bob, relay_url, policy=AcceptancePolicy(accept_unknown=True)),
         Peer(stranger.identity, stranger.ledger, relay_url) as peer,
@@ -116,7 +121,10 @@ async def test_unknown_sender_is_rejected_unless_accepted(
         accepted = await peer.send(bob.address, 100, "EUR", timeout=10)
     assert accepted.accepted
     assert bob.ledger.balances() == {(stranger.address, "EUR"): 100}
-    assert_agree(stranger, bob, 2)
+    (incoming,) = bob.ledger.transfers()
+    assert incoming.id == accepted.row.id
+    stranger.ledger.verify()
+    bob.ledger.verify()
 
 
 async def test_dialled_address_mismatch_ends_before_any_transfer(
