@@ -47,7 +47,7 @@ from ..errors import (
 )
 from .channel import SecureChannel
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
-from .handshake import HandshakeResult, Initiator, Responder
+from .handshake import HandshakeResult, Initiator, Responder, Role
 from .identity import Identity, PublicIdentity
 from .transfer import RejectReason, SignedReceipt, SignedTransfer
 
@@ -105,11 +105,6 @@ class SessionState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
     ERROR = "error"
-
-
-class Role(enum.Enum):
-    INITIATOR = "initiator"
-    RESPONDER = "responder"
 
 
 # --- events ------------------------------------------------------------------
