@@ -122,8 +122,8 @@ class Established:
 class TransferArrived:
     """A transfer record arrived. ``problem`` is set when it must be rejected as invalid.
 
-    ``signed`` is None only when the record did not even decode; then there is
-    nothing to bind a receipt to and the session ends instead.
+    ``signed`` is always the decoded transfer: a record that does not even decode
+    has nothing to bind a receipt to, so it ends the session instead of arriving.
     """
 
     signed: SignedTransfer
