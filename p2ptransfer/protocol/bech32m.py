@@ -4,11 +4,14 @@ A bech32m string is ``hrp`` + ``"1"`` + data characters + a 6-character
 checksum. The human-readable prefix (``hrp``) says what the text is —
 ``p2pt`` for an address, ``p2ptreq`` for a payment request — and is bound
 into the checksum, so text of one kind never decodes as another. Within 90
-characters the checksum detects any error in up to four characters.
+characters the checksum detects any error in up to four characters; this
+module also points at the character when a single one was mistyped, since
+that is the common case and bech32m can tell which one it was.
 
 Longer payloads (a signed payment request does not fit in 90 characters) lift
 the cap with ``max_length=None``: the checksum then still catches typos with
-high probability, and the signature inside carries the integrity.
+high probability, and the signature inside carries the integrity. Errors are
+only *located* within 90 characters, where the location is reliable.
 
 Errors name the kind of text (``noun``) and are raised as the caller's
 :class:`~p2ptransfer.errors.InputError` subclass, so an address typo is an
@@ -17,6 +20,7 @@ Errors name the kind of text (``noun``) and are raised as the caller's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from ..errors import InputError
@@ -33,6 +37,10 @@ _CHARSET_INDEX = {c: i for i, c in enumerate(CHARSET)}
 _CHECKSUM_LENGTH = 6
 _CONST = 0x2BC830A3
 _GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+
+# What a reader most likely meant by a character bech32m leaves out, by the case of the text.
+_LOOKALIKES_LOWER = {"o": "0", "O": "0", "1": "l", "i": "l", "I": "l"}
+_LOOKALIKES_UPPER = {"O": "0", "o": "0", "B": "8"}
 
 
 def _step(chk: int, value: int) -> int:
@@ -124,7 +132,8 @@ def decode(
     """The 5-bit data words of ``text`` (checksum removed); every rule is checked.
 
     Surrounding whitespace is ignored and all-upper-case text is accepted.
-    Each failure raises ``error`` with one sentence saying what is wrong.
+    Each failure raises ``error`` with one sentence saying what is wrong,
+    and where: positions count the text's characters from 1.
     """
     _check_hrp(hrp)
     if not isinstance(text, str):
@@ -135,18 +144,54 @@ def decode(
     if not text.isascii():
         # Else str.lower() would map look-alikes (KELVIN SIGN -> "k") onto valid characters.
         raise error(f"{noun} contains a character that is not ASCII")
+    prefix = hrp + "1"
+    if text[: len(prefix)].lower() != prefix:
+        raise error(f"{noun} must start with {prefix}")
+    if len(text) < len(prefix) + _CHECKSUM_LENGTH:
+        raise error(f"{noun} is too short: {len(text)} characters")
+    upper = sum(c.isupper() for c in text) > sum(c.islower() for c in text)
+    for position, char in enumerate(text[len(prefix) :], start=len(prefix) + 1):
+        if char.lower() not in _CHARSET_INDEX:
+            hint = (_LOOKALIKES_UPPER if upper else _LOOKALIKES_LOWER).get(char)
+            raise error(
+                f"character {char!r} at position {position} is not used in {_plural(noun)}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+            )
     if text.lower() != text and text.upper() != text:
         raise error(f"{noun} mixes upper and lower case")
-    text = text.lower()
-    found, sep, rest = text.rpartition("1")
-    if not sep or found != hrp:
-        raise error(f"{noun} must start with {hrp}1")
-    if len(rest) < _CHECKSUM_LENGTH:
-        raise error(f"{noun} is too short: {len(text)} characters")
-    try:
-        words = [_CHARSET_INDEX[c] for c in rest]
-    except KeyError as exc:
-        raise error(f"{noun} contains a character not used in {_plural(noun)}: {exc}") from None
-    if _polymod([*_hrp_expand(hrp), *words]) != _CONST:
-        raise error(f"{noun} checksum does not match (mistyped?)")
+    words = [_CHARSET_INDEX[c] for c in text[len(prefix) :].lower()]
+    residue = _polymod([*_hrp_expand(hrp), *words]) ^ _CONST
+    if residue:
+        where = _locate(residue, len(words)) if len(text) <= MAX_LENGTH else None
+        if where is None:
+            raise error(f"{noun} checksum does not match: a character is mistyped")
+        position = len(prefix) + where + 1
+        raise error(
+            f"{noun} checksum does not match: character {text[position - 1]!r}"
+            f" at position {position} is probably mistyped"
+        )
     return words[:-_CHECKSUM_LENGTH]
+
+
+def _locate(residue: int, count: int) -> int | None:
+    """The index of the one wrong word among ``count`` that explains ``residue``, if one does."""
+    index = _single_errors(count).get(residue)
+    return None if index is None or index < 0 else index
+
+
+@functools.lru_cache(maxsize=16)  # pure; one table per text length, and lengths are few
+def _single_errors(count: int) -> dict[int, int]:
+    """Checksum residue -> index of the word whose change causes it (-1: more than one could).
+
+    The checksum is linear: changing word ``i`` by ``e`` (XOR) changes the
+    polymod by the polymod, from zero, of ``e`` followed by ``count - 1 - i``
+    zero words. Within 90 characters no two single changes give the same
+    residue (bech32m's distance), so a match names the mistyped character.
+    """
+    table: dict[int, int] = {}
+    effects = list(range(1, 32))  # the effect of each change to the last word
+    for index in range(count - 1, -1, -1):
+        for effect in effects:
+            table[effect] = -1 if effect in table else index
+        effects = [_step(e, 0) for e in effects]
+    return table

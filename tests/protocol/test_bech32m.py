@@ -94,3 +94,51 @@ def test_encode_refuses_our_own_misuse(hrp: str, words: list[int], message: str)
 def test_any_bytes_round_trip_without_a_cap(data: bytes) -> None:
     text = bech32m.encode("p2ptreq", bech32m.to_words(data), max_length=None)
     assert bech32m.from_words(bech32m.decode(text, "p2ptreq", max_length=None)) == data
+
+
+# BIP-350 "invalid bech32m strings" that are invalid for a reason a reader can act on,
+# each decoded under the prefix it was meant to have, with the sentence the user sees.
+BIP350_INVALID = [
+    ("q", "qyrz8wqd2c9m", "code must start with q1"),
+    ("y", "y1b0jsk6g", "character 'b' at position 3 is not used in codes"),
+    ("lt", "lt1igcx5c0", "character 'i' at position 4 is not used in codes (did you mean 'l'?)"),
+    ("in", "in1muywd", "code is too short: 8 characters"),
+    ("mm", "mm1crxm3i", "character 'i' at position 9 is not used in codes (did you mean 'l'?)"),
+    ("au", "au1s5cgom", "character 'o' at position 8 is not used in codes (did you mean '0'?)"),
+    ("m", "M1VUXWEZ", "code checksum does not match: a character is mistyped"),
+    (
+        _LONG_HRP.replace("83character", "84characters"),
+        _LONG_HRP.replace("83character", "84characters") + "1d6pts4",
+        "code is too long: 91 characters, at most 90",
+    ),
+    ("a", "a1lqfn3a\u212a", "code contains a character that is not ASCII"),
+    ("a", "a1LQFN3a", "code mixes upper and lower case"),
+]
+
+
+@pytest.mark.parametrize(
+    ("hrp", "text", "message"), BIP350_INVALID, ids=[t[:12] for _, t, _ in BIP350_INVALID]
+)
+def test_invalid_strings_say_what_is_wrong(hrp: str, text: str, message: str) -> None:
+    with pytest.raises(InputError) as info:
+        bech32m.decode(text, hrp)
+    assert str(info.value) == message
+
+
+def test_a_single_mistyped_character_is_located_in_any_bech32m_text() -> None:
+    text = "split1checkupstagehandshakeupstreamerranterredcaperredlc445v"
+    typo = text[:20] + "q" + text[21:]
+    with pytest.raises(InputError) as info:
+        bech32m.decode(typo, "split")
+    assert str(info.value) == (
+        "code checksum does not match: character 'q' at position 21 is probably mistyped"
+    )
+
+
+def test_errors_are_not_located_beyond_90_characters() -> None:
+    """Past BIP-350's length the code's distance no longer makes a location reliable."""
+    text = bech32m.encode("p2ptreq", bech32m.to_words(bytes(100)), max_length=None)
+    typo = text[:30] + ("q" if text[30] != "q" else "p") + text[31:]
+    with pytest.raises(InputError) as info:
+        bech32m.decode(typo, "p2ptreq", max_length=None)
+    assert str(info.value) == "code checksum does not match: a character is mistyped"
