@@ -55,6 +55,7 @@ from ..errors import (
     StorageError,
     TransferConflict,
 )
+from ..protocol.amounts import check_currency, format_amount
 from ..protocol.identity import PublicIdentity
 from ..protocol.transfer import (
     MAX_TIMESTAMP_MS,
@@ -63,9 +64,7 @@ from ..protocol.transfer import (
     RejectReason,
     SignedReceipt,
     SignedTransfer,
-    check_currency,
     compare,
-    format_amount,
 )
 from . import export, schema
 from .schema import GENESIS_HASH, EntryKind, JournalEntry

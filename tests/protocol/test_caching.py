@@ -16,6 +16,7 @@ import pytest
 
 from p2ptransfer.errors import ChannelError, HandshakeError, MemoError
 from p2ptransfer.protocol import primitives
+from p2ptransfer.protocol.amounts import check_memo
 from p2ptransfer.protocol.channel import DirectionKeys, SecureChannel, record_nonce
 from p2ptransfer.protocol.identity import Identity, PublicIdentity
 from p2ptransfer.protocol.session import Frame, FrameKind, Session, parse_frame
@@ -31,7 +32,6 @@ from p2ptransfer.protocol.transfer import (
     Transfer,
     TransferId,
     accept,
-    check_memo,
     sign_transfer,
 )
 
