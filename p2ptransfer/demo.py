@@ -25,9 +25,9 @@ from typing import Protocol
 from .errors import P2PTransferError
 from .net.peer import AcceptancePolicy, Peer, SendOutcome
 from .net.relay import RelayConfig, RelayServer
+from .protocol.amounts import format_amount, parse_amount
 from .protocol.identity import Identity, safety_number
 from .protocol.keyfile import MIN_LOG_N, KdfParams
-from .protocol.transfer import format_amount, parse_amount
 from .storage.home import Home
 from .storage.ledger import Contact, Ledger, TransferRow
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from ..protocol.transfer import format_amount
+from ..protocol.amounts import format_amount
 from ..storage.ledger import Contact, TransferRow
 from .app import App
 from .render import Names, balances_table, transfers_table

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..protocol.transfer import format_amount
+from ..protocol.amounts import format_amount
 from ..storage.ledger import TransferRow
 from .app import App
 from .render import Names, format_time, transfer_line

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
-from ..protocol.transfer import format_amount
 from ..storage import export
 from ..storage.export import iso_utc
 from ..storage.ledger import Contact, TransferRow

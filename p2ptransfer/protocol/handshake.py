@@ -151,6 +151,8 @@ HANDSHAKE_AUTH = Schema(
 
 
 class Role(enum.Enum):
+    """Which end of the handshake, and of the session built on it (session.py re-uses this)."""
+
     INITIATOR = "initiator"
     RESPONDER = "responder"
 

@@ -47,7 +47,7 @@ from ..errors import (
 )
 from .channel import SecureChannel
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
-from .handshake import HandshakeResult, Initiator, Responder
+from .handshake import HandshakeResult, Initiator, Responder, Role
 from .identity import Identity, PublicIdentity
 from .transfer import RejectReason, SignedReceipt, SignedTransfer
 
@@ -107,11 +107,6 @@ class SessionState(enum.Enum):
     ERROR = "error"
 
 
-class Role(enum.Enum):
-    INITIATOR = "initiator"
-    RESPONDER = "responder"
-
-
 # --- events ------------------------------------------------------------------
 
 
@@ -127,8 +122,8 @@ class Established:
 class TransferArrived:
     """A transfer record arrived. ``problem`` is set when it must be rejected as invalid.
 
-    ``signed`` is None only when the record did not even decode; then there is
-    nothing to bind a receipt to and the session ends instead.
+    ``signed`` is always the decoded transfer: a record that does not even decode
+    has nothing to bind a receipt to, so it ends the session instead of arriving.
     """
 
     signed: SignedTransfer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import AlreadyExists, InputError, NotFound, PinMismatch
-from ..protocol.transfer import check_currency
+from ..protocol.amounts import check_currency
 from .records import (
     Contact,
     HandlePin,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.transfer import format_amount
+from ..protocol.amounts import format_amount
 
 if TYPE_CHECKING:
     from .records import TransferRow

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..errors import InputError
-from ..protocol.transfer import SignedReceipt, SignedTransfer, format_amount
+from ..protocol.amounts import format_amount
+from ..protocol.transfer import SignedReceipt, SignedTransfer
 from .records import check_time
 from .store import Store
 

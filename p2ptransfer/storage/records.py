@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from ..errors import InputError, LedgerIntegrityError
+from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
 from ..protocol.transfer import (
     MAX_TIMESTAMP_MS,
@@ -23,7 +24,6 @@ from ..protocol.transfer import (
     RejectReason,
     SignedReceipt,
     SignedTransfer,
-    format_amount,
 )
 
 __all__ = [

@@ -283,7 +283,8 @@ def test_contacts_list_empty(invoke: Invoke, alice: Person) -> None:
     [
         (("add", "bob", "p2pt1qxyz"), 3, "error: an address has 64 characters, this one has 9\n"),
         (("add", "bob", OTHER[:-1] + "q"), 3,
-         "error: address checksum does not match (mistyped?)\n"),
+         "error: address checksum does not match: character 'q' at position 64 is probably "
+         "mistyped\n"),
         (("add", "bad name", OTHER), 3, "error: invalid contact name 'bad name': use 1 to 64 "
          "ASCII letters, digits, '.', '_' or '-'\n"),
         (("add", "bob"), 2, "Error: give either ADDRESS or --lookup HANDLE (not both)"),

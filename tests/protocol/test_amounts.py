@@ -10,14 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2ptransfer.errors import AmountError, CurrencyError, InputError
-from p2ptransfer.protocol.currencies import CURRENCY_NAMES, ISO4217_PUBLISHED, NO_MINOR_UNIT
-from p2ptransfer.protocol.transfer import (
-    CURRENCY_EXPONENTS,
+from p2ptransfer.protocol.amounts import (
     MAX_AMOUNT_MINOR,
     MAX_AMOUNT_TEXT,
     check_currency,
     format_amount,
     parse_amount,
+)
+from p2ptransfer.protocol.currencies import (
+    CURRENCY_EXPONENTS,
+    CURRENCY_NAMES,
+    ISO4217_PUBLISHED,
+    NO_MINOR_UNIT,
 )
 
 # --- the ISO 4217 table ---------------------------------------------------------

@@ -27,6 +27,7 @@ from p2ptransfer.protocol.handshake import (
     initial_transcript,
 )
 from p2ptransfer.protocol.identity import Identity
+from tests.protocol.x25519_points import LOW_ORDER_ENCODINGS
 
 ALICE = Identity(primitives.sha256(b"alice seed"))
 BOB = Identity(primitives.sha256(b"bob seed"))
@@ -676,37 +677,21 @@ def test_edited_msg1_is_a_transcript_mismatch_even_if_the_responder_accepts_it(
 
 # --- low-order X25519 points ---------------------------------------------------------
 
-_P = 2**255 - 19
-LOW_ORDER = {
-    "zero": 0,
-    "one": 1,
-    "order-8-a": 325606250916557431795983626356110631294008115727848805560023387167927233504,
-    "order-8-b": 39382357235489614581723060781553021112529911719440698176882885853963445705823,
-    "p-minus-1": _P - 1,
-    "p": _P,
-    "p-plus-1": _P + 1,
-    "zero-high-bit-set": 2**255,
-}
 
-
-@pytest.mark.parametrize("point", LOW_ORDER.values(), ids=list(LOW_ORDER))
-def test_low_order_initiator_ephemeral_is_refused(point: int) -> None:
-    msg1 = HANDSHAKE_INIT.encode(
-        {"version": 1, "suite": 1, "ephemeral": point.to_bytes(32, "little"), "nonce": nonce()}
-    )
+@pytest.mark.parametrize("point", LOW_ORDER_ENCODINGS.values(), ids=list(LOW_ORDER_ENCODINGS))
+def test_low_order_initiator_ephemeral_is_refused(point: bytes) -> None:
+    msg1 = HANDSHAKE_INIT.encode({"version": 1, "suite": 1, "ephemeral": point, "nonce": nonce()})
     r = responder()
     with pytest.raises(HandshakeError, match="low-order point"):
         r.receive(msg1)
     assert_failed_closed(r)
 
 
-@pytest.mark.parametrize("point", LOW_ORDER.values(), ids=list(LOW_ORDER))
-def test_low_order_responder_ephemeral_is_refused(point: int) -> None:
+@pytest.mark.parametrize("point", LOW_ORDER_ENCODINGS.values(), ids=list(LOW_ORDER_ENCODINGS))
+def test_low_order_responder_ephemeral_is_refused(point: bytes) -> None:
     i = initiator()
     i.start()
-    msg2 = HANDSHAKE_RESPONSE.encode(
-        {"ephemeral": point.to_bytes(32, "little"), "sealed": bytes(123)}
-    )
+    msg2 = HANDSHAKE_RESPONSE.encode({"ephemeral": point, "sealed": bytes(123)})
     with pytest.raises(HandshakeError, match="low-order point"):
         i.receive(msg2)
     assert_failed_closed(i)

@@ -275,6 +275,18 @@ def _field(message: bytes, offset: int, tag: int, size: int) -> tuple[bytes, int
     return message[offset + 5 : offset + 5 + size], offset + 5 + size
 
 
+def _open_auth(key: bytes, sealed: bytes, th: bytes, identity: bytes, label: bytes) -> bytes:
+    """Open msg2's or msg3's handshake-auth, check who signed TH; return TH with the identity."""
+    inner = AESGCM(key).decrypt(bytes(12), sealed, th)
+    assert inner[0] == 0x04
+    public_key, pos = _field(inner, 1, 1, 32)
+    signature, _ = _field(inner, pos, 2, 64)
+    assert public_key == identity
+    th_with_identity = _sha(th, public_key)
+    Ed25519PublicKey.from_public_bytes(public_key).verify(signature, label + th_with_identity)
+    return th_with_identity
+
+
 @pytest.mark.parametrize(
     "index", range(len(HANDSHAKE_INPUTS)), ids=[v["name"] for v in HANDSHAKE_INPUTS]
 )
@@ -316,23 +328,12 @@ def test_stored_handshake_follows_the_documented_formulas(index: int) -> None:
     assert (th0, th1, th2, hs) == (v["th0"], v["th1"], v["th2"], v["handshake_secret"])
     assert (hs_r2i, hs_i2r) == (v["hs_r2i_key"], v["hs_i2r_key"])
 
-    inner2 = AESGCM(hs_r2i).decrypt(bytes(12), sealed2, th2)
-    assert inner2[0] == 0x04
-    pk_r, pos = _field(inner2, 1, 1, 32)
-    sig_r, pos = _field(inner2, pos, 2, 64)
-    assert pk_r == v["responder_identity"]
-    th2_id = _sha(th2, pk_r)
-    Ed25519PublicKey.from_public_bytes(pk_r).verify(sig_r, b"p2ptransfer responder" + th2_id)
+    th2_id = _open_auth(hs_r2i, sealed2, th2, v["responder_identity"], b"p2ptransfer responder")
 
     th3 = _sha(th2_id, msg2)
     assert msg3[0] == 0x03 and len(msg3) == 129
     sealed3, _ = _field(msg3, 1, 1, 123)
-    inner3 = AESGCM(hs_i2r).decrypt(bytes(12), sealed3, th3)
-    pk_i, pos = _field(inner3, 1, 1, 32)
-    sig_i, _ = _field(inner3, pos, 2, 64)
-    assert pk_i == v["initiator_identity"]
-    th3_id = _sha(th3, pk_i)
-    Ed25519PublicKey.from_public_bytes(pk_i).verify(sig_i, b"p2ptransfer initiator" + th3_id)
+    th3_id = _open_auth(hs_i2r, sealed3, th3, v["initiator_identity"], b"p2ptransfer initiator")
 
     session_id = _sha(th3_id, msg3)
     assert session_id == v["session_id"]

@@ -16,6 +16,7 @@ import pytest
 
 from p2ptransfer.errors import ChannelError, HandshakeError, SignatureError
 from p2ptransfer.protocol import primitives
+from tests.protocol.x25519_points import LOW_ORDER_ENCODINGS
 from tests.vectors.loader import load_kv_vectors, unhex
 
 X25519 = load_kv_vectors("rfc7748_x25519.txt")
@@ -121,42 +122,18 @@ def test_x25519_rfc7748_diffie_hellman(vector: dict[str, str]) -> None:
     assert primitives.x25519_shared_secret(bob, alice_public) == unhex(vector["SHARED"])
 
 
-_P25519 = 2**255 - 19
-
-# u-coordinates of the points of small order on curve25519 (and their
-# non-canonical encodings u + p), from the list at https://cr.yp.to/ecdh.html
-# ("How do I validate Curve25519 public keys?") and libsodium. Each makes the
-# X25519 output all zero whatever the (clamped) scalar: a peer sending one
-# would force a known shared secret.
-_LOW_ORDER_U = {
-    "zero": 0,
-    "one": 1,
-    "order-8-a": 325606250916557431795983626356110631294008115727848805560023387167927233504,
-    "order-8-b": 39382357235489614581723060781553021112529911719440698176882885853963445705823,
-    "p-minus-1": _P25519 - 1,
-    "p": _P25519,
-    "p-plus-1": _P25519 + 1,
-}
-_LOW_ORDER_ENCODINGS = {name: u.to_bytes(32, "little") for name, u in _LOW_ORDER_U.items()} | {
-    # RFC 7748 §5: the top bit of a u-coordinate is ignored, so setting it
-    # must not smuggle a low-order point past the check.
-    f"{name}-high-bit": (u | 1 << 255).to_bytes(32, "little")
-    for name, u in _LOW_ORDER_U.items()
-}
-
-
 def test_low_order_list_is_the_published_one() -> None:
-    assert _LOW_ORDER_ENCODINGS["order-8-a"].hex() == (
+    assert LOW_ORDER_ENCODINGS["order-8-a"].hex() == (
         "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"
     )
-    assert _LOW_ORDER_ENCODINGS["order-8-b"].hex() == (
+    assert LOW_ORDER_ENCODINGS["order-8-b"].hex() == (
         "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"
     )
-    assert len(_LOW_ORDER_ENCODINGS) == 14
+    assert len(LOW_ORDER_ENCODINGS) == 14
 
 
 @pytest.mark.parametrize(
-    "peer_public", list(_LOW_ORDER_ENCODINGS.values()), ids=list(_LOW_ORDER_ENCODINGS)
+    "peer_public", list(LOW_ORDER_ENCODINGS.values()), ids=list(LOW_ORDER_ENCODINGS)
 )
 @pytest.mark.parametrize(
     "private",

@@ -24,11 +24,10 @@ from p2ptransfer.errors import (
     ProtocolError,
     SignatureError,
 )
+from p2ptransfer.protocol.amounts import MAX_AMOUNT_MINOR, MAX_MEMO_BYTES, check_memo
+from p2ptransfer.protocol.currencies import CURRENCY_EXPONENTS
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.transfer import (
-    CURRENCY_EXPONENTS,
-    MAX_AMOUNT_MINOR,
-    MAX_MEMO_BYTES,
     MAX_TIMESTAMP_MS,
     RECEIPT_SCHEMA,
     TRANSFER_SCHEMA,
@@ -41,7 +40,6 @@ from p2ptransfer.protocol.transfer import (
     Transfer,
     TransferId,
     accept,
-    check_memo,
     compare,
     reject,
     sign_receipt,

@@ -2,14 +2,17 @@
 
 One small loader per file format, so a vector file is the RFC's values and
 nothing else, and a test parametrizes over its blocks with the block's ``ID``
-as the test id (a failure names the vector).
+(or, in our own JSON files, its ``name``) as the test id (a failure names the
+vector).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
-__all__ = ["VECTORS_DIR", "load_kv_vectors", "unhex"]
+__all__ = ["VECTORS_DIR", "load_json_vectors", "load_kv_vectors", "unhex"]
 
 VECTORS_DIR = Path(__file__).resolve().parent
 
@@ -46,6 +49,22 @@ def load_kv_vectors(name: str) -> list[dict[str, str]]:
     ids = [v["ID"] for v in vectors]
     if len(set(ids)) != len(ids) or not ids:
         raise ValueError(f"{name}: vector IDs must be present and unique")
+    return vectors
+
+
+def load_json_vectors(name: str) -> list[dict[str, Any]]:
+    """The ``vectors`` list of one of our JSON files; each vector has a unique ``name``.
+
+    A file without a ``vectors`` list, a vector without a ``name`` or a
+    duplicate name is an error, as in :func:`load_kv_vectors`.
+    """
+    document = json.loads((VECTORS_DIR / name).read_text(encoding="utf-8"))
+    vectors = document.get("vectors") if isinstance(document, dict) else None
+    if not isinstance(vectors, list) or not vectors:
+        raise ValueError(f"{name}: expected an object with a non-empty 'vectors' list")
+    names = [v.get("name") if isinstance(v, dict) else None for v in vectors]
+    if None in names or len(set(names)) != len(names):
+        raise ValueError(f"{name}: vector names must be present and unique")
     return vectors
 
 

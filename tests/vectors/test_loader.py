@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vectors.loader import load_kv_vectors, unhex
+from tests.vectors.loader import load_json_vectors, load_kv_vectors, unhex
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -56,3 +56,27 @@ def test_every_shipped_file_loads_and_its_hex_is_hex(name: str) -> None:
                 continue
             assert value == value.lower(), f"{vector['ID']}.{key} is not lowercase hex"
             unhex(value)
+
+
+def test_json_vectors_are_listed_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "vectors.json"
+    path.write_text('{"vectors": [{"name": "a", "x": "00"}, {"name": "b"}]}', encoding="utf-8")
+    assert load_json_vectors(str(path)) == [{"name": "a", "x": "00"}, {"name": "b"}]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"vectors": []}', "expected an object with a non-empty 'vectors' list"),
+        ("[]", "expected an object with a non-empty 'vectors' list"),
+        ('{"vectors": [{"x": 1}]}', "vector names must be present and unique"),
+        ('{"vectors": [{"name": "a"}, {"name": "a"}]}', "vector names must be present and unique"),
+    ],
+    ids=["empty", "not-an-object", "no-name", "duplicate-name"],
+)
+def test_damaged_json_vector_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "vectors.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        load_json_vectors(str(path))
+    assert str(info.value) == f"{path}: {message}"

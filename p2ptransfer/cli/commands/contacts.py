@@ -167,7 +167,7 @@ def limit(app: App, name: str, currency: str, amount: str | None) -> None:
     Larger transfers are answered with a signed rejection (over_limit) by
     `receive` and `listen`, and recorded as rejected on both sides.
     """
-    from ...protocol.transfer import check_currency, format_amount, parse_amount
+    from ...protocol.amounts import check_currency, format_amount, parse_amount
 
     code = check_currency(currency)
     minor = None if amount is None else parse_amount(amount, code)

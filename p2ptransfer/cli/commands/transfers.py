@@ -88,7 +88,7 @@ def send(
     On a timeout the transfer stays pending: `p2ptransfer resend` retries it
     with the same id, so it can never be applied twice.
     """
-    from ...protocol.transfer import check_currency, check_memo, format_amount, parse_amount
+    from ...protocol.amounts import check_currency, check_memo, format_amount, parse_amount
     from ..render import Names
 
     code = check_currency(currency)
@@ -225,7 +225,7 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
 def _policy(ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]) -> AcceptancePolicy:
     """What this receiver accepts: the flags, plus the per-contact limits in the ledger."""
     from ...net.peer import AcceptancePolicy
-    from ...protocol.transfer import check_currency
+    from ...protocol.amounts import check_currency
 
     return AcceptancePolicy(
         accept_unknown=accept_unknown,
