@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,9 @@ class ListenView:
     """``listen``'s output: a rich Live view on a terminal, plain lines otherwise."""
 
     MAX_ROWS = 20
+    STRANGERS_SHOWN = 3
+    """Refused strangers' transfers shown one by one per :attr:`STRANGERS_WINDOW`; then counted."""
+    STRANGERS_WINDOW = 60.0
 
     def __init__(self, app: App, names: Names) -> None:
         self.app = app
@@ -33,6 +37,10 @@ class ListenView:
         self.state = "connecting"
         self.rows: list[TransferRow] = []
         self.count = 0
+        self.refused = 0  # strangers' transfers refused, in all
+        self._window_start = -self.STRANGERS_WINDOW
+        self._shown_in_window = 0
+        self._hidden_in_window = 0
         self.live: Live | None = None
 
     @contextlib.contextmanager
@@ -76,10 +84,43 @@ class ListenView:
             self.rows.append(event.row)
             if self.live is None:
                 self.app.out.print(transfer_line(event.row, self.names), markup=False)
+        elif event.kind == "quarantined":
+            self._on_stranger(event.detail)
         elif event.kind in ("duplicate", "conflict", "session-failed"):
             self._diagnostic(f"{event.kind}: {event.detail}")
         if self.live is not None:
             self.live.update(self._render())
+
+    def _on_stranger(self, detail: str) -> None:
+        """One line for the first few a minute, then a count: a flood never floods the screen."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._window_start >= self.STRANGERS_WINDOW:
+            self.flush_strangers()
+            self._window_start, self._shown_in_window = now, 0
+        if self._shown_in_window < self.STRANGERS_SHOWN:
+            self._shown_in_window += 1
+            self._diagnostic(
+                f"refused {detail}: not a contact ('p2ptransfer ledger strangers' lists them)"
+            )
+        else:
+            self._hidden_in_window += 1
+
+    def flush_strangers(self) -> None:
+        """Say how many strangers' transfers were refused without a line of their own."""
+        if self._hidden_in_window:
+            self._diagnostic(
+                f"{self._hidden_in_window} more transfers from unknown senders refused"
+            )
+            self._hidden_in_window = 0
+
+    def summary(self) -> str:
+        """The closing line of ``listen``."""
+        self.flush_strangers()
+        text = f"stopped; {self.count} transfer(s) recorded"
+        if self.refused:
+            text += f", {self.refused} from unknown senders refused"
+        return text
 
     def _diagnostic(self, text: str) -> None:
         if self.live is None:

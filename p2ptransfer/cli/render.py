@@ -24,7 +24,7 @@ from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
 from ..storage import export
 from ..storage.export import iso_utc
-from ..storage.ledger import Contact, TransferRow
+from ..storage.ledger import Contact, QuarantinedTransfer, TransferRow
 
 __all__ = [
     "TRANSFER_FIELDS",
@@ -38,6 +38,8 @@ __all__ = [
     "format_time",
     "iso_time",
     "short_address",
+    "stranger_json",
+    "stranger_line",
     "transfer_json",
     "transfer_line",
     "transfers_table",
@@ -103,6 +105,29 @@ class Names:
 
 
 # --- transfers --------------------------------------------------------------------
+
+
+def stranger_json(item: QuarantinedTransfer) -> dict[str, object]:
+    """A refused stranger's transfer (not in the ledger: no status, no balance)."""
+    return {
+        "id": item.id.hex(),
+        "sender": item.sender,
+        "amount": item.amount,
+        "currency": item.currency,
+        "memo": item.memo,
+        "created_at": iso_time(item.created_at),
+        "received_at": iso_time(item.received_at),
+        "times_seen": item.times_seen,
+    }
+
+
+def stranger_line(item: QuarantinedTransfer) -> str:
+    memo = f" ({item.memo})" if item.memo else ""
+    seen = f", seen {item.times_seen} times" if item.times_seen > 1 else ""
+    return (
+        f"{format_time(item.received_at)}  {item.amount} {item.currency} from {item.sender}"
+        f"{memo} id {item.id.hex()}{seen}"
+    )
 
 
 def _reason_text(row: TransferRow) -> str | None:

@@ -54,6 +54,7 @@ from ..errors import (
     SessionTimeout,
 )
 from ..protocol.acceptance import AcceptancePolicy, Action, decide
+from ..protocol.amounts import format_amount
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.session import (
     Aborted,
@@ -834,9 +835,17 @@ class Peer:
                     self._on_recorded(row)
         if to_quarantine:
             kept = self.ledger.quarantine_many(to_quarantine, decided_at)
-            for index, receipt in zip(quarantine_index, kept, strict=True):
+            for index, receipt, (signed, _) in zip(
+                quarantine_index, kept, to_quarantine, strict=True
+            ):
                 answers[index] = (answers[index][0], receipt)
-                self._emit(PeerEvent("quarantined", receipt.receipt.transfer_id.hex()))
+                t = signed.transfer
+                amount = format_amount(t.amount, t.currency)
+                self._emit(
+                    PeerEvent(
+                        "quarantined", f"{amount} {t.currency} from {t.sender} id {t.id.hex()}"
+                    )
+                )
         await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
             await self._answer(run, receipt)

@@ -252,18 +252,20 @@ def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
         assert "rejected the transfer" in refused.stderr
         assert "the recipient does not know you" in refused.stderr
         assert "[rejected: unknown_sender]" in refused.stdout  # the row is still data
-        listener.wait_for(r"\[rejected", stream="out")
+        # A stranger's transfer is refused and shown, but not recorded in the ledger.
+        refusal = listener.wait_for(r"^refused 2\.00 EUR from p2pt1")
+        assert refusal.endswith(": not a contact ('p2ptransfer ledger strangers' lists them)")
         listener.proc.send_signal(signal.SIGINT)
         assert listener.finish(timeout=20) == 0, listener.err
     finally:
         listener.stop()
     assert "Traceback" not in listener.out + listener.err
     lines = listener.lines["out"]
-    assert len(lines) == 2, lines
+    assert len(lines) == 1, lines
     assert lines[0].startswith("in 7.00 EUR from alice [completed]")
-    assert lines[1].startswith("in 2.00 EUR from p2pt1")
-    assert "[rejected: unknown_sender]" in lines[1]
-    assert "stopped; 2 transfer(s) recorded" in listener.err
+    assert "stopped; 1 transfer(s) recorded, 1 from unknown senders refused" in listener.err
+    (stranger,) = bob.json("ledger", "strangers")["strangers"]
+    assert (stranger["amount"], stranger["currency"]) == ("2.00", "EUR")
     carol_book = _ledger(carol)
     assert [t["status"] for t in carol_book["transfers"]] == ["rejected"]
     assert carol_book["balances"] == []

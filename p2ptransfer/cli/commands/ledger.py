@@ -95,3 +95,31 @@ def verify(app: App, reset_checkpoint: bool) -> None:
     )
     if count:
         app.note(f"head: entry {seq}, hash {digest.hex()}")
+
+
+@ledger.command("strangers")
+@click.option("--clear", is_flag=True, help="Forget the refused transfers listed here.")
+@output_option("json")
+@click.pass_obj
+def strangers(app: App, clear: bool, output: str) -> None:
+    """List transfers refused because their sender is not one of your contacts.
+
+    They were answered with a signed refusal and are not in your ledger; the
+    newest 100 are kept here to show. To take money from someone new, add
+    them as a contact and ask them to send again.
+    """
+    from ..render import echo_json, stranger_json, stranger_line
+
+    with app.ledger() as book:
+        kept = book.quarantined()
+        if clear:
+            book.clear_quarantine()
+    if output == "json":
+        echo_json({"strangers": [stranger_json(item) for item in kept]})
+    elif not kept:
+        app.note("no transfers from unknown senders")
+    else:
+        for item in kept:
+            app.out.print(stranger_line(item), markup=False)
+    if clear and kept:
+        app.note(f"forgot {len(kept)} refused transfer(s)")

@@ -219,7 +219,7 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
 
         with view.running():
             app.run(go())
-    app.note(f"stopped; {view.count} transfer(s) recorded")
+    app.note(view.summary())
 
 
 def _policy(ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]) -> AcceptancePolicy:
