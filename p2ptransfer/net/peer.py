@@ -835,17 +835,12 @@ class Peer:
                     self._on_recorded(row)
         if to_quarantine:
             kept = self.ledger.quarantine_many(to_quarantine, decided_at)
-            for index, receipt, (signed, _) in zip(
-                quarantine_index, kept, to_quarantine, strict=True
-            ):
+            for index, receipt in zip(quarantine_index, kept, strict=True):
                 answers[index] = (answers[index][0], receipt)
+            for signed, _ in to_quarantine:
                 t = signed.transfer
-                amount = format_amount(t.amount, t.currency)
-                self._emit(
-                    PeerEvent(
-                        "quarantined", f"{amount} {t.currency} from {t.sender} id {t.id.hex()}"
-                    )
-                )
+                shown = f"{format_amount(t.amount, t.currency)} {t.currency}"
+                self._emit(PeerEvent("quarantined", f"{shown} from {t.sender} id {t.id.hex()}"))
         await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
             await self._answer(run, receipt)
