@@ -26,7 +26,10 @@ identity would split its transfers between two ledgers.
 Bounds, because the other side may be hostile: frames waiting per session,
 transfers unanswered per session, sessions per remote and in all, a session's
 idle time and lifetime, and the commit queue are all capped; exceeding one
-ends that session only.
+ends that session only. Strangers (addresses that are not contacts) share one
+small group of session slots, oldest half-open first out, so throwaway keys
+can never crowd out a contact; their transfers are answered and quarantined,
+never journaled (see :mod:`..protocol.acceptance`).
 
 SQLite runs on the event loop thread: a group commit (one fsync) stalls the
 loop for its duration. Batching keeps that to one stall per batch; moving the
@@ -104,8 +107,9 @@ _MAX_SESSION_LIFETIME = 600.0  # a session kept alive by a trickle of frames sti
 _INBOX_FRAMES = 4 * DEFAULT_WINDOW  # frames waiting for one session's task
 _MAX_UNANSWERED = 4 * DEFAULT_WINDOW  # transfers of one session not yet answered
 _COMMIT_QUEUE = 4 * MAX_BATCH  # transfers waiting for the committer, all sessions
-_MAX_SESSIONS = 64
+_MAX_SESSIONS = 64  # contacts' sessions, both directions
 _MAX_SESSIONS_PER_REMOTE = 8
+_MAX_STRANGER_SESSIONS = 16  # incoming sessions from non-contacts, all together
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,11 @@ class Peer:
         self._client: RelayClient | None = None
         self._reader: asyncio.Task[None] | None = None
         self._runs: dict[tuple[str, bytes], _SessionRun] = {}
+        # Incoming sessions from addresses that are not contacts, oldest first (a subset
+        # of _runs): they share a small group of slots with eviction.
+        self._strangers: collections.OrderedDict[tuple[str, bytes], _SessionRun] = (
+            collections.OrderedDict()
+        )
         self._serving: set[asyncio.Task[None]] = set()
         self._accepting = False
         self._first_recorded: asyncio.Future[TransferRow] | None = None  # receive() waiting
@@ -319,7 +328,7 @@ class Peer:
                 # (its frames are already out of sequence), nobody else's.
                 _fail_run(run, ProtocolError("the peer flooded the session"))
             return
-        if frame.kind is FrameKind.HELLO and self._accepting and self._has_room_for(remote):
+        if frame.kind is FrameKind.HELLO and self._accepting and self._make_room_for(remote):
             session = Session.respond(
                 self.identity,
                 tag=tag,
@@ -328,6 +337,8 @@ class Peer:
             )
             run = _SessionRun(session, remote)
             self._runs[(remote, tag)] = run
+            if not self._is_contact(remote):
+                self._strangers[(remote, tag)] = run
             run.inbox.put_nowait(frame)
             task = asyncio.create_task(self._serve(run), name="peer-serve")
             self._serving.add(task)
@@ -335,17 +346,42 @@ class Peer:
         # Anything else belongs to a session this process does not own
         # (another connection of our address, or a stale one): ignore it.
 
-    def _has_room_for(self, remote: str) -> bool:
-        """Bound the sessions one remote (and all together) may hold open.
+    def _is_contact(self, remote: str) -> bool:
+        """Is ``remote`` (the relay-authenticated address) one of our pinned contacts?
 
-        A peer that opens sessions and never finishes them holds a slot until
-        the handshake or idle timeout; the per-remote cap keeps one such peer
-        from starving everybody else.
+        The handshake proves the same key later; a relay that lied about the
+        address only gets its session a slot it then loses at the handshake.
         """
-        if len(self._runs) >= _MAX_SESSIONS:
+        try:
+            return self.ledger.contact_for_address(remote) is not None
+        except P2PTransferError:
             return False
+
+    def _make_room_for(self, remote: str) -> bool:
+        """Whether a new incoming session from ``remote`` may start; evict to make room.
+
+        Anyone can mint relay addresses, so strangers (addresses that are not
+        contacts) share one small group of :data:`_MAX_STRANGER_SESSIONS`.
+        When it is full, the oldest stranger's session that has not finished
+        its handshake is dropped for the newcomer, so a flood of openings
+        that never complete churns only itself. Contacts have the rest of the
+        slots, which strangers can never take; each remote, contact or not,
+        holds at most :data:`_MAX_SESSIONS_PER_REMOTE`.
+        """
         mine = sum(1 for addr, _tag in self._runs if addr == remote)
-        return mine < _MAX_SESSIONS_PER_REMOTE
+        if mine >= _MAX_SESSIONS_PER_REMOTE:
+            return False
+        if self._is_contact(remote):
+            return len(self._runs) - len(self._strangers) < _MAX_SESSIONS
+        if len(self._strangers) < _MAX_STRANGER_SESSIONS:
+            return True
+        for key, run in self._strangers.items():  # oldest first
+            if not run.session.is_open and not run.session.finished:
+                del self._strangers[key]
+                self._runs.pop(key, None)
+                _fail_run(run, ProtocolError("session evicted: too many unknown senders"))
+                return True
+        return False
 
     def _fail_sessions_to(self, remote: str, exc: BaseException) -> None:
         for (addr, _tag), run in list(self._runs.items()):
@@ -752,6 +788,7 @@ class Peer:
                     await self._require_client().send(run.remote, abort_frame(session.tag))
         finally:
             self._runs.pop((run.remote, session.tag), None)
+            self._strangers.pop((run.remote, session.tag), None)
 
     async def _commit_loop(self) -> None:
         while True:
