@@ -6,6 +6,12 @@ goes through ``app.out`` (stdout: data) and ``app.err`` (stderr: diagnostics,
 spinners, prompts); both are rich consoles that look at the stream when they
 print, so click's CliRunner captures them, and both honour ``NO_COLOR``.
 
+Lines of text go through :meth:`App.say` (stdout) and :meth:`App.note`
+(stderr), which show them *inert*: no rich markup, no ``:emoji:`` codes, and
+every control, bidi or separator character escaped
+(:func:`~p2ptransfer.protocol.text.escape_for_terminal`), because what they
+print mixes our words with text from the relay and from other people.
+
 The root command builds an App even for ``p2ptransfer CMD --help``, so this
 module stays import-light: the home, the consoles and the event loop are made
 on first use, and the storage layer, rich and asyncio are imported only then.
@@ -67,7 +73,8 @@ def _console(*, stderr: bool) -> Console:
 
     # highlight=False: rich would otherwise colour numbers and addresses at random.
     # soft_wrap=True: never break an address or an id in the middle when piped.
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # emoji=False: a memo ":smile:" is shown as typed, never as a picture.
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped or in CI: rich would assume 80 columns and squeeze tables into ellipses.
         console.width = 132
@@ -191,14 +198,26 @@ class App:
     def waiting(self, text: str) -> Iterator[None]:
         """A spinner on stderr while a block runs, only when stderr is a terminal."""
         if self.err.is_terminal:
-            with self.err.status(text):
+            from rich.text import Text
+
+            from ..protocol.text import escape_for_terminal
+
+            with self.err.status(Text(escape_for_terminal(text))):
                 yield
         else:
             yield
 
+    def say(self, text: str) -> None:
+        """One line of data on stdout, shown inert (see the module docstring)."""
+        from ..protocol.text import escape_for_terminal
+
+        self.out.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+
     def note(self, text: str) -> None:
-        """One diagnostic line on stderr (never markup-interpreted)."""
-        self.err.print(text, markup=False)
+        """One diagnostic line on stderr, shown inert (see the module docstring)."""
+        from ..protocol.text import escape_for_terminal
+
+        self.err.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
 
 
 def _read_passphrase_file(path: Path) -> str:

@@ -72,8 +72,6 @@ def verify(app: App) -> None:
     with app.ledger() as book:
         count = book.verify()
         seq, digest = book.head
-    app.out.print(
-        f"ledger OK: {count} journal entries, hash chain and signatures verified", markup=False
-    )
+    app.say(f"ledger OK: {count} journal entries, hash chain and signatures verified")
     if count:
         app.note(f"head: entry {seq}, hash {digest.hex()}")

@@ -62,7 +62,7 @@ def _show_outcomes(
         echo_json(rows[0] if single else {"transfers": rows})
         return
     for outcome in outcomes:
-        app.out.print(transfer_line(outcome.row, names), markup=False)
+        app.say(transfer_line(outcome.row, names))
 
 
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
@@ -173,7 +173,7 @@ def receive(
     if output == "json":
         echo_json(transfer_json(row, names))
     else:
-        app.out.print(transfer_line(row, names), markup=False)
+        app.say(transfer_line(row, names))
 
 
 @click.command()
@@ -318,4 +318,4 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
     if output == "json":
         echo_json(transfer_json(row, names))
     else:
-        app.out.print(transfer_line(row, names), markup=False)
+        app.say(transfer_line(row, names))
