@@ -7,6 +7,7 @@ these decorators when their module is imported, which ``--help`` does too.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -14,7 +15,7 @@ import click
 
 from .app import App
 
-__all__ = ["output_option"]
+__all__ = ["Seconds", "output_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,3 +48,19 @@ def output_option(*formats: str) -> Callable[[F], F]:
         )
 
     return decorate
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in [min, max]: finite, so ``nan`` and ``inf`` are usage errors.
+
+    click's FloatRange lets ``nan`` through (every comparison with it is
+    false), and ``--timeout nan`` would then wait forever.
+    """
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return super().convert(number, param, ctx)

@@ -26,7 +26,7 @@ from ...errors import (
     TransferRefused,
 )
 from ..app import App, now_ms, pass_app, stdin_is_tty
-from ..options import output_option
+from ..options import Seconds, output_option
 from . import complete_contact, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ...storage.ledger import Ledger, TransferRow
     from ..render import Names
 
-_TIMEOUT = click.FloatRange(min=0.1, max=24 * 3600)
+_TIMEOUT = Seconds(min=0.1, max=24 * 3600)
 
 
 def _sentence_case(text: str) -> str:
