@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import NotFound, PassphraseUnavailable
+from ..errors import InputError, NotFound, PassphraseUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -101,13 +101,27 @@ class App:
         out: Console | None = None,
         err: Console | None = None,
     ) -> None:
-        self.relay_url = relay_url
+        self._relay_url = relay_url
+        self._relay_checked = False
         self.verbose = verbose
         self.passphrase_file = passphrase_file
         self.json = json
         self._home = home
         self._out = out
         self._err = err
+
+    @property
+    def relay_url(self) -> str:
+        """The relay's URL as given, once checked: a malformed one is a usage error (exit 2).
+
+        Checked when first read, so commands that never talk to the relay do not
+        care what it is, and the check happens before a command builds the
+        coroutine that would connect (``RelayClient.connect(app.relay_url, ...)``).
+        """
+        if not self._relay_checked:
+            _check_relay_url(self._relay_url)
+            self._relay_checked = True
+        return self._relay_url
 
     @property
     def home(self) -> Home:
@@ -218,6 +232,22 @@ class App:
         from ..protocol.text import escape_for_terminal
 
         self.err.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+
+
+def _check_relay_url(url: str) -> None:
+    from ..protocol.relay_limits import normalize_relay_url
+
+    try:
+        normalize_relay_url(url)
+    except InputError as exc:
+        ctx = click.get_current_context(silent=True)
+        from_env = (
+            ctx is not None
+            and ctx.find_root().get_parameter_source("relay_url")
+            is click.core.ParameterSource.ENVIRONMENT
+        )
+        hint = RELAY_ENV if from_env else "--relay"
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint=[hint]) from None
 
 
 def _read_passphrase_file(path: Path) -> str:

@@ -15,7 +15,7 @@ import click
 
 from .app import App
 
-__all__ = ["Seconds", "output_option"]
+__all__ = ["Seconds", "output_option", "uses_relay"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,3 +64,20 @@ class Seconds(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
         return super().convert(number, param, ctx)
+
+
+def uses_relay(func: F) -> F:
+    """Mark a command that talks to the relay: its URL is checked before the command runs.
+
+    So ``--relay localhost:8765`` fails at once, as a usage error, before any
+    passphrase is asked for or anything asynchronous is started.
+    """
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        app = click.get_current_context().find_object(App)
+        if app is not None:
+            app.relay_url  # noqa: B018 - reading it checks it (a usage error if malformed)
+        return func(*args, **kwargs)
+
+    return cast(F, checked)

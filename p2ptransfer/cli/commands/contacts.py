@@ -50,6 +50,7 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
     """
     if (address is None) == (handle is None):
         raise click.UsageError("give either ADDRESS or --lookup HANDLE (not both)")
+    relay = app.relay_url if handle is not None else ""  # checked before any passphrase
     from ...protocol.identity import PublicIdentity
     from ...storage.ledger import check_contact_name
 
@@ -66,7 +67,7 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
         raise InputError("that is your own address; a contact is somebody else")
     with app.ledger() as ledger:
         ledger.add_contact(name, public.address, note=note, at=now_ms(), handle=handle)
-    source = f" (handle {handle} at {app.relay_url})" if handle else ""
+    source = f" (handle {handle} at {relay})" if handle else ""
     app.say(f"added {name}{source}: {public.address}")
     app.say(f"fingerprint  {public.fingerprint}")
     app.note(f"compare safety numbers with {name}: p2ptransfer contacts verify {name}")

@@ -26,7 +26,7 @@ from ...errors import (
     TransferRefused,
 )
 from ..app import App, now_ms, pass_app, stdin_is_tty
-from ..options import Seconds, output_option
+from ..options import Seconds, output_option, uses_relay
 from . import complete_contact, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,6 +79,7 @@ def _show_outcomes(
 )
 @output_option("json")
 @pass_app
+@uses_relay
 def send(
     app: App, recipient: str, amount: str, currency: str, memo: str, timeout: float, output: str
 ) -> None:
@@ -150,6 +151,7 @@ def policy_options(command: F) -> F:
 @policy_options
 @output_option("json")
 @pass_app
+@uses_relay
 def receive(
     app: App, timeout: float, accept_unknown: bool, currencies: tuple[str, ...], output: str
 ) -> None:
@@ -179,6 +181,7 @@ def receive(
 @click.command()
 @policy_options
 @pass_app
+@uses_relay
 def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
 
@@ -253,6 +256,7 @@ def _match_pending(ledger: Ledger, prefix: str | None) -> list[bytes] | None:
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
 @output_option("json")
 @pass_app
+@uses_relay
 def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> None:
     """Retry pending outgoing transfers (all, or the one with ID or an ID prefix).
 
