@@ -1,10 +1,18 @@
-"""Option checks that refuse bad input before anything starts."""
+"""Option checks that refuse bad input before anything starts, and resend's racing answer."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+
 import pytest
 
-from .conftest import Invoke, Person, snapshot
+from p2ptransfer.cli.app import App
+from p2ptransfer.net.relay import RelayConfig, RelayServer
+from p2ptransfer.storage.ledger import Ledger
+
+from .conftest import PASSPHRASE, Invoke, Person, snapshot
 from .test_offline import _pending_transfer
 
 # --- float options: finite only -------------------------------------------------------
@@ -83,3 +91,70 @@ def test_bad_relay_url_from_the_environment_names_the_variable(
 def test_offline_commands_do_not_care_about_the_relay_url(invoke: Invoke, alice: Person) -> None:
     run = invoke(*alice.args("ledger", "--json"), env={"P2PTRANSFER_RELAY": "nonsense"})
     assert run.code == 0, run
+
+
+# --- resend that loses a race ------------------------------------------------------------
+
+
+@pytest.fixture
+def live_relay() -> Iterator[str]:
+    """A real relay on 127.0.0.1 (OS-chosen port), running on its own loop in a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = RelayServer(RelayConfig(port=0))
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+        yield server.url
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def _settle_while_asking(monkeypatch: pytest.MonkeyPatch, alice: Person, tid: bytes) -> None:
+    """Another process abandons the transfer while this one reads the passphrase."""
+
+    def read_passphrase(self: App, *, confirm: bool = False) -> str:
+        with Ledger.open(alice.home / "ledger.sqlite3") as other:
+            other.mark_failed(tid, 1_790_000_001_000)
+        return PASSPHRASE
+
+    monkeypatch.setattr(App, "read_passphrase", read_passphrase)
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_racing_resend_of_one_id_says_it_is_settled(
+    invoke: Invoke,
+    alice: Person,
+    bob: Person,
+    live_relay: str,
+    monkeypatch: pytest.MonkeyPatch,
+    output: str,
+) -> None:
+    tid = _pending_transfer(alice, bob.address, 800, "race")
+    _settle_while_asking(monkeypatch, alice, tid)
+    extra = ("--json",) if output == "json" else ()
+    run = invoke("--relay", live_relay, *alice.args("resend", tid.hex()[:8], *extra))
+    assert run.code == 0, run
+    assert run.err == f"nothing to resend: transfer {tid.hex()} is already failed\n"
+    assert run.out == ('{\n  "transfers": []\n}\n' if output == "json" else "")
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_racing_resend_of_all_says_nothing_is_pending(
+    invoke: Invoke,
+    alice: Person,
+    bob: Person,
+    live_relay: str,
+    monkeypatch: pytest.MonkeyPatch,
+    output: str,
+) -> None:
+    tid = _pending_transfer(alice, bob.address, 900, "race")
+    _settle_while_asking(monkeypatch, alice, tid)
+    extra = ("--json",) if output == "json" else ()
+    run = invoke("--relay", live_relay, *alice.args("resend", *extra))
+    assert run.code == 0, run
+    assert run.err == "nothing to resend: no pending outgoing transfers\n"
+    assert run.out == ('{\n  "transfers": []\n}\n' if output == "json" else "")

@@ -251,6 +251,17 @@ def _match_pending(ledger: Ledger, prefix: str | None) -> list[bytes] | None:
     return matches
 
 
+def _nothing_to_resend(ledger: Ledger, ids: list[bytes] | None) -> str:
+    """Why a resend found nothing to do: no pending transfers, or ID is settled already."""
+    if not ids:
+        return "nothing to resend: no pending outgoing transfers"
+    states = []
+    for transfer_id in ids:
+        row = ledger.get_transfer(transfer_id, "out")
+        states.append(f"transfer {transfer_id.hex()} is already {row.status}")
+    return "nothing to resend: " + "; ".join(states)
+
+
 @click.command()
 @click.argument("transfer_id", metavar="[ID]", required=False)
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
@@ -268,7 +279,7 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
     with app.ledger() as ledger:
         ids = _match_pending(ledger, transfer_id)
         if not ledger.pending_outgoing():
-            app.note("nothing to resend: no pending outgoing transfers")
+            app.note(_nothing_to_resend(ledger, ids))
             if output == "json":
                 echo_json({"transfers": []})
             return
@@ -284,6 +295,9 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
         with app.waiting("resending pending transfers…"):
             outcomes = app.run(go())
         names = Names(ledger.contacts())
+        if not outcomes:
+            # Settled meanwhile (another resend, a receipt, an abandon): say so, exit 0.
+            app.note(_nothing_to_resend(ledger, ids))
     _show_outcomes(app, outcomes, names, output)
     refused = [o for o in outcomes if not o.accepted]
     if len(refused) == 1:
