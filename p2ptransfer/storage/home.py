@@ -4,6 +4,9 @@ The home is created 0700 and every file in it 0600, so other local users
 cannot read the key file or the ledger. Loading refuses a key file that is
 readable or writable by group or others (as ssh does), saying why, instead
 of quietly using a key that may have been copied.
+
+The display name is checked here too (:func:`check_display_name`), so a
+home made through the library follows the same rule as one made by ``init``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,17 @@ import os
 import secrets
 import stat
 import sys
+import unicodedata
 from pathlib import Path
 
-from ..errors import AlreadyExists, CorruptKeyFile, InsecureKeyFile, NotFound, StorageError
+from ..errors import (
+    AlreadyExists,
+    CorruptKeyFile,
+    InputError,
+    InsecureKeyFile,
+    NotFound,
+    StorageError,
+)
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.keyfile import (
     DEFAULT_LOG_N,
@@ -25,13 +36,32 @@ from ..protocol.keyfile import (
     read_public_key,
     seal_key_file,
 )
+from ..protocol.text import check_display_text
 
-__all__ = ["KDF_LOG_N_ENV", "Home", "default_home_path"]
+__all__ = ["KDF_LOG_N_ENV", "MAX_NAME_CHARS", "Home", "check_display_name", "default_home_path"]
 
 HOME_ENV = "P2PTRANSFER_HOME"
 KDF_LOG_N_ENV = "P2PTRANSFER_KDF_LOG_N"
 _MAX_KEY_FILE = 4096
 _MAX_PROFILE = 64 * 1024
+MAX_NAME_CHARS = 64
+
+
+def check_display_name(name: str, what: str = "the name") -> str:
+    """A display name: surrounding space removed, 1-64 characters, Unicode NFC.
+
+    Names are shown in terminals next to amounts, so they follow the one rule
+    for display text (:func:`~p2ptransfer.protocol.text.check_display_text`):
+    no control, invisible, text-direction, blank-looking, private-use or
+    unassigned characters, no pile of combining marks. InputError otherwise.
+    """
+    if not isinstance(name, str):
+        raise InputError(f"{what} must be text")
+    stripped = name.strip()
+    if not stripped:
+        raise InputError(f"{what} cannot be empty")
+    check_display_text(stripped, what=what, max_chars=MAX_NAME_CHARS)
+    return unicodedata.normalize("NFC", stripped)
 
 
 def default_home_path() -> Path:
@@ -106,7 +136,11 @@ class Home:
     def create_identity(
         self, passphrase: str, name: str, params: KdfParams | None = None
     ) -> Identity:
-        """Generate a new identity and seal it; never overwrites an existing key file."""
+        """Generate a new identity and seal it; never overwrites an existing key file.
+
+        ``name`` must pass :func:`check_display_name` (it is stored in that form).
+        """
+        name = check_display_name(name)
         if self.key_path.exists():
             raise AlreadyExists(f"an identity already exists in {self.path}; refusing to overwrite")
         params = params or kdf_params_from_env()

@@ -146,9 +146,7 @@ def test_websocket_close_reason_is_escaped(home: Path) -> None:
     with hostile_relay(_close_with_forged_reason) as url:
         code, out, err = run("--home", str(home), "--relay", url, "receive", "--timeout", "5")
     assert code == 10
-    assert err == (
-        f"error: the relay at {url} refused authentication (code 4000: {SHOWN})\n"
-    )
+    assert err == (f"error: the relay at {url} refused authentication (code 4000: {SHOWN})\n")
     assert_inert(err)
 
 

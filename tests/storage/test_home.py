@@ -17,6 +17,7 @@ import pytest
 from p2ptransfer.errors import (
     AlreadyExists,
     CorruptKeyFile,
+    InputError,
     InsecureKeyFile,
     KeyFileError,
     NotFound,
@@ -363,3 +364,34 @@ def created_elsewhere(tmp_path: Path) -> Path:
     other = Home(tmp_path / "other")
     other.create_identity(PASSPHRASE, "other", KdfParams(log_n=10))
     return other.key_path
+
+
+# --- the display name follows the display-text rule ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "the name cannot be empty"),
+        ("   ", "the name cannot be empty"),
+        ("a\x1bb", "the name contains a forbidden character U+001B (control character)"),
+        ("\u202eecila", "the name contains a forbidden character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("a\u200db", "the name contains a forbidden character U+200D (ZERO WIDTH JOINER)"),
+        ("\u3164", "the name contains a forbidden character U+3164 (HANGUL FILLER)"),
+        ("\ue000", "the name contains a forbidden character U+E000 (private-use character)"),
+        ("x" * 65, "the name is 65 characters; at most 64 are allowed"),
+    ],
+    ids=["empty", "blank", "escape", "override", "joiner", "filler", "private-use", "too-long"],
+)
+def test_create_refuses_bad_display_names_and_writes_nothing(
+    home: Home, name: str, message: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        home.create_identity(PASSPHRASE, name, FAST)
+    assert str(info.value).startswith(message)
+    assert not home.path.exists()
+
+
+def test_create_stores_the_name_stripped_and_nfc(home: Home) -> None:
+    home.create_identity(PASSPHRASE, "  Zoe\u0308  ", FAST)
+    assert home.name == "Zo\u00eb"
