@@ -149,9 +149,10 @@ class App:
     # --- home, identity and ledger -------------------------------------------------
 
     def require_home(self) -> Home:
-        """The home, which must hold an identity; nothing is created here."""
+        """The home, which must hold an identity and be private; nothing is created here."""
         if not self.home.exists():
             raise NotFound(f"no identity in {self.home.path}; run 'p2ptransfer init' first")
+        self.home.check_permissions()
         return self.home
 
     def public_identity(self) -> PublicIdentity:

@@ -158,3 +158,37 @@ def test_racing_resend_of_all_says_nothing_is_pending(
     assert run.code == 0, run
     assert run.err == "nothing to resend: no pending outgoing transfers\n"
     assert run.out == ('{\n  "transfers": []\n}\n' if output == "json" else "")
+
+
+# --- the home's modes: checked by every command, not only init --------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "bad_mode", "fix"),
+    [(".", 0o755, "700"), ("ledger.sqlite3", 0o644, "600"), ("profile.json", 0o664, "600")],
+    ids=["home-directory", "ledger", "profile"],
+)
+@pytest.mark.parametrize(
+    "command",
+    [("ledger",), ("contacts", "list"), ("whoami",)],
+    ids=["ledger", "contacts", "whoami"],
+)
+def test_every_command_refuses_a_home_others_can_reach(
+    invoke: Invoke,
+    alice: Person,
+    target: str,
+    bad_mode: int,
+    fix: str,
+    command: tuple[str, ...],
+) -> None:
+    path = alice.home / target if target != "." else alice.home
+    path.chmod(bad_mode)
+    try:
+        run = invoke(*alice.args(*command), passphrase=None)
+    finally:
+        path.chmod(int(fix, 8))
+    assert run.code == 9, run
+    assert run.err == (
+        f"error: {path} is accessible by other users (mode {bad_mode:04o}); "
+        f"run 'chmod {fix} {path}'\n"
+    )

@@ -366,6 +366,63 @@ def created_elsewhere(tmp_path: Path) -> Path:
     return other.key_path
 
 
+# --- the home is checked at every use, not only at init --------------------------------
+
+
+@pytest.mark.parametrize("bad_mode", [0o750, 0o705, 0o755, 0o770, 0o777], ids=oct)
+def test_loose_home_directory_is_refused_at_every_open(
+    created: tuple[Home, str], bad_mode: int
+) -> None:
+    home, _ = created
+    home.path.chmod(bad_mode)
+    try:
+        for call in (
+            lambda: home.load_identity(PASSPHRASE),
+            home.public_identity,
+            home.check_permissions,
+        ):
+            with pytest.raises(StorageError) as info:
+                call()
+            assert str(info.value) == (
+                f"{home.path} is accessible by other users (mode {bad_mode:04o}); "
+                f"run 'chmod 700 {home.path}'"
+            )
+    finally:
+        home.path.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("identity.key", InsecureKeyFile),
+        ("profile.json", StorageError),
+        ("ledger.sqlite3", StorageError),
+        ("ledger.sqlite3-wal", StorageError),
+        ("ledger.sqlite3-shm", StorageError),
+    ],
+)
+def test_loose_files_in_the_home_are_refused(
+    created: tuple[Home, str], name: str, error: type[P2PTransferError]
+) -> None:
+    home, _ = created
+    path = home.path / name
+    if not path.exists():
+        path.write_bytes(b"")
+    path.chmod(0o600)
+    home.check_permissions()
+    path.chmod(0o640)
+    with pytest.raises(error) as info:
+        home.check_permissions()
+    assert str(info.value) == (
+        f"{path} is accessible by other users (mode 0640); run 'chmod 600 {path}'"
+    )
+
+
+def test_absent_files_are_fine(home: Home) -> None:
+    home.ensure_directory()
+    home.check_permissions()
+
+
 # --- the display name follows the display-text rule ----------------------------------------
 
 
