@@ -6,6 +6,12 @@ goes through ``app.out`` (stdout: data) and ``app.err`` (stderr: diagnostics,
 spinners, prompts); both are rich consoles that look at the stream when they
 print, so click's CliRunner captures them, and both honour ``NO_COLOR``.
 
+Lines of text go through :meth:`App.say` (stdout) and :meth:`App.note`
+(stderr), which show them *inert*: no rich markup, no ``:emoji:`` codes, and
+every control, bidi or separator character escaped
+(:func:`~p2ptransfer.protocol.text.escape_for_terminal`), because what they
+print mixes our words with text from the relay and from other people.
+
 The root command builds an App even for ``p2ptransfer CMD --help``, so this
 module stays import-light: the home, the consoles and the event loop are made
 on first use, and the storage layer, rich and asyncio are imported only then.
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import NotFound, PassphraseUnavailable
+from ..errors import InputError, NotFound, PassphraseUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,7 +73,8 @@ def _console(*, stderr: bool) -> Console:
 
     # highlight=False: rich would otherwise colour numbers and addresses at random.
     # soft_wrap=True: never break an address or an id in the middle when piped.
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # emoji=False: a memo ":smile:" is shown as typed, never as a picture.
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # Piped or in CI: rich would assume 80 columns and squeeze tables into ellipses.
         console.width = 132
@@ -94,13 +101,27 @@ class App:
         out: Console | None = None,
         err: Console | None = None,
     ) -> None:
-        self.relay_url = relay_url
+        self._relay_url = relay_url
+        self._relay_checked = False
         self.verbose = verbose
         self.passphrase_file = passphrase_file
         self.json = json
         self._home = home
         self._out = out
         self._err = err
+
+    @property
+    def relay_url(self) -> str:
+        """The relay's URL as given, once checked: a malformed one is a usage error (exit 2).
+
+        Checked when first read, so commands that never talk to the relay do not
+        care what it is, and the check happens before a command builds the
+        coroutine that would connect (``RelayClient.connect(app.relay_url, ...)``).
+        """
+        if not self._relay_checked:
+            _check_relay_url(self._relay_url)
+            self._relay_checked = True
+        return self._relay_url
 
     @property
     def home(self) -> Home:
@@ -128,9 +149,10 @@ class App:
     # --- home, identity and ledger -------------------------------------------------
 
     def require_home(self) -> Home:
-        """The home, which must hold an identity; nothing is created here."""
+        """The home, which must hold an identity and be private; nothing is created here."""
         if not self.home.exists():
             raise NotFound(f"no identity in {self.home.path}; run 'p2ptransfer init' first")
+        self.home.check_permissions()
         return self.home
 
     def public_identity(self) -> PublicIdentity:
@@ -193,14 +215,42 @@ class App:
     def waiting(self, text: str) -> Iterator[None]:
         """A spinner on stderr while a block runs, only when stderr is a terminal."""
         if self.err.is_terminal:
-            with self.err.status(text):
+            from rich.text import Text
+
+            from ..protocol.text import escape_for_terminal
+
+            with self.err.status(Text(escape_for_terminal(text))):
                 yield
         else:
             yield
 
+    def say(self, text: str) -> None:
+        """One line of data on stdout, shown inert (see the module docstring)."""
+        from ..protocol.text import escape_for_terminal
+
+        self.out.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+
     def note(self, text: str) -> None:
-        """One diagnostic line on stderr (never markup-interpreted)."""
-        self.err.print(text, markup=False)
+        """One diagnostic line on stderr, shown inert (see the module docstring)."""
+        from ..protocol.text import escape_for_terminal
+
+        self.err.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+
+
+def _check_relay_url(url: str) -> None:
+    from ..protocol.relay_limits import normalize_relay_url
+
+    try:
+        normalize_relay_url(url)
+    except InputError as exc:
+        ctx = click.get_current_context(silent=True)
+        from_env = (
+            ctx is not None
+            and ctx.find_root().get_parameter_source("relay_url")
+            is click.core.ParameterSource.ENVIRONMENT
+        )
+        hint = RELAY_ENV if from_env else "--relay"
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint=[hint]) from None
 
 
 def _read_passphrase_file(path: Path) -> str:

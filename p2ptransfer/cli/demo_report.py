@@ -10,7 +10,7 @@ from rich.text import Text
 from ..protocol.amounts import format_amount
 from ..storage.ledger import Contact, TransferRow
 from .app import App
-from .render import Names, balances_table, transfers_table
+from .render import Names, balances_table, inert, transfers_table
 
 if TYPE_CHECKING:
     from ..net.peer import SendOutcome
@@ -25,7 +25,7 @@ class ConsoleReport:
         self.app = app
 
     def step(self, text: str) -> None:
-        self.app.out.print(text, markup=False)
+        self.app.say(text)
 
     def sent(self, sender: str, recipient: str, outcome: SendOutcome) -> None:
         row = outcome.row
@@ -36,7 +36,7 @@ class ConsoleReport:
         else:
             reason = outcome.receipt.receipt.reason
             line.append(f"rejected: {reason.describe()}", style="red")
-        line.append(f"  ({row.memo})" if row.memo else "", style="dim")
+        line.append(inert(f"  ({row.memo})" if row.memo else "", style="dim"))
         self.app.out.print(line)
 
     def ledger(

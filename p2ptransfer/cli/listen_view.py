@@ -15,7 +15,7 @@ from rich.text import Text
 from ..protocol.amounts import format_amount
 from ..storage.ledger import TransferRow
 from .app import App
-from .render import Names, format_time, transfer_line
+from .render import Names, format_time, inert, transfer_line
 
 if TYPE_CHECKING:
     from ..net.peer import PeerEvent
@@ -63,13 +63,16 @@ class ListenView:
             status = row.status if not row.reason else f"{row.status} ({row.reason})"
             table.add_row(
                 format_time(row.created_at),
-                Text(self.names.show(row.counterparty)),
+                inert(self.names.show(row.counterparty)),
                 f"{format_amount(row.amount_minor, row.currency)} {row.currency}",
-                Text(status, style="green" if row.status == "completed" else "red"),
-                Text(row.memo),
+                inert(status, style="green" if row.status == "completed" else "red"),
+                inert(row.memo),
             )
         style = "green" if self.state.startswith("connected") else "yellow"
-        header = Text.assemble(("relay: ", "bold"), (self.state, style), "   (Ctrl-C to stop)")
+        # The state quotes the relay's URL or its close reason: shown inert.
+        header = Text.assemble(
+            ("relay: ", "bold"), inert(self.state, style=style), "   (Ctrl-C to stop)"
+        )
         return Group(header, table)
 
     def on_event(self, event: PeerEvent) -> None:
@@ -83,7 +86,7 @@ class ListenView:
             self.count += 1
             self.rows.append(event.row)
             if self.live is None:
-                self.app.out.print(transfer_line(event.row, self.names), markup=False)
+                self.app.say(transfer_line(event.row, self.names))
         elif event.kind == "quarantined":
             self._on_stranger(event.detail)
         elif event.kind in ("duplicate", "conflict", "session-failed"):

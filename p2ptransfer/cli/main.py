@@ -51,7 +51,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class CommandFailed(click.ClickException):
-    """A failed command, already phrased for the user, with its exit code."""
+    """A failed command, already phrased for the user, with its exit code.
+
+    Its message often quotes what somebody else wrote (a relay's close reason
+    or refusal detail, an HTTP error body, a peer's text), so :meth:`show`
+    writes every line through
+    :func:`~p2ptransfer.protocol.text.escape_for_terminal`: an escape
+    sequence in it is shown as ``\\x1b[2K``, never obeyed.
+    """
 
     def __init__(self, message: str, exit_code: int, details: list[str] | None = None) -> None:
         super().__init__(message)
@@ -59,10 +66,14 @@ class CommandFailed(click.ClickException):
         self.details = details or []
 
     def show(self, file: IO[Any] | None = None) -> None:
+        if not self.message and not self.details:
+            return  # Ctrl-C: nothing to say (and nothing to import)
+        from ..protocol.text import escape_for_terminal
+
         if self.message:
-            click.echo(f"error: {self.message}", file=file, err=True)
+            click.echo(f"error: {escape_for_terminal(self.message)}", file=file, err=True)
         for line in self.details:
-            click.echo(line, file=file, err=True)
+            click.echo(escape_for_terminal(line), file=file, err=True)
 
 
 def _sentence(exc: BaseException) -> str:
@@ -222,7 +233,9 @@ class DispatchGroup(click.Group):
             if _verbosity(ctx):
                 import traceback
 
-                details = [line.rstrip("\n") for line in traceback.format_exception(exc)]
+                details = [
+                    line for chunk in traceback.format_exception(exc) for line in chunk.splitlines()
+                ]
             else:
                 details = ["this is a bug in p2ptransfer; run with -v for details"]
             raise CommandFailed(

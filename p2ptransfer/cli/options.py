@@ -7,6 +7,7 @@ these decorators when their module is imported, which ``--help`` does too.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -14,7 +15,7 @@ import click
 
 from .app import App
 
-__all__ = ["output_option"]
+__all__ = ["Seconds", "output_option", "uses_relay"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,3 +48,36 @@ def output_option(*formats: str) -> Callable[[F], F]:
         )
 
     return decorate
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds in [min, max]: finite, so ``nan`` and ``inf`` are usage errors.
+
+    click's FloatRange lets ``nan`` through (every comparison with it is
+    false), and ``--timeout nan`` would then wait forever.
+    """
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def uses_relay(func: F) -> F:
+    """Mark a command that talks to the relay: its URL is checked before the command runs.
+
+    So ``--relay localhost:8765`` fails at once, as a usage error, before any
+    passphrase is asked for or anything asynchronous is started.
+    """
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        app = click.get_current_context().find_object(App)
+        if app is not None:
+            app.relay_url  # noqa: B018 - reading it checks it (a usage error if malformed)
+        return func(*args, **kwargs)
+
+    return cast(F, checked)

@@ -3,8 +3,13 @@
 JSON and CSV are written with plain ``click.echo``, never through rich, so
 they carry no markup, colour or wrapping whatever the terminal. Their keys
 and columns are a stable interface (docs/cli.md); add, never rename.
-Text from other people (memos, contact names) is never interpreted as rich
-markup: it goes into ``Text`` objects or is printed with ``markup=False``.
+Text from other people (memos, contact names, notes, reasons) is never
+interpreted: it goes into ``Text`` objects made by :func:`inert` (no markup, no
+emoji codes, every control, bidi or separator character escaped by
+:func:`~p2ptransfer.protocol.text.escape_for_terminal`), and lines are built
+from :func:`~p2ptransfer.protocol.text.escape_for_terminal`-ed parts. JSON
+output escapes the same characters as ``\\uXXXX`` (valid JSON, same value), so
+``--json`` piped to a terminal is inert too.
 
 This module loads rich and the library, so commands import it inside their
 bodies, never at the top; the ``--json``/``--csv`` flags are in :mod:`.options`.
@@ -22,6 +27,7 @@ from rich.text import Text
 
 from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
+from ..protocol.text import escape_for_terminal, is_unsafe_for_terminal
 from ..storage import export
 from ..storage.export import iso_utc
 from ..storage.ledger import Contact, QuarantinedTransfer, TransferRow
@@ -36,7 +42,9 @@ __all__ = [
     "echo_csv",
     "echo_json",
     "format_time",
+    "inert",
     "iso_time",
+    "json_text",
     "short_address",
     "stranger_json",
     "stranger_line",
@@ -68,8 +76,34 @@ _STATUS_STYLE = {
 }
 
 
+def _json_escape(ch: str) -> str:
+    data = ch.encode("utf-16-be", "surrogatepass")
+    return "".join(f"\\u{data[i]:02x}{data[i + 1]:02x}" for i in range(0, len(data), 2))
+
+
+def json_text(value: object) -> str:
+    """``value`` as indented JSON, with every character a terminal could act on escaped.
+
+    ``ensure_ascii=False`` keeps ordinary non-ASCII text readable, but it would
+    also leave DEL, C1 controls, bidi controls and U+2028/U+2029 raw (json
+    escapes only C0). Outside strings JSON is ASCII, so replacing those
+    characters by ``\\uXXXX`` escapes them inside strings and changes no value.
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if text.isascii() and "\x7f" not in text:
+        return text  # the common case, decided in C: json escaped every other control
+    return "".join(
+        _json_escape(ch) if ch != "\n" and is_unsafe_for_terminal(ch) else ch for ch in text
+    )
+
+
 def echo_json(value: object) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    click.echo(json_text(value))
+
+
+def inert(text: str, style: str = "") -> Text:
+    """Text for a table cell or line that came from elsewhere: escaped, no markup, no emoji."""
+    return Text(escape_for_terminal(text), style=style)
 
 
 def echo_csv(rows: Iterable[TransferRow]) -> None:
@@ -155,16 +189,17 @@ def transfer_json(row: TransferRow, names: Names) -> dict[str, object]:
 
 
 def transfer_line(row: TransferRow, names: Names) -> str:
-    """One plain line for logs and non-terminal output."""
+    """One plain line for logs and non-terminal output (escaped: safe to print as it is)."""
     arrow = "from" if row.direction == "in" else "to"
     amount = format_amount(row.amount_minor, row.currency)
     memo = f" ({row.memo})" if row.memo else ""
     reason = _reason_text(row)
     status = f"{row.status}: {reason}" if reason and row.status != "completed" else row.status
-    return (
+    line = (
         f"{row.direction} {amount} {row.currency} {arrow} {names.show(row.counterparty)}"
         f"{memo} [{status}] id {row.id.hex()}"
     )
+    return escape_for_terminal(line)
 
 
 def transfers_table(rows: Sequence[TransferRow], names: Names, title: str = "Transfers") -> Table:
@@ -178,25 +213,25 @@ def transfers_table(rows: Sequence[TransferRow], names: Names, title: str = "Tra
     table.add_column("memo")
     for row in rows:
         # Only completed transfers move money: others show their amount unsigned and dim.
-        amount = Text(f"{format_amount(row.amount_minor, row.currency)} {row.currency}")
+        amount = inert(f"{format_amount(row.amount_minor, row.currency)} {row.currency}")
         if row.status != "completed":
             amount.stylize("dim")
         elif row.direction == "in":
             amount = Text("+") + amount
         else:
             amount = Text("-") + amount
-        status = Text(row.status, style=_STATUS_STYLE.get(row.status, ""))
+        status = inert(str(row.status), style=_STATUS_STYLE.get(row.status, ""))
         reason = _reason_text(row)
         if reason and row.status != "completed":
-            status.append(f" ({reason})", style="dim")
+            status.append(escape_for_terminal(f" ({reason})"), style="dim")
         table.add_row(
             format_time(row.created_at),
             row.id.hex()[:8],
             "in" if row.direction == "in" else "out",
-            Text(names.show(row.counterparty)),
+            inert(names.show(row.counterparty)),
             amount,
             status,
-            Text(row.memo),
+            inert(row.memo),
         )
     return table
 
@@ -229,8 +264,8 @@ def balances_table(balances: Mapping[tuple[str, str], int], names: Names) -> Tab
         text = format_amount(amount, currency)
         style = "green" if amount > 0 else "red" if amount < 0 else ""
         table.add_row(
-            Text(names.show(counterparty)),
-            Text(f"{'+' if amount > 0 else ''}{text} {currency}", style=style),
+            inert(names.show(counterparty)),
+            inert(f"{'+' if amount > 0 else ''}{text} {currency}", style=style),
         )
     return table
 
@@ -263,7 +298,7 @@ def contacts_table(contacts: Sequence[Contact]) -> Table:
             else Text("no", style="yellow")
         )
         table.add_row(
-            Text(contact.name),
+            inert(contact.name),
             PublicIdentity.from_address(contact.address).fingerprint,
             verified,
             short_address(contact.address),

@@ -24,6 +24,7 @@ import unicodedata
 
 from ..errors import AmountError, CurrencyError, MemoError
 from .currencies import CURRENCY_EXPONENTS, NO_MINOR_UNIT
+from .text import check_display_text
 
 __all__ = [
     "MAX_AMOUNT_MINOR",
@@ -193,41 +194,21 @@ def check_amount(amount: int) -> None:
 
 # --- memos ---------------------------------------------------------------------
 
-# Explicit list, so the rule does not depend only on the Unicode database of
-# the running Python: the bidirectional formatting characters and the line
-# and paragraph separators.
-_SPOOFING_CHARS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
-)
-# Format characters that real text needs: joiners for Persian/Indic scripts and emoji sequences.
-_ALLOWED_FORMAT_CHARS = frozenset("\u200c\u200d")
-_UNNAMED = {"Cc": "control character", "Cs": "lone surrogate"}
-
-
-def _forbidden_memo_char(ch: str) -> bool:
-    if ch in _SPOOFING_CHARS:
-        return True
-    category = unicodedata.category(ch)
-    if category in ("Cc", "Cs", "Zl", "Zp"):
-        return True
-    return category == "Cf" and ch not in _ALLOWED_FORMAT_CHARS
-
 
 def check_memo(memo: str) -> str:
     """Validate a memo and return it in Unicode NFC form; :class:`MemoError` otherwise.
 
     Why characters are refused — display spoofing. A memo is shown to the
-    recipient next to the amount, in terminals, ledgers and CSV exports. Control
-    characters (category Cc: newlines, escape sequences, NUL) can rewrite a
-    terminal line or forge extra CSV rows; bidirectional overrides and isolates
-    (U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C) reorder what is
-    *displayed* without changing the bytes, so "refund 100" can be made to read
-    as something else (the "Trojan Source" trick); line and paragraph
-    separators (U+2028/U+2029) start new lines where no newline is visible;
-    other invisible format characters (category Cf, e.g. U+200B zero-width
-    space, U+FEFF, tag characters) can hide text. So all of Cc, Cf, Zl, Zp and
-    lone surrogates (Cs) are refused — except U+200C/U+200D (zero-width
-    non-joiner/joiner), which ordinary Persian, Indic and emoji text needs.
+    recipient next to the amount, in terminals, ledgers and CSV exports, so it
+    follows the one rule for text people see,
+    :func:`~p2ptransfer.protocol.text.check_display_text`: no control
+    characters (escape sequences, newlines, NUL can rewrite a terminal line or
+    forge CSV rows), no format characters (bidi overrides and isolates reorder
+    what is displayed — "Trojan Source"; zero-width characters and joiners hide
+    text), no line or paragraph separators, surrogates, unassigned or
+    private-use characters, none of the characters that render blank, and no
+    pile of more than four combining marks. A signed transfer whose memo breaks
+    the rule does not decode.
 
     Why NFC: the same visible text has several Unicode spellings; normalising
     user input to NFC gives one byte string, so a re-typed memo does not turn a
@@ -248,16 +229,7 @@ def check_memo(memo: str) -> str:
         # only forbidden ones below U+0080), is its own NFC form and is one byte a
         # character, so the length check above already bounds its UTF-8 size.
         return memo
-    for position, ch in enumerate(memo, start=1):
-        if _forbidden_memo_char(ch):
-            name = unicodedata.name(ch, "") or _UNNAMED.get(
-                unicodedata.category(ch), "unnamed character"
-            )
-            raise MemoError(
-                f"memo contains a forbidden character U+{ord(ch):04X} ({name}) "
-                f"at position {position}: control, invisible and text-direction characters "
-                "are not allowed"
-            )
+    check_display_text(memo, what="memo", max_chars=MAX_MEMO_BYTES, error=MemoError)
     normalised = unicodedata.normalize("NFC", memo)
     size = len(normalised.encode("utf-8"))
     if size > MAX_MEMO_BYTES:

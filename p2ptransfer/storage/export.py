@@ -3,9 +3,12 @@
 Amounts are written as decimal text with exactly the currency's decimals
 (``format_amount``), never as floats, so a spreadsheet or script reading them
 gets the same number the ledger holds. Times are ISO 8601 in UTC with
-milliseconds and a ``Z``. In CSV, a memo starting with ``=``, ``+``, ``-`` or
-``@`` is prefixed with ``'`` so spreadsheet programs show it as text instead
-of running it as a formula (CSV injection); the JSON keeps memos verbatim.
+milliseconds and a ``Z``. In CSV, a memo that a spreadsheet program could
+run as a formula (CSV injection) is prefixed with ``'`` so it is shown as text:
+one whose first non-space character is ``=``, ``+``, ``-`` or ``@`` or one of
+their fullwidth or small forms (U+FF1D, U+FE66, U+FF0B, U+FE62, U+FF0D,
+U+FE63, U+FF20, U+FE6B: spreadsheets fold them to ASCII), or one that starts
+with a tab or carriage return (OWASP's rule). The JSON keeps memos verbatim.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ CSV_COLUMNS = (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FORMULA_START = ("=", "+", "-", "@")
+# = + - @ and their fullwidth and small forms, which spreadsheet programs fold to ASCII.
+_FORMULA_START = frozenset("=+-@\uff1d\ufe66\uff0b\ufe62\uff0d\ufe63\uff20\ufe6b")
+_CONTROL_START = ("\t", "\r")
 
 
 def iso_utc(ms: int) -> str:
@@ -86,7 +91,11 @@ def to_json(rows: Iterable[TransferRow], balances: Mapping[tuple[str, str], int]
 
 
 def _csv_safe(text: str) -> str:
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """``text``, or ``'`` + ``text`` if a spreadsheet could take the cell for a formula."""
+    first = text.lstrip()[:1]
+    if first in _FORMULA_START or text.startswith(_CONTROL_START):
+        return "'" + text
+    return text
 
 
 def to_csv(rows: Iterable[TransferRow]) -> str:

@@ -1,9 +1,15 @@
 """A peer's home directory: where its key file, profile and ledger live.
 
 The home is created 0700 and every file in it 0600, so other local users
-cannot read the key file or the ledger. Loading refuses a key file that is
-readable or writable by group or others (as ssh does), saying why, instead
-of quietly using a key that may have been copied.
+cannot read the key file or the ledger. Every time a home is used
+(:meth:`Home.check_permissions`, and every read of the key file) a home
+directory, key file, profile or ledger that group or others may read or
+write is refused (as ssh does with ~/.ssh), naming the path and the chmod
+to run, instead of quietly using a key or a history that may have been
+copied or changed by somebody else.
+
+The display name is checked here too (:func:`check_display_name`), so a
+home made through the library follows the same rule as one made by ``init``.
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ import os
 import secrets
 import stat
 import sys
+import unicodedata
 from pathlib import Path
 
-from ..errors import AlreadyExists, CorruptKeyFile, InsecureKeyFile, NotFound, StorageError
+from ..errors import (
+    AlreadyExists,
+    CorruptKeyFile,
+    InputError,
+    InsecureKeyFile,
+    NotFound,
+    StorageError,
+)
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.keyfile import (
     DEFAULT_LOG_N,
@@ -25,13 +39,33 @@ from ..protocol.keyfile import (
     read_public_key,
     seal_key_file,
 )
+from ..protocol.text import check_display_text
 
-__all__ = ["KDF_LOG_N_ENV", "Home", "default_home_path"]
+__all__ = ["KDF_LOG_N_ENV", "MAX_NAME_CHARS", "Home", "check_display_name", "default_home_path"]
 
 HOME_ENV = "P2PTRANSFER_HOME"
 KDF_LOG_N_ENV = "P2PTRANSFER_KDF_LOG_N"
 _MAX_KEY_FILE = 4096
 _MAX_PROFILE = 64 * 1024
+MAX_NAME_CHARS = 64
+_LEDGER_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def check_display_name(name: str, what: str = "the name") -> str:
+    """A display name: surrounding space removed, 1-64 characters, Unicode NFC.
+
+    Names are shown in terminals next to amounts, so they follow the one rule
+    for display text (:func:`~p2ptransfer.protocol.text.check_display_text`):
+    no control, invisible, text-direction, blank-looking, private-use or
+    unassigned characters, no pile of combining marks. InputError otherwise.
+    """
+    if not isinstance(name, str):
+        raise InputError(f"{what} must be text")
+    stripped = name.strip()
+    if not stripped:
+        raise InputError(f"{what} cannot be empty")
+    check_display_text(stripped, what=what, max_chars=MAX_NAME_CHARS)
+    return unicodedata.normalize("NFC", stripped)
 
 
 def default_home_path() -> Path:
@@ -82,6 +116,24 @@ class Home:
     def exists(self) -> bool:
         return self.key_path.exists()
 
+    def check_permissions(self) -> None:
+        """Refuse a home that other users can read or write, as ssh refuses a loose ~/.ssh.
+
+        The directory must be 0700 or stricter, the key file, profile and
+        ledger (with SQLite's side files) 0600 or stricter; the error names the
+        path and the chmod that fixes it. Files that do not exist yet are fine.
+        Called on every use of a home, not only at ``init``: modes change.
+        """
+        if os.name != "posix":
+            return
+        _refuse_loose_mode(self.path, 0o700, StorageError)
+        _refuse_loose_mode(self.key_path, 0o600, InsecureKeyFile)
+        _refuse_loose_mode(self.profile_path, 0o600, StorageError)
+        _refuse_loose_mode(self.ledger_path, 0o600, StorageError)
+        for suffix in _LEDGER_SIDE_FILES:
+            side = self.ledger_path.with_name(self.ledger_path.name + suffix)
+            _refuse_loose_mode(side, 0o600, StorageError)
+
     def ensure_directory(self) -> None:
         """Create the home 0700 (parents as needed).
 
@@ -106,7 +158,11 @@ class Home:
     def create_identity(
         self, passphrase: str, name: str, params: KdfParams | None = None
     ) -> Identity:
-        """Generate a new identity and seal it; never overwrites an existing key file."""
+        """Generate a new identity and seal it; never overwrites an existing key file.
+
+        ``name`` must pass :func:`check_display_name` (it is stored in that form).
+        """
+        name = check_display_name(name)
         if self.key_path.exists():
             raise AlreadyExists(f"an identity already exists in {self.path}; refusing to overwrite")
         params = params or kdf_params_from_env()
@@ -144,6 +200,8 @@ class Home:
             raise StorageError(f"cannot write {path}: {exc.strerror}") from exc
 
     def _key_file_bytes(self) -> bytes:
+        if os.name == "posix" and self.path.is_dir():
+            _refuse_loose_mode(self.path, 0o700, StorageError)
         # One descriptor for the check and the read (no window between them), and no
         # symlinks: the key file is a regular file of its own.
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
@@ -201,3 +259,21 @@ class Home:
         if not isinstance(name, str):
             raise StorageError(f"{self.profile_path} is damaged: name is not text")
         return name
+
+
+def _refuse_loose_mode(
+    path: Path, strictest: int, error: type[StorageError] | type[InsecureKeyFile]
+) -> None:
+    """Raise ``error`` if group or others have any access to ``path`` (absent: fine)."""
+    try:
+        st = path.stat()  # through a symlink: what matters is who can reach the data
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot check {path}: {exc.strerror}") from exc
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise error(
+            f"{path} is accessible by other users (mode {mode:04o}); "
+            f"run 'chmod {strictest:o} {path}'"
+        )

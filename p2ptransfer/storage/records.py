@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +17,7 @@ from typing import Any
 from ..errors import InputError, LedgerIntegrityError
 from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
+from ..protocol.text import check_display_text
 from ..protocol.transfer import (
     MAX_TIMESTAMP_MS,
     TRANSFER_ID_SIZE,
@@ -81,15 +81,10 @@ def check_contact_name(name: str, what: str = "contact name") -> str:
 
 
 def check_note(note: object) -> None:
-    """Notes are shown in terminals: no control, format or line-separator characters."""
-    if not isinstance(note, str) or len(note) > _MAX_NOTE:
-        raise InputError(f"a contact note is text of at most {_MAX_NOTE} characters")
-    for ch in note:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            raise InputError(
-                f"a contact note may not contain control or invisible characters "
-                f"(found U+{ord(ch):04X})"
-            )
+    """Notes are shown in terminals: the one display-text rule applies."""
+    if not isinstance(note, str):
+        raise InputError("a contact note must be text")
+    check_display_text(note, what="a contact note", max_chars=_MAX_NOTE)
 
 
 def check_time(at: object, what: str = "time") -> int:

@@ -166,12 +166,26 @@ def test_init_rejects_bad_kdf_setting_before_prompting(invoke: Invoke, tmp_path:
         ("", "error: the name cannot be empty\n"),
         (
             "a\x1bb",
-            "error: the name contains the character U+001B: control and invisible "
-            "characters are not allowed\n",
+            "error: the name contains a forbidden character U+001B (control character) at "
+            "position 2: control, invisible and text-direction characters are not allowed\n",
         ),
-        ("x" * 65, "error: the name has 65 characters; at most 64\n"),
+        (
+            "a\u200db",
+            "error: the name contains a forbidden character U+200D (ZERO WIDTH JOINER) at "
+            "position 2: control, invisible and text-direction characters are not allowed\n",
+        ),
+        (
+            "\u3164",
+            "error: the name contains a forbidden character U+3164 (HANGUL FILLER) at "
+            "position 1: characters that show as blank space are not allowed\n",
+        ),
+        (
+            "z" + "\u0300" * 5,
+            "error: the name has more than 4 combining marks in a row at position 6\n",
+        ),
+        ("x" * 65, "error: the name is 65 characters; at most 64 are allowed\n"),
     ],
-    ids=["empty", "escape", "too-long"],
+    ids=["empty", "escape", "zero-width-joiner", "filler", "zalgo", "too-long"],
 )
 def test_init_rejects_bad_names(invoke: Invoke, tmp_path: Path, name: str, message: str) -> None:
     home = tmp_path / "n"

@@ -67,6 +67,7 @@ USAGE_ERRORS = [
     ["send"],
     ["send", "bob", "1"],
     ["send", "--timeout", "0", "bob", "1", "EUR"],
+    ["send", "--timeout", "nan", "bob", "1", "EUR"],
     ["contacts", "bogus"],
     ["ledger", "bogus"],
 ]

@@ -17,6 +17,7 @@ import pytest
 from p2ptransfer.errors import (
     AlreadyExists,
     CorruptKeyFile,
+    InputError,
     InsecureKeyFile,
     KeyFileError,
     NotFound,
@@ -363,3 +364,91 @@ def created_elsewhere(tmp_path: Path) -> Path:
     other = Home(tmp_path / "other")
     other.create_identity(PASSPHRASE, "other", KdfParams(log_n=10))
     return other.key_path
+
+
+# --- the home is checked at every use, not only at init --------------------------------
+
+
+@pytest.mark.parametrize("bad_mode", [0o750, 0o705, 0o755, 0o770, 0o777], ids=oct)
+def test_loose_home_directory_is_refused_at_every_open(
+    created: tuple[Home, str], bad_mode: int
+) -> None:
+    home, _ = created
+    home.path.chmod(bad_mode)
+    try:
+        for call in (
+            lambda: home.load_identity(PASSPHRASE),
+            home.public_identity,
+            home.check_permissions,
+        ):
+            with pytest.raises(StorageError) as info:
+                call()
+            assert str(info.value) == (
+                f"{home.path} is accessible by other users (mode {bad_mode:04o}); "
+                f"run 'chmod 700 {home.path}'"
+            )
+    finally:
+        home.path.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("identity.key", InsecureKeyFile),
+        ("profile.json", StorageError),
+        ("ledger.sqlite3", StorageError),
+        ("ledger.sqlite3-wal", StorageError),
+        ("ledger.sqlite3-shm", StorageError),
+    ],
+)
+def test_loose_files_in_the_home_are_refused(
+    created: tuple[Home, str], name: str, error: type[P2PTransferError]
+) -> None:
+    home, _ = created
+    path = home.path / name
+    if not path.exists():
+        path.write_bytes(b"")
+    path.chmod(0o600)
+    home.check_permissions()
+    path.chmod(0o640)
+    with pytest.raises(error) as info:
+        home.check_permissions()
+    assert str(info.value) == (
+        f"{path} is accessible by other users (mode 0640); run 'chmod 600 {path}'"
+    )
+
+
+def test_absent_files_are_fine(home: Home) -> None:
+    home.ensure_directory()
+    home.check_permissions()
+
+
+# --- the display name follows the display-text rule ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "the name cannot be empty"),
+        ("   ", "the name cannot be empty"),
+        ("a\x1bb", "the name contains a forbidden character U+001B (control character)"),
+        ("\u202eecila", "the name contains a forbidden character U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("a\u200db", "the name contains a forbidden character U+200D (ZERO WIDTH JOINER)"),
+        ("\u3164", "the name contains a forbidden character U+3164 (HANGUL FILLER)"),
+        ("\ue000", "the name contains a forbidden character U+E000 (private-use character)"),
+        ("x" * 65, "the name is 65 characters; at most 64 are allowed"),
+    ],
+    ids=["empty", "blank", "escape", "override", "joiner", "filler", "private-use", "too-long"],
+)
+def test_create_refuses_bad_display_names_and_writes_nothing(
+    home: Home, name: str, message: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        home.create_identity(PASSPHRASE, name, FAST)
+    assert str(info.value).startswith(message)
+    assert not home.path.exists()
+
+
+def test_create_stores_the_name_stripped_and_nfc(home: Home) -> None:
+    home.create_identity(PASSPHRASE, "  Zoe\u0308  ", FAST)
+    assert home.name == "Zo\u00eb"

@@ -9,39 +9,27 @@ click, :mod:`p2ptransfer.errors` and the light CLI modules (:mod:`..app`,
 from __future__ import annotations
 
 import contextlib
-import unicodedata
 from typing import TYPE_CHECKING
 
 import click
 
-from ...errors import InputError, NotFound
+from ...errors import NotFound
 
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from ...storage.ledger import Ledger
 
-MAX_NAME_CHARS = 64
-
 
 def check_name(name: str, what: str = "a name") -> str:
-    """A display name: 1-64 characters, none of them control or invisible.
+    """A display name: the home's rule (:func:`p2ptransfer.storage.home.check_display_name`).
 
     Names are shown in terminals next to amounts, so the characters that can
-    rewrite a line or reorder text are refused, as in memos.
+    rewrite a line, reorder text or hide in it are refused, as in memos.
     """
-    stripped = name.strip()
-    if not stripped:
-        raise InputError(f"{what} cannot be empty")
-    if len(stripped) > MAX_NAME_CHARS:
-        raise InputError(f"{what} has {len(stripped)} characters; at most {MAX_NAME_CHARS}")
-    for ch in stripped:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            raise InputError(
-                f"{what} contains the character U+{ord(ch):04X}: "
-                "control and invisible characters are not allowed"
-            )
-    return unicodedata.normalize("NFC", stripped)
+    from ...storage.home import check_display_name
+
+    return check_display_name(name, what)
 
 
 def complete_contact(

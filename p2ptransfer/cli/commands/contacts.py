@@ -50,6 +50,7 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
     """
     if (address is None) == (handle is None):
         raise click.UsageError("give either ADDRESS or --lookup HANDLE (not both)")
+    relay = app.relay_url if handle is not None else ""  # checked before any passphrase
     from ...protocol.identity import PublicIdentity
     from ...storage.ledger import check_contact_name
 
@@ -66,9 +67,9 @@ def add(app: App, name: str, address: str | None, handle: str | None, note: str)
         raise InputError("that is your own address; a contact is somebody else")
     with app.ledger() as ledger:
         ledger.add_contact(name, public.address, note=note, at=now_ms(), handle=handle)
-    source = f" (handle {handle} at {app.relay_url})" if handle else ""
-    app.out.print(f"added {name}{source}: {public.address}", markup=False)
-    app.out.print(f"fingerprint  {public.fingerprint}", markup=False)
+    source = f" (handle {handle} at {relay})" if handle else ""
+    app.say(f"added {name}{source}: {public.address}")
+    app.say(f"fingerprint  {public.fingerprint}")
     app.note(f"compare safety numbers with {name}: p2ptransfer contacts verify {name}")
 
 
@@ -111,13 +112,13 @@ def show(app: App, name: str, output: str) -> None:
         return
     data = contact_json(contact)
     for key in ("name", "address", "fingerprint"):
-        app.out.print(f"{key:<14}{data[key]}", markup=False)
+        app.say(f"{key:<14}{data[key]}")
     verified = iso_time(contact.verified_at) if contact.verified_at is not None else "no"
-    app.out.print(f"{'verified':<14}{verified}", markup=False)
-    app.out.print(f"{'added':<14}{data['added_at']}", markup=False)
+    app.say(f"{'verified':<14}{verified}")
+    app.say(f"{'added':<14}{data['added_at']}")
     if contact.note:
-        app.out.print(f"{'note':<14}{contact.note}", markup=False)
-    app.out.print(f"{'safety number':<14}{number}", markup=False)
+        app.say(f"{'note':<14}{contact.note}")
+    app.say(f"{'safety number':<14}{number}")
 
 
 @contacts.command("verify")
@@ -133,8 +134,8 @@ def verify(app: App, name: str, yes: bool) -> None:
     with app.ledger() as ledger:
         contact = ledger.get_contact(name)
         number = _safety(app, contact)
-        app.out.print(f"safety number with {contact.name}:", markup=False)
-        app.out.print(f"  {number}", markup=False)
+        app.say(f"safety number with {contact.name}:")
+        app.say(f"  {number}")
         if not yes:
             if not stdin_is_tty():
                 app.note("not marked verified; after comparing, run again with --yes")

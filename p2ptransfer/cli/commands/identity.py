@@ -30,9 +30,9 @@ def _show_identity(app: App, name: str, public: PublicIdentity, output: str) -> 
     if output == "json":
         echo_json({"name": name, "address": public.address, "fingerprint": public.fingerprint})
         return
-    app.out.print(f"name         {name}", markup=False)
-    app.out.print(f"address      {public.address}", markup=False)
-    app.out.print(f"fingerprint  {public.fingerprint}", markup=False)
+    app.say(f"name         {name}")
+    app.say(f"address      {public.address}")
+    app.say(f"fingerprint  {public.fingerprint}")
 
 
 @click.command()

@@ -88,10 +88,9 @@ def verify(app: App, reset_checkpoint: bool) -> None:
     with app.ledger() as book:
         count = book.verify(owner)
         seq, digest = book.head
-    app.out.print(
+    app.say(
         f"ledger OK: {count} journal {'entry' if count == 1 else 'entries'}, hash chain, "
-        "signatures, owner and checkpoint verified",
-        markup=False,
+        "signatures, owner and checkpoint verified"
     )
     if count:
         app.note(f"head: entry {seq}, hash {digest.hex()}")
@@ -120,6 +119,6 @@ def strangers(app: App, clear: bool, output: str) -> None:
         app.note("no transfers from unknown senders")
     else:
         for item in kept:
-            app.out.print(stranger_line(item), markup=False)
+            app.say(stranger_line(item))
     if clear and kept:
         app.note(f"forgot {len(kept)} refused transfer(s)")

@@ -26,7 +26,7 @@ from ...errors import (
     TransferRefused,
 )
 from ..app import App, now_ms, pass_app, stdin_is_tty
-from ..options import output_option
+from ..options import Seconds, output_option, uses_relay
 from . import complete_contact, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ...storage.ledger import Ledger, TransferRow
     from ..render import Names
 
-_TIMEOUT = click.FloatRange(min=0.1, max=24 * 3600)
+_TIMEOUT = Seconds(min=0.1, max=24 * 3600)
 
 
 def _sentence_case(text: str) -> str:
@@ -62,7 +62,7 @@ def _show_outcomes(
         echo_json(rows[0] if single else {"transfers": rows})
         return
     for outcome in outcomes:
-        app.out.print(transfer_line(outcome.row, names), markup=False)
+        app.say(transfer_line(outcome.row, names))
 
 
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
@@ -79,6 +79,7 @@ def _show_outcomes(
 )
 @output_option("json")
 @pass_app
+@uses_relay
 def send(
     app: App, recipient: str, amount: str, currency: str, memo: str, timeout: float, output: str
 ) -> None:
@@ -150,6 +151,7 @@ def policy_options(command: F) -> F:
 @policy_options
 @output_option("json")
 @pass_app
+@uses_relay
 def receive(
     app: App, timeout: float, accept_unknown: bool, currencies: tuple[str, ...], output: str
 ) -> None:
@@ -173,12 +175,13 @@ def receive(
     if output == "json":
         echo_json(transfer_json(row, names))
     else:
-        app.out.print(transfer_line(row, names), markup=False)
+        app.say(transfer_line(row, names))
 
 
 @click.command()
 @policy_options
 @pass_app
+@uses_relay
 def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
 
@@ -248,11 +251,23 @@ def _match_pending(ledger: Ledger, prefix: str | None) -> list[bytes] | None:
     return matches
 
 
+def _nothing_to_resend(ledger: Ledger, ids: list[bytes] | None) -> str:
+    """Why a resend found nothing to do: no pending transfers, or ID is settled already."""
+    if not ids:
+        return "nothing to resend: no pending outgoing transfers"
+    states = []
+    for transfer_id in ids:
+        row = ledger.get_transfer(transfer_id, "out")
+        states.append(f"transfer {transfer_id.hex()} is already {row.status}")
+    return "nothing to resend: " + "; ".join(states)
+
+
 @click.command()
 @click.argument("transfer_id", metavar="[ID]", required=False)
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
 @output_option("json")
 @pass_app
+@uses_relay
 def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> None:
     """Retry pending outgoing transfers (all, or the one with ID or an ID prefix).
 
@@ -264,7 +279,7 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
     with app.ledger() as ledger:
         ids = _match_pending(ledger, transfer_id)
         if not ledger.pending_outgoing():
-            app.note("nothing to resend: no pending outgoing transfers")
+            app.note(_nothing_to_resend(ledger, ids))
             if output == "json":
                 echo_json({"transfers": []})
             return
@@ -280,6 +295,9 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
         with app.waiting("resending pending transfers…"):
             outcomes = app.run(go())
         names = Names(ledger.contacts())
+        if not outcomes:
+            # Settled meanwhile (another resend, a receipt, an abandon): say so, exit 0.
+            app.note(_nothing_to_resend(ledger, ids))
     _show_outcomes(app, outcomes, names, output)
     refused = [o for o in outcomes if not o.accepted]
     if len(refused) == 1:
@@ -318,4 +336,4 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
     if output == "json":
         echo_json(transfer_json(row, names))
     else:
-        app.out.print(transfer_line(row, names), markup=False)
+        app.say(transfer_line(row, names))
