@@ -40,6 +40,7 @@ from ..protocol.relay_wire import (
     Claim,
     ClaimOk,
     Deliver,
+    HandleUnknown,
     Lookup,
     LookupResult,
     Offline,
@@ -52,7 +53,6 @@ from ..protocol.relay_wire import (
     make_auth,
     normalize_relay_url,
 )
-from ..protocol.relay_wire import NotFound as NotFoundFrame
 
 __all__ = ["Deliver", "Offline", "Refused", "RelayClient"]
 
@@ -269,7 +269,7 @@ class RelayClient:
         result = await self._ask(Lookup(next(self._refs), handle))
         if isinstance(result, LookupResult):
             return result.address
-        if isinstance(result, NotFoundFrame):
+        if isinstance(result, HandleUnknown):
             raise NotFound(f"nobody has claimed the handle {handle!r} at {self.url}")
         raise RelayRefused(f"the relay refused to look up {handle}: {result.detail}")
 
@@ -355,7 +355,7 @@ class RelayClient:
             for future in self._online.pop(frame.address, []):
                 if not future.done():
                     future.set_result(frame)
-        elif isinstance(frame, ClaimOk | LookupResult | NotFoundFrame | Refused):
+        elif isinstance(frame, ClaimOk | LookupResult | HandleUnknown | Refused):
             waiter = self._pending.get(frame.ref)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)

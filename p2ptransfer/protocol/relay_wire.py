@@ -11,7 +11,8 @@ message (:mod:`.encoding`, type ids 0x30-0x3D). The conversation::
                                                    of ``to``; Offline{ref, to} back if none
     peer  -> relay  Watch{ref, address}         -> Online{address} now or when it connects
     peer  -> relay  Claim{ref, handle}          -> ClaimOk{ref, handle} | Refused{ref, ...}
-    peer  -> relay  Lookup{ref, handle}         -> LookupResult{ref, handle, address} | NotFound
+    peer  -> relay  Lookup{ref, handle}         -> LookupResult{ref, handle, address}
+                                                   | HandleUnknown{ref, handle}
     relay -> peer   Refused{ref, request, reason, detail}   a request was not carried out
 
 The authentication signature covers a context string, the relay URL the peer
@@ -57,9 +58,9 @@ __all__ = [
     "ClientFrame",
     "Deliver",
     "Frame",
+    "HandleUnknown",
     "Lookup",
     "LookupResult",
-    "NotFound",
     "Offline",
     "Online",
     "Refused",
@@ -344,13 +345,13 @@ class LookupResult(_Frame):
 
 
 @dataclass(frozen=True)
-class NotFound(_Frame):
+class HandleUnknown(_Frame):
     """Relay -> peer: nobody claimed ``handle``."""
 
     ref: int
     handle: str
     SCHEMA: ClassVar[Schema] = Schema(
-        "relay.NotFound", 0x3C, [Field(1, "ref", _REF), Field(2, "handle", _HANDLE)], 64
+        "relay.HandleUnknown", 0x3C, [Field(1, "ref", _REF), Field(2, "handle", _HANDLE)], 64
     )
 
     def __post_init__(self) -> None:
@@ -395,7 +396,15 @@ class Refused(_Frame):
 
 ClientFrame: TypeAlias = Auth | Send | Watch | Claim | Lookup
 ServerFrame: TypeAlias = (
-    Challenge | AuthOk | Deliver | Offline | Online | ClaimOk | LookupResult | NotFound | Refused
+    Challenge
+    | AuthOk
+    | Deliver
+    | Offline
+    | Online
+    | ClaimOk
+    | LookupResult
+    | HandleUnknown
+    | Refused
 )
 Frame: TypeAlias = ClientFrame | ServerFrame
 
@@ -412,7 +421,7 @@ SERVER_FRAMES: dict[int, type[_Frame]] = {
         Online,
         ClaimOk,
         LookupResult,
-        NotFound,
+        HandleUnknown,
         Refused,
     )
 }

@@ -36,7 +36,7 @@ FRAMES: list[w.Frame] = [
     w.ClaimOk(9, "alice"),
     w.Lookup(10, "bob_2"),
     w.LookupResult(10, "bob_2", BOB.address),
-    w.NotFound(10, "bob_2"),
+    w.HandleUnknown(10, "bob_2"),
     w.Refused(9, 0x38, "handle-taken", "alice belongs to another key"),
 ]
 

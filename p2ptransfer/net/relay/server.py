@@ -61,9 +61,9 @@ from ...protocol.relay_wire import (
     ClaimOk,
     ClientFrame,
     Deliver,
+    HandleUnknown,
     Lookup,
     LookupResult,
-    NotFound,
     Offline,
     Online,
     Refused,
@@ -560,7 +560,7 @@ class RelayServer:
         elif isinstance(frame, Lookup):
             found = self.directory.lookup(frame.handle)
             answer = (
-                NotFound(frame.ref, frame.handle)
+                HandleUnknown(frame.ref, frame.handle)
                 if found is None
                 else LookupResult(frame.ref, frame.handle, found)
             )
