@@ -80,6 +80,7 @@ from .directory import Directory
 from .limits import FrameThrottle, TokenBucket
 from .logs import log_event
 from .metrics import Metrics
+from .routes import LocalRoutes
 
 __all__ = ["RelayServer"]
 
@@ -161,11 +162,6 @@ def _truncate(reason: str) -> str:
     return raw.decode("utf-8", errors="ignore")
 
 
-def _route_key(address: str) -> bytes:
-    """The routing table's key for ``address``: its bytes, as they stand in a Send's ``to``."""
-    return address.encode("ascii")
-
-
 class RelayServer:
     """An asyncio relay; ``await start()``, read ``url``, ``await close()``."""
 
@@ -177,9 +173,8 @@ class RelayServer:
         self._conns: set[_Conn] = set()
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._ip_buckets: dict[str, TokenBucket] = {}
-        self._by_address: dict[bytes, tuple[_Conn, ...]] = {}
-        """Authenticated connections by :func:`_route_key`; tuples, so a snapshot is free."""
-        self._watchers: dict[str, set[_Conn]] = {}
+        self.routes: LocalRoutes[_Conn] = LocalRoutes(self._offer_waiting)
+        """Who receives frames for an address, and who waits for it (routes.py)."""
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
         self._closing = False
@@ -189,17 +184,17 @@ class RelayServer:
         m.gauge(
             "p2pt_relay_authenticated_peers",
             "Authenticated connections.",
-            lambda: sum(len(c) for c in self._by_address.values()),
+            self.routes.connection_count,
         )
         m.gauge(
             "p2pt_relay_addresses_online",
             "Distinct addresses with at least one connection.",
-            lambda: len(self._by_address),
+            self.routes.address_count,
         )
         m.gauge(
             "p2pt_relay_watches",
             "Pending Watch requests.",
-            lambda: sum(len(c) for c in self._watchers.values()),
+            self.routes.watch_count,
         )
         m.gauge(
             "p2pt_relay_outgoing_queued_bytes",
@@ -411,7 +406,7 @@ class RelayServer:
         layout, look the raw address up, write header + tail to each
         recipient. Everything else goes through :meth:`_on_message`.
         """
-        routes = self._by_address
+        routes = self.routes.table
         metrics = self.metrics
         throttle = conn.throttle
         header = conn.deliver_header
@@ -459,7 +454,7 @@ class RelayServer:
             raise _Close(
                 CloseCode.POLICY_VIOLATION, f"authentication failed: {exc}", "auth-failed"
             ) from None
-        peers = self._by_address.get(_route_key(address), ())
+        peers = self.routes.connections(address)
         if len(peers) >= self.config.max_connections_per_address:
             raise _Close(
                 CloseCode.TRY_AGAIN_LATER,
@@ -483,19 +478,13 @@ class RelayServer:
     def _register(self, conn: _Conn, address: str) -> None:
         conn.address = address
         conn.deliver_header = deliver_header(address)
-        key = _route_key(address)
-        peers = self._by_address.get(key)
-        self._by_address[key] = (conn,) if peers is None else (*peers, conn)
+        watchers = self.routes.subscribe(address, conn)
         self._push(conn, AuthOk(address).encode())
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
-        if peers is None:
-            watchers = self._watchers.pop(address, None)
-            if watchers:
-                online = Online(address).encode()
-                for watcher in watchers:
-                    if watcher.watches is not None:
-                        watcher.watches.discard(address)
-                    self._push(watcher, online)
+        if watchers:
+            online = Online(address).encode()
+            for watcher in watchers:
+                self._push(watcher, online)
 
     def _forget(self, conn: _Conn) -> None:
         if conn in self._conns:
@@ -503,27 +492,7 @@ class RelayServer:
             self._per_ip[conn.ip] -= 1
             if self._per_ip[conn.ip] <= 0:
                 del self._per_ip[conn.ip]
-        self._unroute(conn)
-
-    def _unroute(self, conn: _Conn) -> None:
-        """Nothing is routed to ``conn`` any more and its watches are dropped."""
-        if conn.address is not None:
-            key = _route_key(conn.address)
-            peers = self._by_address.get(key)
-            if peers is not None and conn in peers:
-                rest = tuple(peer for peer in peers if peer is not conn)
-                if rest:
-                    self._by_address[key] = rest
-                else:
-                    del self._by_address[key]
-        if conn.watches:
-            for address in conn.watches:
-                watchers = self._watchers.get(address)
-                if watchers is not None:
-                    watchers.discard(conn)
-                    if not watchers:
-                        del self._watchers[address]
-        conn.watches = None
+        self.routes.unsubscribe(conn, conn.address)
 
     # --- frames -------------------------------------------------------------
 
@@ -570,13 +539,9 @@ class RelayServer:
 
     async def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
         """A Send the fast path did not take: usually to an offline address."""
-        targets = self._by_address.get(_route_key(frame.to))
         delivered = 0
-        if targets:
-            data = Deliver(sender, frame.payload).encode()
-            for target in targets:
-                if await self._offer_waiting(target, data):
-                    delivered += 1
+        if self.routes.online(frame.to):
+            delivered = await self.routes.route(frame.to, Deliver(sender, frame.payload).encode())
         if delivered:
             self.metrics.frames_forwarded += delivered
             self.metrics.bytes_forwarded += delivered * len(frame.payload)
@@ -586,17 +551,14 @@ class RelayServer:
 
     def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
         """Register a watch; the immediate answer to send, if any."""
-        if _route_key(frame.address) in self._by_address:
+        if self.routes.online(frame.address):
             return Online(frame.address).encode()
-        watches = conn.watches
-        if watches is None:
-            watches = conn.watches = set()
+        watches = conn.watches or ()
         if frame.address in watches:
             return None
         if len(watches) >= self.config.max_watches:
             return self._refusal(frame, "too-many-watches", "too many addresses watched at once")
-        watches.add(frame.address)
-        self._watchers.setdefault(frame.address, set()).add(conn)
+        self.routes.watch(frame.address, conn)
         return None
 
     def _refusal(self, frame: ClientFrame, reason: str, detail: str) -> bytes:
@@ -709,7 +671,7 @@ class RelayServer:
             address=conn.address or "-",
             code=int(CloseCode.TRY_AGAIN_LATER),
         )
-        self._unroute(conn)  # nothing more is routed to it from now on
+        self.routes.unsubscribe(conn, conn.address)  # nothing more is routed to it from now on
         self._stop_writer(conn)
         if conn.room is not None:
             conn.room.set()  # other senders waiting for it give up now
