@@ -50,6 +50,7 @@ from ..protocol.relay_wire import (
     Watch,
     check_handle,
     decode_server_frame,
+    escape_text,
     make_auth,
     normalize_relay_url,
 )
@@ -74,7 +75,7 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, InvalidStatus):
         body = (exc.response.body or b"").decode("utf-8", "replace").strip()
-        return f"HTTP {exc.response.status_code}" + (f" ({body[:80]})" if body else "")
+        return f"HTTP {exc.response.status_code}" + (f" ({escape_text(body[:80])})" if body else "")
     if isinstance(exc, ssl_module.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message})"
     if isinstance(exc, ssl_module.SSLError):
@@ -118,9 +119,10 @@ def _auth_failure(url: str, exc: BaseException) -> BaseException:
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:
+    """The relay's close code and reason, made safe to print: the reason is the relay's text."""
     if exc.rcvd is not None:
         text = f"code {exc.rcvd.code}"
-        return f"{text}: {exc.rcvd.reason}" if exc.rcvd.reason else text
+        return f"{text}: {escape_text(exc.rcvd.reason)}" if exc.rcvd.reason else text
     return "connection lost"
 
 
