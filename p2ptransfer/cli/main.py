@@ -124,6 +124,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "register",
         "Claim HANDLE at the relay's directory, so others can look your address up.",
     ),
+    "unregister": LazyCommand(
+        f"{_FAMILY}.identity",
+        "unregister",
+        "Release HANDLE at the relay's directory, so it no longer points to you.",
+    ),
     "contacts": LazyCommand(
         f"{_FAMILY}.contacts",
         "contacts",

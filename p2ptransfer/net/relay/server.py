@@ -6,7 +6,7 @@ One connection's life::
         | upgrade
     UNAUTHENTICATED: relay sends Challenge; the first frame must be a valid Auth
         | AuthOk                      (bad/late/other frame -> close 1008 or 1003)
-    AUTHENTICATED: Send / Watch / Claim / Lookup until either side closes
+    AUTHENTICATED: Send / Watch / Claim / Lookup / Release until either side closes
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import http
 import itertools
 import logging
@@ -67,6 +68,8 @@ from ...protocol.relay_wire import (
     Offline,
     Online,
     Refused,
+    Release,
+    Released,
     Send,
     Watch,
     decode_client_frame,
@@ -77,7 +80,7 @@ from ...protocol.relay_wire import (
 )
 from .config import RelayConfig
 from .directory import Directory
-from .limits import FrameThrottle, TokenBucket
+from .limits import BucketMap, FrameThrottle, TokenBucket
 from .logs import log_event
 from .metrics import Metrics
 from .routes import LocalRoutes
@@ -90,6 +93,7 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
 _OPEN = State.OPEN
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Close(Exception):
@@ -118,8 +122,10 @@ class _Conn:
         "deliver_header",
         "dropped",
         "ip",
+        "lookups",
         "room",
         "throttle",
+        "watch_bucket",
         "watches",
         "writer",
         "ws",
@@ -143,6 +149,10 @@ class _Conn:
         self.room: asyncio.Event | None = None
         """Set whenever the writer takes a frame off ``backlog`` (made for the first waiter)."""
         self.watches: set[str] | None = None
+        self.watch_bucket: TokenBucket | None = None
+        """Watch requests' rate (made on the first Watch)."""
+        self.lookups: TokenBucket | None = None
+        """Look-ups' rate (made on the first Lookup)."""
         self.dropped = False
 
 
@@ -170,9 +180,14 @@ class RelayServer:
         self.metrics = Metrics()
         self.directory = Directory(self.config.data_dir)
         self._server: Server | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self._metrics_port = 0
         self._conns: set[_Conn] = set()
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._ip_buckets: dict[str, TokenBucket] = {}
+        cfg = self.config
+        self._claims_by_address = BucketMap(cfg.claim_rate, cfg.claim_burst)
+        self._claims_by_ip = BucketMap(cfg.claim_rate_per_ip, cfg.claim_burst_per_ip)
         self.routes: LocalRoutes[_Conn] = LocalRoutes(self._offer_waiting)
         """Who receives frames for an address, and who waits for it (routes.py)."""
         self._ids = itertools.count(1)
@@ -209,6 +224,11 @@ class RelayServer:
     def port(self) -> int:
         """The TCP port actually bound (useful with ``port=0``)."""
         return self._port
+
+    @property
+    def metrics_port(self) -> int:
+        """The separate metrics listener's port (0 when /metrics is on the relay's own port)."""
+        return self._metrics_port
 
     @property
     def url(self) -> str:
@@ -248,6 +268,19 @@ class RelayServer:
         )
         self._port = next(iter(self._server.sockets)).getsockname()[1]
         self._accepted_urls = cfg.accepted_urls(self._port)
+        if cfg.metrics and cfg.metrics_port is not None:
+            self._metrics_server = await asyncio.start_server(
+                self._serve_metrics_http, cfg.metrics_host, cfg.metrics_port, limit=8192
+            )
+            self._metrics_port = self._metrics_server.sockets[0].getsockname()[1]
+            log_event(
+                logging.INFO,
+                "metrics",
+                "metrics listener",
+                host=cfg.metrics_host,
+                port=self._metrics_port,
+                token="yes" if cfg.metrics_token else "no",
+            )
         log_event(
             logging.INFO,
             "listening",
@@ -265,6 +298,8 @@ class RelayServer:
             self.directory.close()
             return
         log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         self._server.close(close_connections=True)
         try:
             await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_timeout)
@@ -288,10 +323,17 @@ class RelayServer:
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/metrics":
+            if not self.config.metrics or self.config.metrics_port is not None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            status = self._metrics_status(request.headers.get("Authorization"))
+            if status is not http.HTTPStatus.OK:
+                response = connection.respond(status, f"{status.phrase.lower()}\n")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+                return response
             response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
             headers = Headers(response.headers)
             del headers["Content-Type"]
-            headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            headers["Content-Type"] = _METRICS_TYPE
             response.headers = headers
             return response
         cfg = self.config
@@ -320,6 +362,58 @@ class RelayServer:
         if status == http.HTTPStatus.TOO_MANY_REQUESTS:
             response.headers["Retry-After"] = "1"
         return response
+
+    def _metrics_status(self, authorization: str | None) -> http.HTTPStatus:
+        """OK if /metrics needs no token or ``authorization`` carries it, else UNAUTHORIZED."""
+        token = self.config.metrics_token
+        if token is None:
+            return http.HTTPStatus.OK
+        expected = f"Bearer {token}".encode()
+        given = (authorization or "").encode("utf-8", "replace")
+        return (
+            http.HTTPStatus.OK
+            if hmac.compare_digest(given, expected)
+            else http.HTTPStatus.UNAUTHORIZED
+        )
+
+    async def _serve_metrics_http(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The separate metrics listener: one bounded GET per connection, then close.
+
+        Deliberately tiny (no keep-alive, 8 KiB of headers, 5 s to send them):
+        it serves one scraper on an operator's network, not the public.
+        """
+        try:
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, _, rest = lines[0].partition(" ")
+            target = rest.partition(" ")[0].partition("?")[0]
+            authorization = None
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "authorization":
+                    authorization = value.strip()
+            if method != "GET" or target != "/metrics":
+                status, body, extra = http.HTTPStatus.NOT_FOUND, "not found\n", ""
+            else:
+                status = self._metrics_status(authorization)
+                if status is http.HTTPStatus.OK:
+                    body, extra = self.metrics.render(), f"Content-Type: {_METRICS_TYPE}\r\n"
+                else:
+                    body, extra = "unauthorized\n", 'WWW-Authenticate: Bearer realm="metrics"\r\n'
+            data = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status.value} {status.phrase}\r\n{extra}"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+            pass  # a bad or slow request just gets closed (LimitOverrunError is a ValueError)
+        finally:
+            writer.close()
 
     def _ip_bucket(self, ip: str) -> TokenBucket:
         bucket = self._ip_buckets.get(ip)
@@ -518,15 +612,16 @@ class RelayServer:
             immediate = self._watch(conn, frame)
             if immediate is not None:
                 await self._offer_waiting(conn, immediate)
-        elif isinstance(frame, Claim):
-            if self.directory.claim(frame.handle, address, int(time.time())):
-                await self._offer_waiting(conn, ClaimOk(frame.ref, frame.handle).encode())
-            else:
-                await self._offer_waiting(
-                    conn,
-                    self._refusal(frame, "handle-taken", f"{frame.handle} belongs to another key"),
-                )
+        elif isinstance(frame, Claim | Release):
+            await self._offer_waiting(conn, self._directory_change(conn, address, frame))
         elif isinstance(frame, Lookup):
+            if conn.lookups is None:
+                cfg = self.config
+                conn.lookups = TokenBucket(cfg.lookup_rate, cfg.lookup_burst)
+            if not conn.lookups.take():
+                refusal = self._refusal(frame, "rate-limited", "too many look-ups; slow down")
+                await self._offer_waiting(conn, refusal)
+                return
             found = self.directory.lookup(frame.handle)
             answer = (
                 HandleUnknown(frame.ref, frame.handle)
@@ -549,8 +644,57 @@ class RelayServer:
             self.metrics.frames_refused["offline"] += 1
             await self._offer_waiting(conn, Offline(frame.ref, frame.to).encode())
 
+    def _directory_change(self, conn: _Conn, address: str, frame: Claim | Release) -> bytes:
+        """Claim or release a handle for ``address``; the answer to send.
+
+        Both are rate-limited per address (reconnecting does not refill it) and
+        per client IP (fresh keys from one host share it); a claim past
+        ``max_handles_per_address`` is refused until the owner releases one.
+        """
+        if not (self._claims_by_address.take(address) and self._claims_by_ip.take(conn.ip)):
+            return self._refusal(
+                frame, "rate-limited", "too many handle requests; wait a minute and try again"
+            )
+        handle = frame.handle
+        if isinstance(frame, Release):
+            outcome = self.directory.release(handle, address)
+            if outcome == "released":
+                log_event(logging.INFO, "release", "handle released", conn=conn.cid, handle=handle)
+                return Released(frame.ref, handle).encode()
+            if outcome == "not-yours":
+                return self._refusal(
+                    frame, "not-yours", f"{handle} belongs to another key; only it can release it"
+                )
+            return self._refusal(frame, "handle-unknown", f"nobody holds {handle} at this relay")
+        owner = self.directory.lookup(handle)
+        if owner == address:
+            return ClaimOk(frame.ref, handle).encode()  # already yours: nothing changes
+        if owner is not None:
+            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
+        limit = self.config.max_handles_per_address
+        if self.directory.count_for(address) >= limit:
+            return self._refusal(
+                frame,
+                "handle-quota",
+                f"you already hold {limit} handle{'s' if limit != 1 else ''} at this relay "
+                "(the limit); release one with 'p2ptransfer unregister HANDLE'",
+            )
+        if not self.directory.claim(handle, address, int(time.time())):
+            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
+        log_event(logging.INFO, "claim", "handle claimed", conn=conn.cid, handle=handle)
+        return ClaimOk(frame.ref, handle).encode()
+
     def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
-        """Register a watch; the immediate answer to send, if any."""
+        """Register a watch; the immediate answer to send, if any.
+
+        Presence is public to authenticated peers, but rate-limited: each
+        Watch (answered at once or not) spends a token of the connection's bucket.
+        """
+        if conn.watch_bucket is None:
+            cfg = self.config
+            conn.watch_bucket = TokenBucket(cfg.watch_rate, cfg.watch_burst)
+        if not conn.watch_bucket.take():
+            return self._refusal(frame, "rate-limited", "too many watch requests; slow down")
         if self.routes.online(frame.address):
             return Online(frame.address).encode()
         watches = conn.watches or ()
