@@ -5,7 +5,7 @@ Same command as ``p2ptransfer relay``; ``--help`` lists the options, docs/relay.
 
 from __future__ import annotations
 
-from p2ptransfer.net.relay import main
+from p2ptransfer.cli.commands.relay import main
 
 if __name__ == "__main__":
     main()

@@ -108,3 +108,15 @@ def test_every_module_uses_postponed_annotations() -> None:
         if p.stat().st_size and "from __future__ import annotations" not in p.read_text()
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "net").rglob("*.py")),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_net_imports_neither_click_nor_rich(path: Path) -> None:
+    """The network layer is a library: commands and their rendering live in cli/."""
+    for module, line in _imports(path):
+        top = module.split(".")[0]
+        assert top not in ("click", "rich"), f"{path.relative_to(PACKAGE)}:{line} imports {module}"

@@ -135,6 +135,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "register",
         "Claim HANDLE at the relay's directory, so others can look your address up.",
     ),
+    "unregister": LazyCommand(
+        f"{_FAMILY}.identity",
+        "unregister",
+        "Release HANDLE at the relay's directory, so it no longer points to you.",
+    ),
     "contacts": LazyCommand(
         f"{_FAMILY}.contacts",
         "contacts",
@@ -175,9 +180,9 @@ COMMANDS: dict[str, LazyCommand] = {
         "demo",
         "Run a complete tour: a local relay, two throwaway people, real transfers.",
     ),
-    # The relay's command is its own (the one rendezvous.py runs, with the same options).
+    # The same command rendezvous.py runs, with the same options.
     "relay": LazyCommand(
-        "p2ptransfer.net.relay",
+        f"{_FAMILY}.relay",
         "relay_command",
         "Run the rendezvous relay: it routes opaque frames between authenticated addresses.",
     ),

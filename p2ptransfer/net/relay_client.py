@@ -4,7 +4,7 @@ One background task reads every frame from the relay and sorts it: Deliver,
 Offline and Refused-for-Send go to one bounded inbox that :meth:`RelayClient.recv`
 drains (so a caller that stops reading eventually stops the TCP reads and
 the relay drops it, rather than this process buffering without bound);
-answers to requests (Claim, Lookup, Watch) resolve the future of their
+answers to requests (Claim, Release, Lookup, Watch) resolve the future of their
 ``ref``. When the connection ends, every waiter and the next ``recv`` get a
 :class:`~p2ptransfer.errors.RelayUnreachable` that says why.
 """
@@ -40,19 +40,22 @@ from ..protocol.relay_wire import (
     Claim,
     ClaimOk,
     Deliver,
+    HandleUnknown,
     Lookup,
     LookupResult,
     Offline,
     Online,
     Refused,
+    Release,
+    Released,
     Send,
     Watch,
     check_handle,
     decode_server_frame,
+    escape_text,
     make_auth,
     normalize_relay_url,
 )
-from ..protocol.relay_wire import NotFound as NotFoundFrame
 
 __all__ = ["Deliver", "Offline", "Refused", "RelayClient"]
 
@@ -74,7 +77,7 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, InvalidStatus):
         body = (exc.response.body or b"").decode("utf-8", "replace").strip()
-        return f"HTTP {exc.response.status_code}" + (f" ({body[:80]})" if body else "")
+        return f"HTTP {exc.response.status_code}" + (f" ({escape_text(body[:80])})" if body else "")
     if isinstance(exc, ssl_module.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message})"
     if isinstance(exc, ssl_module.SSLError):
@@ -118,9 +121,10 @@ def _auth_failure(url: str, exc: BaseException) -> BaseException:
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:
+    """The relay's close code and reason, made safe to print: the reason is the relay's text."""
     if exc.rcvd is not None:
         text = f"code {exc.rcvd.code}"
-        return f"{text}: {exc.rcvd.reason}" if exc.rcvd.reason else text
+        return f"{text}: {escape_text(exc.rcvd.reason)}" if exc.rcvd.reason else text
     return "connection lost"
 
 
@@ -263,13 +267,20 @@ class RelayClient:
         if isinstance(result, Refused):
             raise RelayRefused(f"the relay refused to register {handle}: {result.detail}")
 
+    async def release_handle(self, handle: str) -> None:
+        """Unbind ``handle`` from our key (RelayRefused if it is not ours, unknown, or too soon)."""
+        check_handle(handle)
+        result = await self._ask(Release(next(self._refs), handle))
+        if isinstance(result, Refused):
+            raise RelayRefused(f"the relay refused to release {handle}: {result.detail}")
+
     async def lookup_handle(self, handle: str) -> str:
         """The address the relay's directory has for ``handle`` (a hint, never trust)."""
         check_handle(handle)
         result = await self._ask(Lookup(next(self._refs), handle))
         if isinstance(result, LookupResult):
             return result.address
-        if isinstance(result, NotFoundFrame):
+        if isinstance(result, HandleUnknown):
             raise NotFound(f"nobody has claimed the handle {handle!r} at {self.url}")
         raise RelayRefused(f"the relay refused to look up {handle}: {result.detail}")
 
@@ -299,12 +310,14 @@ class RelayClient:
         except ConnectionClosed as exc:
             raise self._lost(exc) from exc
 
-    async def _request(self, frame: Watch | Claim | Lookup, future: asyncio.Future[Any]) -> None:
+    async def _request(
+        self, frame: Watch | Claim | Release | Lookup, future: asyncio.Future[Any]
+    ) -> None:
         self._pending[frame.ref] = future
         future.add_done_callback(lambda _f: self._pending.pop(frame.ref, None))
         await self._send(frame.encode())
 
-    async def _ask(self, frame: Claim | Lookup) -> Any:
+    async def _ask(self, frame: Claim | Release | Lookup) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._request(frame, future)
         try:
@@ -355,7 +368,7 @@ class RelayClient:
             for future in self._online.pop(frame.address, []):
                 if not future.done():
                     future.set_result(frame)
-        elif isinstance(frame, ClaimOk | LookupResult | NotFoundFrame | Refused):
+        elif isinstance(frame, ClaimOk | Released | LookupResult | HandleUnknown | Refused):
             waiter = self._pending.get(frame.ref)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)

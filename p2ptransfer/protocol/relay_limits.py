@@ -1,17 +1,25 @@
-"""The relay protocol's sizes and its URL rule, without cryptography.
+"""The relay protocol's sizes, its URL rule and its rule for free text, without cryptography.
 
 Kept apart from :mod:`.relay_wire` so that the relay's settings (and the
-``relay`` command's help) load without pulling in the crypto and codec
-modules; :mod:`.relay_wire` re-exports everything here.
+``relay`` command's help) and its log formatter load without pulling in the
+crypto and codec modules; :mod:`.relay_wire` re-exports everything here.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from urllib.parse import urlsplit
 
 from ..errors import InputError
 
-__all__ = ["MAX_FRAME_SIZE", "MAX_PAYLOAD_SIZE", "MAX_URL_SIZE", "normalize_relay_url"]
+__all__ = [
+    "MAX_FRAME_SIZE",
+    "MAX_PAYLOAD_SIZE",
+    "MAX_URL_SIZE",
+    "escape_text",
+    "first_unsafe_char",
+    "normalize_relay_url",
+]
 
 MAX_PAYLOAD_SIZE = 60 * 1024
 """Largest opaque payload in one Send/Deliver."""
@@ -28,8 +36,11 @@ def normalize_relay_url(url: str) -> str:
     path defaulting to ``/``; no user info, query or fragment. So
     ``WS://LocalHost:8765`` and ``ws://localhost:8765/`` sign the same bytes.
     """
-    if type(url) is not str or not url.isascii() or len(url) > MAX_URL_SIZE:
-        raise InputError(f"not a relay URL: {url!r}")
+    if type(url) is not str or len(url) > MAX_URL_SIZE:
+        raise InputError("not a relay URL: not text of at most 512 characters")
+    if not url.isascii() or not url.isprintable():
+        # The URL is echoed in errors and logs: no escape sequences, no bidi tricks.
+        raise InputError(f"not a relay URL: '{escape_text(url)}' (only printable ASCII)")
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -51,3 +62,43 @@ def normalize_relay_url(url: str) -> str:
     if len(normal) > MAX_URL_SIZE:
         raise InputError("relay URL too long")
     return normal
+
+
+# Characters that can rewrite or reorder what a terminal or a log viewer shows:
+# C0/C1 controls (ESC, CR, BS…), format characters (bidi overrides and isolates,
+# zero-width joiners), line and paragraph separators, surrogates, private-use
+# and unassigned code points.
+_UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def first_unsafe_char(text: str) -> str | None:
+    """The first control, bidi/format or separator character of ``text``, if any."""
+    for ch in text:
+        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            return ch
+    return None
+
+
+def escape_text(text: str) -> str:
+    r"""``text`` with every unsafe character shown as a visible escape.
+
+    ``\x1b`` for a control below U+0100, ``\u202e`` up to U+FFFF,
+    ``\U000e0001`` beyond. Backslashes are left alone, so escaping twice
+    changes nothing more (text is escaped at each layer it crosses). Safe text
+    comes back unchanged (the same object).
+    """
+    if first_unsafe_char(text) is None:
+        return text
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            code = ord(ch)
+            if code < 0x100:
+                out.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)

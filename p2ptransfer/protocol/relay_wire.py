@@ -1,7 +1,7 @@
 """The relay wire protocol: frames between a peer and the rendezvous relay (sans-I/O).
 
 Every frame is one binary websocket message holding one canonically encoded
-message (:mod:`.encoding`, type ids 0x30-0x3D). The conversation::
+message (:mod:`.encoding`, type ids 0x30-0x3F). The conversation::
 
     relay -> peer   Challenge{challenge}                       right after the upgrade
     peer  -> relay  Auth{public_key, signature, relay_url}     within the auth timeout
@@ -11,7 +11,9 @@ message (:mod:`.encoding`, type ids 0x30-0x3D). The conversation::
                                                    of ``to``; Offline{ref, to} back if none
     peer  -> relay  Watch{ref, address}         -> Online{address} now or when it connects
     peer  -> relay  Claim{ref, handle}          -> ClaimOk{ref, handle} | Refused{ref, ...}
-    peer  -> relay  Lookup{ref, handle}         -> LookupResult{ref, handle, address} | NotFound
+    peer  -> relay  Lookup{ref, handle}         -> LookupResult{ref, handle, address}
+                                                   | HandleUnknown{ref, handle}
+    peer  -> relay  Release{ref, handle}        -> Released{ref, handle} | Refused{ref, ...}
     relay -> peer   Refused{ref, request, reason, detail}   a request was not carried out
 
 The authentication signature covers a context string, the relay URL the peer
@@ -20,6 +22,11 @@ the challenge stops a recorded answer being replayed on a later connection,
 the URL stops an answer made for one relay being replayed at another (NIP-42
 style). It only proves the peer holds the key of the address it registers;
 end-to-end authentication is the session handshake's job.
+
+Free text (``Refused.detail``, ``Auth.relay_url``) is bounded and may hold no
+control, bidi or separator character: the decoder refuses such a frame, so a
+hostile relay or peer cannot hand escape sequences to a terminal or a log
+through it.
 
 This module makes no randomness and does no I/O: the relay passes its
 challenge in, the client passes its identity in.
@@ -37,7 +44,14 @@ from ..errors import DecodeError, InputError, P2PTransferError, ProtocolError
 from . import primitives
 from .encoding import Bytes, Field, FixedBytes, Schema, Text, UInt
 from .identity import ADDRESS_LENGTH, Identity, PublicIdentity, decode_address, encode_address
-from .relay_limits import MAX_FRAME_SIZE, MAX_PAYLOAD_SIZE, MAX_URL_SIZE, normalize_relay_url
+from .relay_limits import (
+    MAX_FRAME_SIZE,
+    MAX_PAYLOAD_SIZE,
+    MAX_URL_SIZE,
+    escape_text,
+    first_unsafe_char,
+    normalize_relay_url,
+)
 
 __all__ = [
     "AUTH_CONTEXT",
@@ -57,12 +71,14 @@ __all__ = [
     "ClientFrame",
     "Deliver",
     "Frame",
+    "HandleUnknown",
     "Lookup",
     "LookupResult",
-    "NotFound",
     "Offline",
     "Online",
     "Refused",
+    "Release",
+    "Released",
     "Send",
     "ServerFrame",
     "Watch",
@@ -73,6 +89,8 @@ __all__ = [
     "decode_server_frame",
     "deliver_from_send",
     "deliver_header",
+    "escape_text",
+    "first_unsafe_char",
     "make_auth",
     "normalize_relay_url",
     "send_recipient",
@@ -344,13 +362,43 @@ class LookupResult(_Frame):
 
 
 @dataclass(frozen=True)
-class NotFound(_Frame):
+class HandleUnknown(_Frame):
     """Relay -> peer: nobody claimed ``handle``."""
 
     ref: int
     handle: str
     SCHEMA: ClassVar[Schema] = Schema(
-        "relay.NotFound", 0x3C, [Field(1, "ref", _REF), Field(2, "handle", _HANDLE)], 64
+        "relay.HandleUnknown", 0x3C, [Field(1, "ref", _REF), Field(2, "handle", _HANDLE)], 64
+    )
+
+    def __post_init__(self) -> None:
+        _check_ref(self.ref)
+        check_handle(self.handle)
+
+
+@dataclass(frozen=True)
+class Release(_Frame):
+    """Peer -> relay: unbind ``handle`` from my key (it becomes free for anybody)."""
+
+    ref: int
+    handle: str
+    SCHEMA: ClassVar[Schema] = Schema(
+        "relay.Release", 0x3E, [Field(1, "ref", _REF), Field(2, "handle", _HANDLE)], 64
+    )
+
+    def __post_init__(self) -> None:
+        _check_ref(self.ref)
+        check_handle(self.handle)
+
+
+@dataclass(frozen=True)
+class Released(_Frame):
+    """Relay -> peer: ``handle`` was the requester's and is free now."""
+
+    ref: int
+    handle: str
+    SCHEMA: ClassVar[Schema] = Schema(
+        "relay.Released", 0x3F, [Field(1, "ref", _REF), Field(2, "handle", _HANDLE)], 64
     )
 
     def __post_init__(self) -> None:
@@ -363,8 +411,9 @@ class Refused(_Frame):
     """Relay -> peer: request ``ref`` (of type ``request``) was not carried out.
 
     ``reason`` is a short machine-readable code (``rate-limited``,
-    ``handle-taken``, ``too-many-watches``, ``not-authenticated``…);
-    ``detail`` a sentence for humans.
+    ``handle-taken``, ``handle-quota``, ``not-yours``, ``too-many-watches``…);
+    ``detail`` a sentence for humans: at most 200 bytes of UTF-8 and no
+    control, bidi or separator character (it ends up on a terminal).
     """
 
     ref: int
@@ -391,16 +440,31 @@ class Refused(_Frame):
             raise ValueError("reason is a short lower-case code")
         if type(self.detail) is not str or len(self.detail.encode()) > _MAX_DETAIL:
             raise ValueError(f"detail is at most {_MAX_DETAIL} bytes")
+        unsafe = first_unsafe_char(self.detail)
+        if unsafe is not None:
+            raise ValueError(
+                f"detail holds the character U+{ord(unsafe):04X} "
+                "(control, bidi and separator characters are refused)"
+            )
 
 
-ClientFrame: TypeAlias = Auth | Send | Watch | Claim | Lookup
+ClientFrame: TypeAlias = Auth | Send | Watch | Claim | Lookup | Release
 ServerFrame: TypeAlias = (
-    Challenge | AuthOk | Deliver | Offline | Online | ClaimOk | LookupResult | NotFound | Refused
+    Challenge
+    | AuthOk
+    | Deliver
+    | Offline
+    | Online
+    | ClaimOk
+    | LookupResult
+    | HandleUnknown
+    | Released
+    | Refused
 )
 Frame: TypeAlias = ClientFrame | ServerFrame
 
 CLIENT_FRAMES: dict[int, type[_Frame]] = {
-    cls.SCHEMA.type_id: cls for cls in (Auth, Send, Watch, Claim, Lookup)
+    cls.SCHEMA.type_id: cls for cls in (Auth, Send, Watch, Claim, Lookup, Release)
 }
 SERVER_FRAMES: dict[int, type[_Frame]] = {
     cls.SCHEMA.type_id: cls
@@ -412,7 +476,8 @@ SERVER_FRAMES: dict[int, type[_Frame]] = {
         Online,
         ClaimOk,
         LookupResult,
-        NotFound,
+        HandleUnknown,
+        Released,
         Refused,
     )
 }

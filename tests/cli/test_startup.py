@@ -99,7 +99,7 @@ def test_usage_errors_import_nothing_heavy() -> None:
 
 
 def test_relay_help_loads_its_settings_but_no_server() -> None:
-    """``relay`` is net.relay's own command: its help loads the relay's settings, not its server."""
+    """``relay --help`` loads the relay's settings (for its option defaults), not its server."""
     (relay_help,) = _probe([["relay", "--help"]])
     assert relay_help["code"] == 0
     no_server = [m for m in relay_help["heavy"] if m.split(".")[0] != "p2ptransfer"]

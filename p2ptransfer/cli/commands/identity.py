@@ -1,4 +1,4 @@
-"""``init``, ``whoami`` and ``register``: who this home is, and its handle at the relay."""
+"""``init``, ``whoami``, ``register`` and ``unregister``: who this home is, its handles."""
 
 from __future__ import annotations
 
@@ -78,6 +78,9 @@ def register(app: App, handle: str) -> None:
 
     First come, first served; the relay binds the handle to your key.
     """
+    from ...protocol.relay_wire import check_handle
+
+    check_handle(handle)  # a typo fails before the passphrase prompt
     app.require_home()
     passphrase = app.read_passphrase()
 
@@ -94,3 +97,31 @@ def register(app: App, handle: str) -> None:
         app.run(claim())
     app.out.print(f"registered handle {handle} at {app.relay_url}", markup=False)
     app.note(f"others can now run: p2ptransfer contacts add NAME --lookup {handle}")
+
+
+@click.command()
+@click.argument("handle")
+@pass_app
+def unregister(app: App, handle: str) -> None:
+    """Release HANDLE at the relay's directory, so it no longer points to you.
+
+    Only the key that claimed a handle can release it; anybody may claim it afterwards.
+    """
+    from ...protocol.relay_wire import check_handle
+
+    check_handle(handle)  # a typo fails before the passphrase prompt
+    app.require_home()
+    passphrase = app.read_passphrase()
+
+    from ...net.relay_client import RelayClient
+
+    async def release() -> None:
+        client = await RelayClient.connect(app.relay_url, app.unlock(passphrase))
+        try:
+            await client.release_handle(handle)
+        finally:
+            await client.close()
+
+    with app.waiting(f"releasing {handle} at {app.relay_url}…"):
+        app.run(release())
+    app.out.print(f"released handle {handle} at {app.relay_url}", markup=False)

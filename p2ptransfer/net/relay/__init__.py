@@ -1,21 +1,21 @@
 """The rendezvous relay (server side); see :mod:`.server` and docs/relay.md.
 
-Public API: :class:`RelayConfig`, :class:`RelayServer`, :func:`run_relay`,
-the click command :data:`relay_command` (mounted by ``rendezvous.py`` and by
-``p2ptransfer relay``) and :func:`main`.
+Public API: :class:`RelayConfig`, :class:`RelayServer` and :func:`run_relay`.
+The ``relay`` command (run by ``rendezvous.py`` and ``p2ptransfer relay``)
+is the CLI's, in ``p2ptransfer/cli/commands/relay.py``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .cli import main, relay_command, run_relay
 from .config import RelayConfig
+from .run import run_relay
 
 if TYPE_CHECKING:
     from .server import RelayServer
 
-__all__ = ["RelayConfig", "RelayServer", "main", "relay_command", "run_relay"]
+__all__ = ["RelayConfig", "RelayServer", "run_relay"]
 
 
 def __getattr__(name: str) -> Any:

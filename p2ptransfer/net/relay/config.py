@@ -59,6 +59,32 @@ class RelayConfig:
     max_connections_per_address: int = 4
     max_watches: int = 32
 
+    # requests: presence (Watch), directory look-ups and claims. Token buckets whose
+    # defaults a person never meets; a request over its rate is Refused (rate-limited).
+    watch_rate: float = 5.0
+    """Watch requests per second per connection (after the burst); 0 disables."""
+    watch_burst: float = 20.0
+    lookup_rate: float = 5.0
+    """Handle look-ups per second per connection (after the burst); 0 disables."""
+    lookup_burst: float = 20.0
+    max_handles_per_address: int = 3
+    """Handles one address (key) may hold in the directory at once."""
+    claim_rate: float = 0.2
+    """Claims and releases per second per address, surviving reconnects; 0 disables."""
+    claim_burst: float = 10.0
+    claim_rate_per_ip: float = 1.0
+    """Claims and releases per second per client IP, all keys together; 0 disables."""
+    claim_burst_per_ip: float = 20.0
+
+    # metrics (Prometheus text at /metrics)
+    metrics: bool = True
+    """Serve /metrics at all."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """None: /metrics on the relay's own port; a number: only on this separate listener."""
+    metrics_token: str | None = None
+    """If set, /metrics needs ``Authorization: Bearer TOKEN`` (else 401)."""
+
     # timeouts (seconds)
     auth_timeout: float = 10.0
     open_timeout: float = 10.0
@@ -82,9 +108,21 @@ class RelayConfig:
             "max_connections",
             "max_connections_per_ip",
             "max_connections_per_address",
+            "max_handles_per_address",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics port must be 0-65535")
+        if self.metrics_token is not None and (
+            len(self.metrics_token) < 16
+            or not self.metrics_token.isascii()
+            or not self.metrics_token.isprintable()
+            or " " in self.metrics_token
+        ):
+            raise ValueError(
+                "the metrics token is at least 16 printable ASCII characters, no spaces"
+            )
         for url in self.public_urls:
             normalize_relay_url(url)
 

@@ -3,16 +3,20 @@
 A convenience for finding somebody's address, never a root of trust: the relay
 operator can answer a lookup with any address it likes. A looked-up address is
 trusted on first use and checked by safety number like any other.
+
+Only the holder may release a handle; the server caps how many one address
+holds (:meth:`Directory.count_for`) and how fast it claims.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 from ...protocol.relay_wire import check_handle
 
-__all__ = ["DIRECTORY_FILE", "Directory"]
+__all__ = ["DIRECTORY_FILE", "Directory", "ReleaseOutcome"]
 
 DIRECTORY_FILE = "relay-directory.sqlite3"
 
@@ -22,7 +26,10 @@ CREATE TABLE IF NOT EXISTS handles (
     address    TEXT NOT NULL,
     claimed_at INTEGER NOT NULL
 ) STRICT;
+CREATE INDEX IF NOT EXISTS handles_by_address ON handles (address);
 """
+
+ReleaseOutcome = Literal["released", "not-yours", "unknown"]
 
 
 class Directory:
@@ -38,7 +45,7 @@ class Directory:
         if data_dir is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def claim(self, handle: str, address: str, now: int) -> bool:
         """Bind ``handle`` to ``address``; True if it is now (or already was) theirs."""
@@ -52,6 +59,21 @@ class Directory:
     def lookup(self, handle: str) -> str | None:
         row = self._db.execute("SELECT address FROM handles WHERE handle = ?", (handle,)).fetchone()
         return None if row is None else str(row[0])
+
+    def release(self, handle: str, address: str) -> ReleaseOutcome:
+        """Unbind ``handle`` if ``address`` holds it; otherwise say whose problem it is."""
+        check_handle(handle)
+        deleted = self._db.execute(
+            "DELETE FROM handles WHERE handle = ? AND address = ?", (handle, address)
+        ).rowcount
+        if deleted:
+            return "released"
+        return "unknown" if self.lookup(handle) is None else "not-yours"
+
+    def count_for(self, address: str) -> int:
+        """How many handles ``address`` holds."""
+        row = self._db.execute("SELECT count(*) FROM handles WHERE address = ?", (address,))
+        return int(row.fetchone()[0])
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM handles").fetchone()[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["FrameThrottle", "TokenBucket"]
+__all__ = ["BucketMap", "FrameThrottle", "TokenBucket"]
 
 
 class TokenBucket:
@@ -122,3 +122,39 @@ class FrameThrottle:
             if tokens < 0 and -tokens / rate > wait:
                 wait = -tokens / rate
         return wait
+
+
+class BucketMap:
+    """One :class:`TokenBucket` per key (an address, an IP), made on first use.
+
+    Bounded: past ``max_keys`` the buckets that are full again (their key has
+    been idle long enough) are forgotten, which loses nothing; a flood of
+    fresh keys can still not grow it past ``max_keys`` plus the busy ones.
+    """
+
+    __slots__ = ("_buckets", "_clock", "burst", "max_keys", "rate")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str) -> bool:
+        """Spend one token of ``key``'s bucket; False (nothing spent) when it is empty."""
+        if self.rate <= 0:
+            return True
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                for idle in [k for k, b in self._buckets.items() if b.full]:
+                    del self._buckets[idle]
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self._clock)
+        return bucket.take()

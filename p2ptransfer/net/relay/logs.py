@@ -1,4 +1,12 @@
-"""Structured logs: one line per event, ``text`` or ``json``; never payloads or secrets."""
+"""Structured logs: one line per event, ``text`` or ``json``; never payloads or secrets.
+
+Log lines carry text that strangers chose (a relay URL an unauthenticated
+client signed, close reasons, websockets' own messages). One event is always
+exactly one line, and a terminal or log viewer shows what was logged: the text
+format escapes every control, bidi and separator character in the message and
+in every field (``\x1b``, ``\u202e``; a backslash as ``\\``), as the JSON
+format's string escaping already does.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,8 @@ import logging
 import sys
 import time
 from typing import Any, TextIO
+
+from ...protocol.relay_limits import escape_text
 
 __all__ = ["LOGGER_NAME", "configure_logging", "log_event"]
 
@@ -26,7 +36,8 @@ class _TextFormatter(logging.Formatter):
         fields: dict[str, Any] = getattr(record, "fields", {})
         event = getattr(record, "event", record.name)
         extra = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
-        line = f"{stamp}Z {record.levelname.lower()} {event}: {record.getMessage()}"
+        message = escape_text(record.getMessage())
+        line = f"{stamp}Z {record.levelname.lower()} {_text(event)}: {message}"
         return f"{line} {extra}" if extra else line
 
 
@@ -39,12 +50,15 @@ class _JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         out.update(getattr(record, "fields", {}))
-        return json.dumps(out, separators=(",", ":"), default=str)
+        return json.dumps(out, separators=(",", ":"), default=str)  # escapes every control
 
 
 def _text(value: object) -> str:
-    text = str(value)
-    return json.dumps(text) if (not text or any(c in text for c in ' "=\n')) else text
+    """A field value: escaped, and quoted when it holds a space, quote or ``=`` (or is empty)."""
+    text = escape_text(str(value))
+    if text and not any(c in text for c in ' "='):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
 
 
 def configure_logging(fmt: str = "text", level: str = "info", stream: TextIO | None = None) -> None:

@@ -6,7 +6,7 @@ One connection's life::
         | upgrade
     UNAUTHENTICATED: relay sends Challenge; the first frame must be a valid Auth
         | AuthOk                      (bad/late/other frame -> close 1008 or 1003)
-    AUTHENTICATED: Send / Watch / Claim / Lookup until either side closes
+    AUTHENTICATED: Send / Watch / Claim / Lookup / Release until either side closes
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import http
 import itertools
 import logging
@@ -61,12 +62,14 @@ from ...protocol.relay_wire import (
     ClaimOk,
     ClientFrame,
     Deliver,
+    HandleUnknown,
     Lookup,
     LookupResult,
-    NotFound,
     Offline,
     Online,
     Refused,
+    Release,
+    Released,
     Send,
     Watch,
     decode_client_frame,
@@ -77,9 +80,10 @@ from ...protocol.relay_wire import (
 )
 from .config import RelayConfig
 from .directory import Directory
-from .limits import FrameThrottle, TokenBucket
+from .limits import BucketMap, FrameThrottle, TokenBucket
 from .logs import log_event
 from .metrics import Metrics
+from .routes import LocalRoutes
 
 __all__ = ["RelayServer"]
 
@@ -89,6 +93,7 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
 _OPEN = State.OPEN
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Close(Exception):
@@ -117,8 +122,10 @@ class _Conn:
         "deliver_header",
         "dropped",
         "ip",
+        "lookups",
         "room",
         "throttle",
+        "watch_bucket",
         "watches",
         "writer",
         "ws",
@@ -142,6 +149,10 @@ class _Conn:
         self.room: asyncio.Event | None = None
         """Set whenever the writer takes a frame off ``backlog`` (made for the first waiter)."""
         self.watches: set[str] | None = None
+        self.watch_bucket: TokenBucket | None = None
+        """Watch requests' rate (made on the first Watch)."""
+        self.lookups: TokenBucket | None = None
+        """Look-ups' rate (made on the first Lookup)."""
         self.dropped = False
 
 
@@ -161,11 +172,6 @@ def _truncate(reason: str) -> str:
     return raw.decode("utf-8", errors="ignore")
 
 
-def _route_key(address: str) -> bytes:
-    """The routing table's key for ``address``: its bytes, as they stand in a Send's ``to``."""
-    return address.encode("ascii")
-
-
 class RelayServer:
     """An asyncio relay; ``await start()``, read ``url``, ``await close()``."""
 
@@ -174,12 +180,16 @@ class RelayServer:
         self.metrics = Metrics()
         self.directory = Directory(self.config.data_dir)
         self._server: Server | None = None
+        self._metrics_server: asyncio.Server | None = None
+        self._metrics_port = 0
         self._conns: set[_Conn] = set()
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._ip_buckets: dict[str, TokenBucket] = {}
-        self._by_address: dict[bytes, tuple[_Conn, ...]] = {}
-        """Authenticated connections by :func:`_route_key`; tuples, so a snapshot is free."""
-        self._watchers: dict[str, set[_Conn]] = {}
+        cfg = self.config
+        self._claims_by_address = BucketMap(cfg.claim_rate, cfg.claim_burst)
+        self._claims_by_ip = BucketMap(cfg.claim_rate_per_ip, cfg.claim_burst_per_ip)
+        self.routes: LocalRoutes[_Conn] = LocalRoutes(self._offer_waiting)
+        """Who receives frames for an address, and who waits for it (routes.py)."""
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
         self._closing = False
@@ -189,17 +199,17 @@ class RelayServer:
         m.gauge(
             "p2pt_relay_authenticated_peers",
             "Authenticated connections.",
-            lambda: sum(len(c) for c in self._by_address.values()),
+            self.routes.connection_count,
         )
         m.gauge(
             "p2pt_relay_addresses_online",
             "Distinct addresses with at least one connection.",
-            lambda: len(self._by_address),
+            self.routes.address_count,
         )
         m.gauge(
             "p2pt_relay_watches",
             "Pending Watch requests.",
-            lambda: sum(len(c) for c in self._watchers.values()),
+            self.routes.watch_count,
         )
         m.gauge(
             "p2pt_relay_outgoing_queued_bytes",
@@ -214,6 +224,11 @@ class RelayServer:
     def port(self) -> int:
         """The TCP port actually bound (useful with ``port=0``)."""
         return self._port
+
+    @property
+    def metrics_port(self) -> int:
+        """The separate metrics listener's port (0 when /metrics is on the relay's own port)."""
+        return self._metrics_port
 
     @property
     def url(self) -> str:
@@ -253,6 +268,19 @@ class RelayServer:
         )
         self._port = next(iter(self._server.sockets)).getsockname()[1]
         self._accepted_urls = cfg.accepted_urls(self._port)
+        if cfg.metrics and cfg.metrics_port is not None:
+            self._metrics_server = await asyncio.start_server(
+                self._serve_metrics_http, cfg.metrics_host, cfg.metrics_port, limit=8192
+            )
+            self._metrics_port = self._metrics_server.sockets[0].getsockname()[1]
+            log_event(
+                logging.INFO,
+                "metrics",
+                "metrics listener",
+                host=cfg.metrics_host,
+                port=self._metrics_port,
+                token="yes" if cfg.metrics_token else "no",
+            )
         log_event(
             logging.INFO,
             "listening",
@@ -270,6 +298,8 @@ class RelayServer:
             self.directory.close()
             return
         log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         self._server.close(close_connections=True)
         try:
             await asyncio.wait_for(self._server.wait_closed(), self.config.shutdown_timeout)
@@ -293,10 +323,17 @@ class RelayServer:
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/metrics":
+            if not self.config.metrics or self.config.metrics_port is not None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            status = self._metrics_status(request.headers.get("Authorization"))
+            if status is not http.HTTPStatus.OK:
+                response = connection.respond(status, f"{status.phrase.lower()}\n")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+                return response
             response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
             headers = Headers(response.headers)
             del headers["Content-Type"]
-            headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            headers["Content-Type"] = _METRICS_TYPE
             response.headers = headers
             return response
         cfg = self.config
@@ -325,6 +362,58 @@ class RelayServer:
         if status == http.HTTPStatus.TOO_MANY_REQUESTS:
             response.headers["Retry-After"] = "1"
         return response
+
+    def _metrics_status(self, authorization: str | None) -> http.HTTPStatus:
+        """OK if /metrics needs no token or ``authorization`` carries it, else UNAUTHORIZED."""
+        token = self.config.metrics_token
+        if token is None:
+            return http.HTTPStatus.OK
+        expected = f"Bearer {token}".encode()
+        given = (authorization or "").encode("utf-8", "replace")
+        return (
+            http.HTTPStatus.OK
+            if hmac.compare_digest(given, expected)
+            else http.HTTPStatus.UNAUTHORIZED
+        )
+
+    async def _serve_metrics_http(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The separate metrics listener: one bounded GET per connection, then close.
+
+        Deliberately tiny (no keep-alive, 8 KiB of headers, 5 s to send them):
+        it serves one scraper on an operator's network, not the public.
+        """
+        try:
+            async with asyncio.timeout(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, _, rest = lines[0].partition(" ")
+            target = rest.partition(" ")[0].partition("?")[0]
+            authorization = None
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "authorization":
+                    authorization = value.strip()
+            if method != "GET" or target != "/metrics":
+                status, body, extra = http.HTTPStatus.NOT_FOUND, "not found\n", ""
+            else:
+                status = self._metrics_status(authorization)
+                if status is http.HTTPStatus.OK:
+                    body, extra = self.metrics.render(), f"Content-Type: {_METRICS_TYPE}\r\n"
+                else:
+                    body, extra = "unauthorized\n", 'WWW-Authenticate: Bearer realm="metrics"\r\n'
+            data = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status.value} {status.phrase}\r\n{extra}"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
+            pass  # a bad or slow request just gets closed (LimitOverrunError is a ValueError)
+        finally:
+            writer.close()
 
     def _ip_bucket(self, ip: str) -> TokenBucket:
         bucket = self._ip_buckets.get(ip)
@@ -411,7 +500,7 @@ class RelayServer:
         layout, look the raw address up, write header + tail to each
         recipient. Everything else goes through :meth:`_on_message`.
         """
-        routes = self._by_address
+        routes = self.routes.table
         metrics = self.metrics
         throttle = conn.throttle
         header = conn.deliver_header
@@ -459,7 +548,7 @@ class RelayServer:
             raise _Close(
                 CloseCode.POLICY_VIOLATION, f"authentication failed: {exc}", "auth-failed"
             ) from None
-        peers = self._by_address.get(_route_key(address), ())
+        peers = self.routes.connections(address)
         if len(peers) >= self.config.max_connections_per_address:
             raise _Close(
                 CloseCode.TRY_AGAIN_LATER,
@@ -483,19 +572,13 @@ class RelayServer:
     def _register(self, conn: _Conn, address: str) -> None:
         conn.address = address
         conn.deliver_header = deliver_header(address)
-        key = _route_key(address)
-        peers = self._by_address.get(key)
-        self._by_address[key] = (conn,) if peers is None else (*peers, conn)
+        watchers = self.routes.subscribe(address, conn)
         self._push(conn, AuthOk(address).encode())
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
-        if peers is None:
-            watchers = self._watchers.pop(address, None)
-            if watchers:
-                online = Online(address).encode()
-                for watcher in watchers:
-                    if watcher.watches is not None:
-                        watcher.watches.discard(address)
-                    self._push(watcher, online)
+        if watchers:
+            online = Online(address).encode()
+            for watcher in watchers:
+                self._push(watcher, online)
 
     def _forget(self, conn: _Conn) -> None:
         if conn in self._conns:
@@ -503,27 +586,7 @@ class RelayServer:
             self._per_ip[conn.ip] -= 1
             if self._per_ip[conn.ip] <= 0:
                 del self._per_ip[conn.ip]
-        self._unroute(conn)
-
-    def _unroute(self, conn: _Conn) -> None:
-        """Nothing is routed to ``conn`` any more and its watches are dropped."""
-        if conn.address is not None:
-            key = _route_key(conn.address)
-            peers = self._by_address.get(key)
-            if peers is not None and conn in peers:
-                rest = tuple(peer for peer in peers if peer is not conn)
-                if rest:
-                    self._by_address[key] = rest
-                else:
-                    del self._by_address[key]
-        if conn.watches:
-            for address in conn.watches:
-                watchers = self._watchers.get(address)
-                if watchers is not None:
-                    watchers.discard(conn)
-                    if not watchers:
-                        del self._watchers[address]
-        conn.watches = None
+        self.routes.unsubscribe(conn, conn.address)
 
     # --- frames -------------------------------------------------------------
 
@@ -549,18 +612,19 @@ class RelayServer:
             immediate = self._watch(conn, frame)
             if immediate is not None:
                 await self._offer_waiting(conn, immediate)
-        elif isinstance(frame, Claim):
-            if self.directory.claim(frame.handle, address, int(time.time())):
-                await self._offer_waiting(conn, ClaimOk(frame.ref, frame.handle).encode())
-            else:
-                await self._offer_waiting(
-                    conn,
-                    self._refusal(frame, "handle-taken", f"{frame.handle} belongs to another key"),
-                )
+        elif isinstance(frame, Claim | Release):
+            await self._offer_waiting(conn, self._directory_change(conn, address, frame))
         elif isinstance(frame, Lookup):
+            if conn.lookups is None:
+                cfg = self.config
+                conn.lookups = TokenBucket(cfg.lookup_rate, cfg.lookup_burst)
+            if not conn.lookups.take():
+                refusal = self._refusal(frame, "rate-limited", "too many look-ups; slow down")
+                await self._offer_waiting(conn, refusal)
+                return
             found = self.directory.lookup(frame.handle)
             answer = (
-                NotFound(frame.ref, frame.handle)
+                HandleUnknown(frame.ref, frame.handle)
                 if found is None
                 else LookupResult(frame.ref, frame.handle, found)
             )
@@ -570,13 +634,9 @@ class RelayServer:
 
     async def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
         """A Send the fast path did not take: usually to an offline address."""
-        targets = self._by_address.get(_route_key(frame.to))
         delivered = 0
-        if targets:
-            data = Deliver(sender, frame.payload).encode()
-            for target in targets:
-                if await self._offer_waiting(target, data):
-                    delivered += 1
+        if self.routes.online(frame.to):
+            delivered = await self.routes.route(frame.to, Deliver(sender, frame.payload).encode())
         if delivered:
             self.metrics.frames_forwarded += delivered
             self.metrics.bytes_forwarded += delivered * len(frame.payload)
@@ -584,19 +644,65 @@ class RelayServer:
             self.metrics.frames_refused["offline"] += 1
             await self._offer_waiting(conn, Offline(frame.ref, frame.to).encode())
 
+    def _directory_change(self, conn: _Conn, address: str, frame: Claim | Release) -> bytes:
+        """Claim or release a handle for ``address``; the answer to send.
+
+        Both are rate-limited per address (reconnecting does not refill it) and
+        per client IP (fresh keys from one host share it); a claim past
+        ``max_handles_per_address`` is refused until the owner releases one.
+        """
+        if not (self._claims_by_address.take(address) and self._claims_by_ip.take(conn.ip)):
+            return self._refusal(
+                frame, "rate-limited", "too many handle requests; wait a minute and try again"
+            )
+        handle = frame.handle
+        if isinstance(frame, Release):
+            outcome = self.directory.release(handle, address)
+            if outcome == "released":
+                log_event(logging.INFO, "release", "handle released", conn=conn.cid, handle=handle)
+                return Released(frame.ref, handle).encode()
+            if outcome == "not-yours":
+                return self._refusal(
+                    frame, "not-yours", f"{handle} belongs to another key; only it can release it"
+                )
+            return self._refusal(frame, "handle-unknown", f"nobody holds {handle} at this relay")
+        owner = self.directory.lookup(handle)
+        if owner == address:
+            return ClaimOk(frame.ref, handle).encode()  # already yours: nothing changes
+        if owner is not None:
+            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
+        limit = self.config.max_handles_per_address
+        if self.directory.count_for(address) >= limit:
+            return self._refusal(
+                frame,
+                "handle-quota",
+                f"you already hold {limit} handle{'s' if limit != 1 else ''} at this relay "
+                "(the limit); release one with 'p2ptransfer unregister HANDLE'",
+            )
+        if not self.directory.claim(handle, address, int(time.time())):
+            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
+        log_event(logging.INFO, "claim", "handle claimed", conn=conn.cid, handle=handle)
+        return ClaimOk(frame.ref, handle).encode()
+
     def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
-        """Register a watch; the immediate answer to send, if any."""
-        if _route_key(frame.address) in self._by_address:
+        """Register a watch; the immediate answer to send, if any.
+
+        Presence is public to authenticated peers, but rate-limited: each
+        Watch (answered at once or not) spends a token of the connection's bucket.
+        """
+        if conn.watch_bucket is None:
+            cfg = self.config
+            conn.watch_bucket = TokenBucket(cfg.watch_rate, cfg.watch_burst)
+        if not conn.watch_bucket.take():
+            return self._refusal(frame, "rate-limited", "too many watch requests; slow down")
+        if self.routes.online(frame.address):
             return Online(frame.address).encode()
-        watches = conn.watches
-        if watches is None:
-            watches = conn.watches = set()
+        watches = conn.watches or ()
         if frame.address in watches:
             return None
         if len(watches) >= self.config.max_watches:
             return self._refusal(frame, "too-many-watches", "too many addresses watched at once")
-        watches.add(frame.address)
-        self._watchers.setdefault(frame.address, set()).add(conn)
+        self.routes.watch(frame.address, conn)
         return None
 
     def _refusal(self, frame: ClientFrame, reason: str, detail: str) -> bytes:
@@ -709,7 +815,7 @@ class RelayServer:
             address=conn.address or "-",
             code=int(CloseCode.TRY_AGAIN_LATER),
         )
-        self._unroute(conn)  # nothing more is routed to it from now on
+        self.routes.unsubscribe(conn, conn.address)  # nothing more is routed to it from now on
         self._stop_writer(conn)
         if conn.room is not None:
             conn.room.set()  # other senders waiting for it give up now

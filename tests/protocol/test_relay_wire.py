@@ -36,7 +36,9 @@ FRAMES: list[w.Frame] = [
     w.ClaimOk(9, "alice"),
     w.Lookup(10, "bob_2"),
     w.LookupResult(10, "bob_2", BOB.address),
-    w.NotFound(10, "bob_2"),
+    w.HandleUnknown(10, "bob_2"),
+    w.Release(11, "alice"),
+    w.Released(11, "alice"),
     w.Refused(9, 0x38, "handle-taken", "alice belongs to another key"),
 ]
 
@@ -51,8 +53,66 @@ def test_round_trip(frame: w.Frame) -> None:
 
 def test_type_ids_are_in_the_relay_range() -> None:
     ids = sorted({**w.CLIENT_FRAMES, **w.SERVER_FRAMES})
-    assert ids == list(range(0x30, 0x3E))
+    assert ids == list(range(0x30, 0x40))
     assert set(w.CLIENT_FRAMES).isdisjoint(w.SERVER_FRAMES)
+
+
+def test_release_exact_bytes() -> None:
+    assert w.Release(0x01020304, "bob_2").encode() == bytes.fromhex(
+        "3e01 00000004 0102030402 00000005626f625f32".replace(" ", "")
+    )
+    assert w.Released(1, "bob_2").encode()[0] == 0x3F
+    assert w.decode_client_frame(w.Release(1, "bob_2").encode()) == w.Release(1, "bob_2")
+    assert w.decode_server_frame(w.Released(1, "bob_2").encode()) == w.Released(1, "bob_2")
+
+
+def _raw_refused(detail: str) -> bytes:
+    """A Refused encoded without the frame's own checks (as a hostile relay would)."""
+    return w.Refused.SCHEMA.encode({"ref": 1, "request": 0x38, "reason": "x", "detail": detail})
+
+
+@pytest.mark.parametrize(
+    "char", ["\x1b", "\r", "\n", "\x08", "\x9b", "\u202e", "\u2066", "\u2028", "\u200b"]
+)
+def test_refused_detail_with_control_or_bidi_is_a_decode_error(char: str) -> None:
+    data = _raw_refused(f"fine{char}[2Kauth: authenticated")
+    with pytest.raises(DecodeError, match=f"U\\+{ord(char):04X}"):
+        w.decode_server_frame(data)
+    with pytest.raises(ValueError):
+        w.Refused(1, 0x38, "x", f"a{char}b")
+    assert w.decode_server_frame(_raw_refused("plain text, accents é ok")).detail == (
+        "plain text, accents é ok"
+    )
+
+
+def test_refused_detail_is_bounded() -> None:
+    ok = _raw_refused("x" * 200)
+    assert w.decode_server_frame(ok).detail == "x" * 200
+    head = ok[: -200 - 4]  # up to the detail's length field
+    too_long = head + (201).to_bytes(4, "big") + b"x" * 201
+    with pytest.raises(DecodeError):
+        w.decode_server_frame(too_long)
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x7f", "\u202e"])
+def test_auth_relay_url_with_control_characters_is_refused(char: str) -> None:
+    raw = w.Auth.SCHEMA.encode(
+        {
+            "public_key": ALICE.public.public_key,
+            "signature": bytes(64),
+            "relay_url": f"ws://evil.example:1/{char}[2K",
+        }
+    )
+    with pytest.raises(DecodeError, match="only printable ASCII"):
+        w.decode_client_frame(raw)
+
+
+def test_escape_text() -> None:
+    escaped = w.escape_text("a\x1b[2K\u202e\u2028\\b\U000e0001 ok é")
+    assert escaped == "a\\x1b[2K\\u202e\\u2028\\b\\U000e0001 ok é"
+    assert w.escape_text(escaped) == escaped
+    plain = "nothing to escape"
+    assert w.escape_text(plain) is plain
 
 
 def test_send_exact_bytes() -> None:
@@ -172,7 +232,7 @@ def test_random_bytes_raise_only_our_errors(decode: object, data: bytes) -> None
 
 @pytest.mark.parametrize("decode", DECODERS, ids=lambda d: d.__name__)
 @given(
-    type_id=st.integers(0x30, 0x3D),
+    type_id=st.integers(0x30, 0x3F),
     body=st.binary(max_size=200),
 )
 def test_random_bodies_with_relay_type_ids_raise_only_our_errors(
