@@ -129,7 +129,9 @@ def _refuse_with_forged_detail(ws: ServerConnection) -> None:
     _authenticate(ws)
     lookup = decode_client_frame(ws.recv(timeout=10))
     assert isinstance(lookup, Lookup)
-    ws.send(Refused(lookup.ref, 0x3A, "rate-limited", FORGED + " " + BIDI).encode())
+    # Raw bytes: our own Refused type refuses to hold such a detail.
+    fields = {"ref": lookup.ref, "request": 0x3A, "reason": "rate-limited"}
+    ws.send(Refused.SCHEMA.encode({**fields, "detail": FORGED + " " + BIDI}))
     with contextlib.suppress(Exception):
         ws.recv(timeout=10)
 
@@ -156,7 +158,8 @@ def test_relay_refusal_detail_is_escaped(home: Path) -> None:
             "--home", str(home), "--relay", url, "contacts", "add", "bob", "--lookup", "bob"
         )
     assert (code, out) == (10, "")
-    assert err == (f"error: the relay refused to look up bob: {SHOWN} {BIDI_SHOWN}\n")
+    # The decoder refuses the frame; what the user reads names the character, inert.
+    assert err.startswith("error: ") and "U+001B" in err
     assert_inert(err)
 
 
