@@ -45,6 +45,7 @@ from ..errors import (
     P2PTransferError,
     ProtocolError,
 )
+from . import reconcile
 from .channel import SecureChannel
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
 from .handshake import HandshakeResult, Initiator, Responder, Role
@@ -60,6 +61,7 @@ __all__ = [
     "FrameKind",
     "PeerClosed",
     "ReceiptArrived",
+    "ReconcileArrived",
     "RecordType",
     "Session",
     "SessionState",
@@ -86,6 +88,7 @@ class RecordType(enum.IntEnum):
     TRANSFER = 0x11
     RECEIPT = 0x12
     CLOSE = 0x13
+    RECONCILE = 0x14  # one message of a ledger reconciliation (protocol/reconcile.py)
 
 
 FRAME = Schema(
@@ -138,6 +141,13 @@ class ReceiptArrived:
 
 
 @dataclass(frozen=True)
+class ReconcileArrived:
+    """A reconcile message arrived (the exchange itself is :mod:`.reconcile`'s machine)."""
+
+    message: reconcile.Message
+
+
+@dataclass(frozen=True)
 class PeerClosed:
     """The peer ended the session cleanly."""
 
@@ -147,7 +157,7 @@ class Aborted:
     """The peer (or someone on the path) sent ABORT; the session is over."""
 
 
-Event = Established | TransferArrived | ReceiptArrived | PeerClosed | Aborted
+Event = Established | TransferArrived | ReceiptArrived | ReconcileArrived | PeerClosed | Aborted
 
 
 def _decode_frame(payload: bytes) -> tuple[bytes, FrameKind, bytes]:
@@ -301,6 +311,9 @@ class Session:
     def send_receipt(self, signed: SignedReceipt) -> None:
         self._seal(RecordType.RECEIPT, signed.encode())
 
+    def send_reconcile(self, message: reconcile.Message) -> None:
+        self._seal(RecordType.RECONCILE, message.encode())
+
     def close(self) -> None:
         """End the session cleanly, telling the peer (if the session is open)."""
         if self.state is SessionState.OPEN:
@@ -398,6 +411,8 @@ class Session:
             return [self._on_transfer(plaintext)]
         if record_type == RecordType.RECEIPT:
             return [ReceiptArrived(SignedReceipt.decode(plaintext))]
+        if record_type == RecordType.RECONCILE:
+            return [ReconcileArrived(reconcile.decode_message(plaintext))]
         raise ProtocolError(f"unknown record type {record_type:#04x}")
 
     def _on_transfer(self, plaintext: bytes) -> TransferArrived:

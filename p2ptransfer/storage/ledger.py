@@ -9,7 +9,8 @@ The money part is an append-only **journal**; everything else is derived::
 
 :class:`Ledger` is the facade that owns the SQLite connection and puts the
 parts together, each in its own module: :mod:`.contacts` (trust decisions),
-:mod:`.transfers` (the write path), :mod:`.quarantine` (strangers' refused
+:mod:`.transfers` (the write path), :mod:`.recovery` (what reconciliation reads and
+restores), :mod:`.quarantine` (strangers' refused
 transfers, outside the chain), :mod:`.journal` (the legal moves, the owner and
 the verifying walk) and :mod:`.checkpoint` (the owner's signed head, which
 makes a rollback visible).
@@ -39,9 +40,9 @@ from .contacts import ContactBook
 from .journal import OWNER_TRANSFER_ID, apply_entry, find_owner, owner_record
 from .quarantine import QuarantineBook, QuarantinedTransfer
 from .records import Contact, HandlePin, TransferRow, TransferStatus, check_contact_name
+from .recovery import Recovery
 from .schema import EntryKind
 from .store import BUSY_TIMEOUT_MS, PendingWrites, connect
-from .transfers import TransferBook
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -64,7 +65,7 @@ def _public(owner: Owner) -> PublicIdentity:
     )
 
 
-class Ledger(ContactBook, TransferBook, QuarantineBook):
+class Ledger(ContactBook, Recovery, QuarantineBook):
     """One peer's ledger file. Not thread-safe: use it from one thread (the event loop)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
