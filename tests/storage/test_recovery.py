@@ -71,7 +71,9 @@ def test_recover_restores_what_a_rollback_lost(tmp_path: Path, me: Identity, bob
         assert ledger.balances() == {(bob.address, "EUR"): 5000 - 100 - 150}
         # Recovering again changes nothing: those ids are settled now.
         assert ledger.recover(list(lost.values()), T0 + 11) == []
-        with pytest.raises(LedgerIntegrityError, match="journal entry 6 is not the one the signed checkpoint names"):
+        with pytest.raises(
+            LedgerIntegrityError, match="journal entry 6 is not the one the signed checkpoint names"
+        ):
             ledger.verify(me)  # the old checkpoint still names the lost history...
         ledger.reset_checkpoint()  # ...until the owner accepts the recovered one
         assert ledger.verify(me) == 6
