@@ -17,8 +17,11 @@ bodies, never at the top; the ``--json``/``--csv`` flags are in :mod:`.options`.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import click
 from rich.console import Console
@@ -28,22 +31,24 @@ from rich.text import Text
 from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
 from ..protocol.text import escape_for_terminal, is_unsafe_for_terminal
-from ..storage import export
-from ..storage.export import iso_utc
 from ..storage.ledger import Contact, QuarantinedTransfer, TransferRow
 
 __all__ = [
+    "CSV_COLUMNS",
     "TRANSFER_FIELDS",
     "Names",
     "balances_json",
     "balances_table",
     "contact_json",
     "contacts_table",
+    "csv_safe",
+    "csv_text",
     "echo_csv",
     "echo_json",
     "format_time",
     "inert",
     "iso_time",
+    "iso_utc",
     "json_text",
     "short_address",
     "stranger_json",
@@ -67,6 +72,25 @@ TRANSFER_FIELDS = (
     "created_at",
     "updated_at",
 )
+
+CSV_COLUMNS = (
+    "id",
+    "direction",
+    "counterparty",
+    "amount",
+    "currency",
+    "memo",
+    "status",
+    "reason",
+    "created_at",
+    "updated_at",
+    "counterparty_name",  # new columns go at the end: scripts index by position
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# = + - @ and their fullwidth and small forms, which spreadsheet programs fold to ASCII.
+_FORMULA_START = frozenset("=+-@\uff1d\ufe66\uff0b\ufe62\uff0d\ufe63\uff20\ufe6b")
+_CONTROL_START = ("\t", "\r")
 
 _STATUS_STYLE = {
     "completed": "green",
@@ -106,9 +130,52 @@ def inert(text: str, style: str = "") -> Text:
     return Text(escape_for_terminal(text), style=style)
 
 
-def echo_csv(rows: Iterable[TransferRow]) -> None:
-    """The ledger's own CSV export (it guards memos against spreadsheet formulas)."""
-    click.echo(export.to_csv(rows), nl=False)
+def echo_csv(rows: Iterable[TransferRow], names: Names) -> None:
+    """``ledger --csv``: :data:`CSV_COLUMNS` of :func:`transfer_json`, one line a transfer."""
+    click.echo(csv_text(rows, names), nl=False)
+
+
+def csv_text(rows: Iterable[TransferRow], names: Names) -> str:
+    """A header line, then one line per transfer (RFC 4180: CRLF line ends, quoting).
+
+    The same records as ``--json`` (:func:`transfer_json`), in the columns of
+    :data:`CSV_COLUMNS`; a memo a spreadsheet could run as a formula is
+    written as text (:func:`csv_safe`).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        record = transfer_json(row, names)
+        record["memo"] = csv_safe(row.memo)
+        writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def csv_safe(text: str) -> str:
+    """``text``, or ``'`` + ``text`` if a spreadsheet could take the cell for a formula.
+
+    OWASP's rule, with the fullwidth and small forms spreadsheet programs fold
+    to ASCII: the first non-space character is ``= + - @``, or the cell
+    starts with a tab or a carriage return.
+    """
+    first = text.lstrip()[:1]
+    if first in _FORMULA_START or text.startswith(_CONTROL_START):
+        return "'" + text
+    return text
+
+
+def iso_utc(ms: int) -> str:
+    """Unix milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (exact: no float involved).
+
+    A time beyond year 9999 (a peer may sign one) cannot be shown in ISO
+    8601's four-digit years; it is written as the raw number of milliseconds.
+    """
+    try:
+        moment = _EPOCH + timedelta(milliseconds=ms)
+    except OverflowError:
+        return str(ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
 
 def iso_time(ms: int | None) -> str | None:

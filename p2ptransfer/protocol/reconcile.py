@@ -106,7 +106,7 @@ class Inventory:
 
     SCHEMA = Schema(
         "reconcile.Inventory",
-        0x60,
+        0x80,
         [Field(1, "final", UInt(8)), Field(2, "items", Bytes(MAX_ITEMS * _ITEM_SIZE))],
         max_size=MAX_ITEMS * _ITEM_SIZE + 32,
     )
@@ -144,7 +144,7 @@ class Proof:
 
     SCHEMA = Schema(
         "reconcile.Proof",
-        0x61,
+        0x81,
         [
             Field(1, "signed_transfer", Bytes(SIGNED_TRANSFER_SCHEMA.max_size)),
             Field(2, "signed_receipt", Bytes(SIGNED_RECEIPT_SCHEMA.max_size)),
@@ -170,7 +170,7 @@ class Proof:
 class Done:
     """The sender has sent every proof it owes."""
 
-    SCHEMA = Schema("reconcile.Done", 0x62, [], max_size=8)
+    SCHEMA = Schema("reconcile.Done", 0x82, [], max_size=8)
 
     def encode(self) -> bytes:
         return self.SCHEMA.encode({})

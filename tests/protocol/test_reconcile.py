@@ -206,13 +206,13 @@ def test_messages_round_trip_to_exact_bytes(alice: Identity, bob: Identity) -> N
     item = Item(bytes(range(16)), True, bytes(range(32)))
     encoded = Inventory((item,), final=True).encode()
     assert encoded.hex() == (
-        "60"  # type id
+        "80"  # type id
         "0100000001"
         "01"  # final
         "0200000031" + bytes(range(16)).hex() + "01" + bytes(range(32)).hex()
     )
     assert decode_message(encoded) == Inventory((item,), final=True)
-    assert Done().encode() == b"\x62"
+    assert Done().encode() == b"\x82"
     signed, receipt = pair(alice, bob)
     proof = Proof(signed, receipt)
     assert decode_message(proof.encode()) == proof
@@ -221,7 +221,7 @@ def test_messages_round_trip_to_exact_bytes(alice: Identity, bob: Identity) -> N
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x60", b"\x63", b"\x62\x00", bytes.fromhex("600100000002000200000000")],
+    [b"", b"\x80", b"\x83", b"\x82\x00", bytes.fromhex("800100000001020200000000")],
     ids=["empty", "truncated", "unknown-type", "trailing", "bad-final"],
 )
 def test_malformed_messages_do_not_decode(data: bytes) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import secrets
@@ -35,7 +34,7 @@ from p2ptransfer.protocol.transfer import (
     reject,
     sign_receipt,
 )
-from p2ptransfer.storage import export, schema
+from p2ptransfer.storage import schema
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from p2ptransfer.storage.schema import EntryKind
@@ -545,86 +544,6 @@ def test_bad_times_are_refused(ledger: Ledger, me: Identity, bob: Identity) -> N
         ledger.record_outgoing(make_transfer(me, bob), -1)
     with pytest.raises(InputError, match="unix time in milliseconds"):
         ledger.record_outgoing(make_transfer(me, bob), 1.5)  # type: ignore[arg-type]
-
-
-# --- export ------------------------------------------------------------------------
-
-
-def test_export_json_and_csv_exact(ledger: Ledger, me: Identity, bob: Identity) -> None:
-    paid = make_transfer(bob, me, amount=1250, memo='Caf\u00e9, "the" bill', created_at=T0)
-    ledger.record_incoming(paid, accept(me, paid, T0 + 1), T0 + 1_234)
-    sent = make_transfer(me, bob, amount=5, currency="JPY", memo="=1+2", created_at=T0 + 60_000)
-    ledger.record_outgoing(sent, T0 + 60_001)
-    refused = make_transfer(me, bob, amount=1, currency="BHD", created_at=T0 + 120_000)
-    ledger.record_outgoing(refused, T0 + 120_000)
-    ledger.complete_outgoing(reject(bob, refused, RejectReason.OVER_LIMIT, T0), T0 + 120_500)
-
-    document = json.loads(export.to_json(ledger.transfers(), ledger.balances()))
-    assert document == {
-        "transfers": [
-            {
-                "id": paid.id.hex(),
-                "direction": "in",
-                "counterparty": bob.address,
-                "amount": "12.50",
-                "currency": "EUR",
-                "memo": 'Caf\u00e9, "the" bill',
-                "status": "completed",
-                "reason": None,
-                "created_at": "2026-01-01T00:00:00.000Z",
-                "updated_at": "2026-01-01T00:00:01.234Z",
-            },
-            {
-                "id": sent.id.hex(),
-                "direction": "out",
-                "counterparty": bob.address,
-                "amount": "5",
-                "currency": "JPY",
-                "memo": "=1+2",
-                "status": "pending",
-                "reason": None,
-                "created_at": "2026-01-01T00:01:00.000Z",
-                "updated_at": "2026-01-01T00:01:00.001Z",
-            },
-            {
-                "id": refused.id.hex(),
-                "direction": "out",
-                "counterparty": bob.address,
-                "amount": "0.001",
-                "currency": "BHD",
-                "memo": "",
-                "status": "rejected",
-                "reason": "over_limit",
-                "created_at": "2026-01-01T00:02:00.000Z",
-                "updated_at": "2026-01-01T00:02:00.500Z",
-            },
-        ],
-        "balances": [{"counterparty": bob.address, "currency": "EUR", "balance": "12.50"}],
-    }
-    assert export.to_json(ledger.transfers(), ledger.balances()).endswith("}\n")
-    assert "Caf\u00e9" in export.to_json(
-        ledger.transfers(), ledger.balances()
-    )  # UTF-8 kept, not \u-escaped
-
-    assert export.to_csv(ledger.transfers()) == (
-        "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at\r\n"
-        f'{paid.id.hex()},in,{bob.address},12.50,EUR,"Caf\u00e9, ""the"" bill",completed,,'
-        "2026-01-01T00:00:00.000Z,2026-01-01T00:00:01.234Z\r\n"
-        f"{sent.id.hex()},out,{bob.address},5,JPY,'=1+2,pending,,"
-        "2026-01-01T00:01:00.000Z,2026-01-01T00:01:00.001Z\r\n"
-        f"{refused.id.hex()},out,{bob.address},0.001,BHD,,rejected,over_limit,"
-        "2026-01-01T00:02:00.000Z,2026-01-01T00:02:00.500Z\r\n"
-    )
-
-
-def test_export_of_an_empty_ledger(ledger: Ledger) -> None:
-    assert json.loads(export.to_json(ledger.transfers(), ledger.balances())) == {
-        "transfers": [],
-        "balances": [],
-    }
-    assert export.to_csv(ledger.transfers()) == (
-        "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at\r\n"
-    )
 
 
 def test_verify_error_type_is_storage_error() -> None:

@@ -52,7 +52,7 @@ def ledger(ctx: click.Context, contact: str | None, output: str) -> None:
             }
         )
     elif output == "csv":
-        echo_csv(rows)
+        echo_csv(rows, names)
     elif not rows:
         app.note("no transfers yet")
     else:
