@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..app import App
-from ..options import output_option
+from ..options import Seconds, output_option, uses_relay
 from . import complete_contact, resolve_recipient
+
+if TYPE_CHECKING:
+    from ...net.reconcile import ReconcileReport
 
 
 @click.group(invoke_without_command=True)
@@ -122,3 +127,81 @@ def strangers(app: App, clear: bool, output: str) -> None:
             app.say(stranger_line(item))
     if clear and kept:
         app.note(f"forgot {len(kept)} refused transfer(s)")
+
+
+@ledger.command("reconcile")
+@click.argument("contact", shell_complete=complete_contact)
+@click.option(
+    "--timeout", type=Seconds(min=0.1, max=3600), default=30.0, show_default=True,
+    help="Seconds to wait for the contact to answer.",
+)  # fmt: skip
+@output_option("json")
+@click.pass_obj
+@uses_relay
+def reconcile(app: App, contact: str, timeout: float, output: str) -> None:
+    """Compare your history with CONTACT and recover what your ledger lost.
+
+    Both of you must be online: CONTACT runs 'p2ptransfer listen'. Every
+    settled transfer one of you holds and the other lacks is handed over with
+    both signatures and recorded by the other after checking them, so a
+    ledger restored from an old copy gets back everything its counterparty
+    still holds. Exits 0 when the two histories agree afterwards; exit 8 when
+    the two of you hold contradicting signed receipts for a transfer (those
+    are named: settle them together).
+    """
+    from ...errors import TransferConflict
+    from ...net.peer import Peer
+    from ..render import Names, echo_json, transfer_json, transfer_line
+
+    with app.ledger() as book:
+        address, label = resolve_recipient(book, contact)
+        if book.contact_for_address(address) is None:
+            raise click.UsageError(f"{label} is not one of your contacts: reconcile with contacts")
+        passphrase = app.read_passphrase()
+
+        async def go() -> ReconcileReport:
+            peer = await Peer.open(app.unlock(passphrase), book, app.relay_url)
+            async with peer:
+                return await peer.reconcile(address, timeout=timeout)
+
+        with app.waiting(f"reconciling with {label}…"):
+            report = app.run(go())
+        names = Names(book.contacts())
+    contradicting = [d for d in report.disagreements if d.contradicting]
+    if output == "json":
+        echo_json(
+            {
+                "recovered": [row.id.hex() for row in report.recovered],
+                "disagreements": [
+                    {
+                        "id": d.transfer_id.hex(),
+                        "contradicting": d.contradicting,
+                        "mine": "accepted" if d.mine.accepted else "rejected",
+                        "theirs": "accepted" if d.theirs.accepted else "rejected",
+                    }
+                    for d in report.disagreements
+                ],
+                "proofs_sent": report.proofs_sent,
+                "recovered_rows": [transfer_json(row, names) for row in report.recovered],
+            }
+        )
+    else:
+        for row in report.recovered:
+            app.say(f"recovered: {transfer_line(row, names)}")
+        app.note(
+            f"reconciled with {label}: recovered {len(report.recovered)} transfer(s), "
+            f"sent {report.proofs_sent} they lacked"
+        )
+        if report.recovered:
+            app.note(
+                "if 'p2ptransfer ledger verify' reports a rollback, reconcile with each of your "
+                "contacts, then run 'p2ptransfer ledger verify --reset-checkpoint'"
+            )
+        for row in report.pending:
+            app.note(f"still pending (resend it): {transfer_line(row, names)}")
+    if contradicting:
+        listed = ", ".join(d.transfer_id.hex() for d in contradicting)
+        raise TransferConflict(
+            f"you and {label} hold contradicting signed receipts for {len(contradicting)} "
+            f"transfer(s): {listed}; nothing was changed for them — compare them together"
+        )
