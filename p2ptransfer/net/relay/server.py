@@ -10,15 +10,10 @@ One connection's life::
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
-Outgoing frames are written straight to the recipient's transport while its
-write buffer is below ``write_limit``; beyond that they wait in a bounded
-backlog, drained by a writer task that exists only while there is a backlog
-(an idle peer costs no task, queue or event). A frame for a recipient whose
-backlog is full makes the relay stop reading from the *sender* until there is
-room (back-pressure, so a burst from one peer can neither grow the relay's
-memory nor get the recipient thrown off); only a recipient that stays full for
-``slow_consumer_timeout`` is disconnected (1013). Frames to an address go to
-*every* authenticated connection of that address (up to
+Outgoing frames go through the relay's :class:`~.connection.Outbox`: straight
+to the transport, else a bounded backlog, with back-pressure on the sender and
+a 1013 for a recipient that stays full (connection.py). Frames to an address go
+to *every* authenticated connection of that address (up to
 ``max_connections_per_address``): a user may run ``listen`` and ``send`` with
 the same identity at once, and the peer runtime tells sessions apart by a tag
 inside the opaque payload.
@@ -35,7 +30,6 @@ which answers Offline or closes 1008 exactly as before.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import http
 import itertools
@@ -50,7 +44,6 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from ...errors import DecodeError, ProtocolError
 from ...protocol.relay_wire import (
@@ -79,6 +72,7 @@ from ...protocol.relay_wire import (
     verify_auth,
 )
 from .config import RelayConfig
+from .connection import Conn, Outbox
 from .directory import Directory
 from .limits import BucketMap, FrameThrottle, TokenBucket
 from .logs import log_event
@@ -92,7 +86,6 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.MESSAGE_TOO_BIG: "frame-too-big",
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
-_OPEN = State.OPEN
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -104,56 +97,6 @@ class _Close(Exception):
         self.code = code
         self.reason = reason
         self.metric = metric
-
-
-class _Conn:
-    """One websocket connection and the relay's bookkeeping for it.
-
-    Slotted, and what only some connections need is made on first use (the
-    backlog and its writer task, the room event, the watch set): an idle peer
-    should cost little beyond websockets' own state for the connection.
-    """
-
-    __slots__ = (
-        "address",
-        "backlog",
-        "backlog_bytes",
-        "cid",
-        "deliver_header",
-        "dropped",
-        "ip",
-        "lookups",
-        "room",
-        "throttle",
-        "watch_bucket",
-        "watches",
-        "writer",
-        "ws",
-    )
-
-    def __init__(
-        self, ws: ServerConnection, cid: int, ip: str, throttle: FrameThrottle | None
-    ) -> None:
-        self.ws = ws
-        self.cid = cid
-        self.ip = ip
-        self.throttle = throttle
-        self.address: str | None = None
-        self.deliver_header = b""
-        """Every Deliver from this connection starts so (set at authentication)."""
-        self.backlog: collections.deque[bytes] | None = None
-        """Frames waiting for the transport's write buffer to drain; None when there are none."""
-        self.backlog_bytes = 0
-        self.writer: asyncio.Task[None] | None = None
-        """Drains ``backlog``; exists only while there is one."""
-        self.room: asyncio.Event | None = None
-        """Set whenever the writer takes a frame off ``backlog`` (made for the first waiter)."""
-        self.watches: set[str] | None = None
-        self.watch_bucket: TokenBucket | None = None
-        """Watch requests' rate (made on the first Watch)."""
-        self.lookups: TokenBucket | None = None
-        """Look-ups' rate (made on the first Lookup)."""
-        self.dropped = False
 
 
 def _client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
@@ -182,13 +125,15 @@ class RelayServer:
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self._metrics_port = 0
-        self._conns: set[_Conn] = set()
+        self._conns: set[Conn] = set()
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._ip_buckets: dict[str, TokenBucket] = {}
         cfg = self.config
         self._claims_by_address = BucketMap(cfg.claim_rate, cfg.claim_burst)
         self._claims_by_ip = BucketMap(cfg.claim_rate_per_ip, cfg.claim_burst_per_ip)
-        self.routes: LocalRoutes[_Conn] = LocalRoutes(self._offer_waiting)
+        self.outbox = Outbox(cfg, self.metrics, self._unroute)
+        """Every connection's write path (connection.py)."""
+        self.routes: LocalRoutes[Conn] = LocalRoutes(self.outbox.offer_waiting)
         """Who receives frames for an address, and who waits for it (routes.py)."""
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
@@ -433,7 +378,7 @@ class RelayServer:
         throttle = None
         if cfg.frame_rate > 0 or cfg.byte_rate > 0:
             throttle = FrameThrottle(cfg.frame_rate, cfg.frame_burst, cfg.byte_rate, cfg.byte_burst)
-        conn = _Conn(ws, next(self._ids), _client_ip(ws, cfg.trusted_proxies), throttle)
+        conn = Conn(ws, next(self._ids), _client_ip(ws, cfg.trusted_proxies), throttle)
         self._conns.add(conn)
         self._per_ip[conn.ip] += 1
         self.metrics.connections_total += 1
@@ -442,7 +387,7 @@ class RelayServer:
             if len(self._conns) > cfg.max_connections:  # lost a race in process_request
                 raise _Close(CloseCode.TRY_AGAIN_LATER, "relay full", "relay-full")
             challenge = secrets.token_bytes(32)
-            self._push(conn, Challenge(challenge).encode())
+            self.outbox.push(conn, Challenge(challenge).encode())
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     address = await self._authenticate(conn, challenge)
@@ -464,7 +409,7 @@ class RelayServer:
                 address=conn.address or "-",
                 code=int(close.code),
             )
-            self._stop_writer(conn)
+            self.outbox.stop(conn)
             await ws.close(close.code, _truncate(close.reason))
         except ConnectionClosed as exc:
             # Closes websockets decides itself: message too big, keepalive timeout.
@@ -483,7 +428,7 @@ class RelayServer:
                 )
         finally:
             self._forget(conn)
-            self._stop_writer(conn)
+            self.outbox.stop(conn)
             log_event(
                 logging.DEBUG,
                 "closed",
@@ -492,7 +437,7 @@ class RelayServer:
                 code=ws.close_code if ws.close_code is not None else "-",
             )
 
-    async def _serve(self, conn: _Conn, address: str) -> None:
+    async def _serve(self, conn: Conn, address: str) -> None:
         """Read an authenticated connection's frames until it closes.
 
         The loop body is the relay's hot path, kept free of coroutine calls
@@ -504,7 +449,9 @@ class RelayServer:
         metrics = self.metrics
         throttle = conn.throttle
         header = conn.deliver_header
-        offer = self._offer
+        outbox = self.outbox
+        offer = outbox.offer
+        offer_waiting = outbox.offer_waiting
         write_limit = self.config.write_limit
         async for message in conn.ws:
             if throttle is not None:
@@ -524,10 +471,11 @@ class RelayServer:
                             and not target.dropped
                             and ws.transport.get_write_buffer_size() < write_limit
                         ):
-                            # _offer's common case, inlined (a closing ws: broadcast skips it)
+                            # Outbox.offer's common case, inlined (a closing ws: broadcast
+                            # skips it)
                             broadcast((ws,), data)
                             delivered += 1
-                        elif offer(target, data) or await self._offer_waiting(target, data):
+                        elif offer(target, data) or await offer_waiting(target, data):
                             delivered += 1
                     if delivered:
                         metrics.frames_forwarded += delivered
@@ -536,7 +484,7 @@ class RelayServer:
                     # Every recipient was just dropped as a slow consumer: answer Offline.
             await self._on_message(conn, address, message)
 
-    async def _authenticate(self, conn: _Conn, challenge: bytes) -> str:
+    async def _authenticate(self, conn: Conn, challenge: bytes) -> str:
         frame = self._decode(await conn.ws.recv())
         if not isinstance(frame, Auth):
             self.metrics.auth_failures += 1
@@ -569,18 +517,22 @@ class RelayServer:
                 CloseCode.POLICY_VIOLATION, f"malformed frame: {exc}", "malformed"
             ) from None
 
-    def _register(self, conn: _Conn, address: str) -> None:
+    def _register(self, conn: Conn, address: str) -> None:
         conn.address = address
         conn.deliver_header = deliver_header(address)
         watchers = self.routes.subscribe(address, conn)
-        self._push(conn, AuthOk(address).encode())
+        self.outbox.push(conn, AuthOk(address).encode())
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
         if watchers:
             online = Online(address).encode()
             for watcher in watchers:
-                self._push(watcher, online)
+                self.outbox.push(watcher, online)
 
-    def _forget(self, conn: _Conn) -> None:
+    def _unroute(self, conn: Conn) -> None:
+        """Route nothing more to ``conn`` (it is being dropped as a slow consumer)."""
+        self.routes.unsubscribe(conn, conn.address)
+
+    def _forget(self, conn: Conn) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
             self._per_ip[conn.ip] -= 1
@@ -590,14 +542,14 @@ class RelayServer:
 
     # --- frames -------------------------------------------------------------
 
-    async def _pause(self, conn: _Conn, delay: float) -> None:
+    async def _pause(self, conn: Conn, delay: float) -> None:
         """Stop reading from ``conn`` for ``delay`` seconds: it is over its frame or byte rate."""
         self.metrics.rate_limited += 1
         if delay > 0.5:
             log_event(logging.DEBUG, "throttle", "over rate", conn=conn.cid, delay=round(delay, 2))
         await asyncio.sleep(delay)
 
-    async def _on_message(self, conn: _Conn, address: str, message: str | bytes) -> None:
+    async def _on_message(self, conn: Conn, address: str, message: str | bytes) -> None:
         """Handle one frame of an authenticated connection (all but the forwarding fast path).
 
         Every frame it produces is queued with back-pressure: while a queue
@@ -611,16 +563,16 @@ class RelayServer:
         elif isinstance(frame, Watch):
             immediate = self._watch(conn, frame)
             if immediate is not None:
-                await self._offer_waiting(conn, immediate)
+                await self.outbox.offer_waiting(conn, immediate)
         elif isinstance(frame, Claim | Release):
-            await self._offer_waiting(conn, self._directory_change(conn, address, frame))
+            await self.outbox.offer_waiting(conn, self._directory_change(conn, address, frame))
         elif isinstance(frame, Lookup):
             if conn.lookups is None:
                 cfg = self.config
                 conn.lookups = TokenBucket(cfg.lookup_rate, cfg.lookup_burst)
             if not conn.lookups.take():
                 refusal = self._refusal(frame, "rate-limited", "too many look-ups; slow down")
-                await self._offer_waiting(conn, refusal)
+                await self.outbox.offer_waiting(conn, refusal)
                 return
             found = self.directory.lookup(frame.handle)
             answer = (
@@ -628,11 +580,11 @@ class RelayServer:
                 if found is None
                 else LookupResult(frame.ref, frame.handle, found)
             )
-            await self._offer_waiting(conn, answer.encode())
+            await self.outbox.offer_waiting(conn, answer.encode())
         else:  # a second Auth
             raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
 
-    async def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
+    async def _route(self, conn: Conn, sender: str, frame: Send) -> None:
         """A Send the fast path did not take: usually to an offline address."""
         delivered = 0
         if self.routes.online(frame.to):
@@ -642,9 +594,9 @@ class RelayServer:
             self.metrics.bytes_forwarded += delivered * len(frame.payload)
         else:
             self.metrics.frames_refused["offline"] += 1
-            await self._offer_waiting(conn, Offline(frame.ref, frame.to).encode())
+            await self.outbox.offer_waiting(conn, Offline(frame.ref, frame.to).encode())
 
-    def _directory_change(self, conn: _Conn, address: str, frame: Claim | Release) -> bytes:
+    def _directory_change(self, conn: Conn, address: str, frame: Claim | Release) -> bytes:
         """Claim or release a handle for ``address``; the answer to send.
 
         Both are rate-limited per address (reconnecting does not refill it) and
@@ -684,7 +636,7 @@ class RelayServer:
         log_event(logging.INFO, "claim", "handle claimed", conn=conn.cid, handle=handle)
         return ClaimOk(frame.ref, handle).encode()
 
-    def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
+    def _watch(self, conn: Conn, frame: Watch) -> bytes | None:
         """Register a watch; the immediate answer to send, if any.
 
         Presence is public to authenticated peers, but rate-limited: each
@@ -709,135 +661,3 @@ class RelayServer:
         self.metrics.frames_refused[reason] += 1
         ref = getattr(frame, "ref", 0)
         return Refused(ref, frame.SCHEMA.type_id, reason, detail).encode()
-
-    # --- outgoing: straight to the transport, else a bounded backlog ------------
-
-    def _offer(self, conn: _Conn, data: bytes) -> bool:
-        """Write ``data`` to ``conn`` or add it to its backlog; False if that is full (or dropped).
-
-        Written at once while the backlog is empty and the transport's write
-        buffer is below ``write_limit`` (every earlier frame is then already in
-        the transport, so order is kept); otherwise queued behind the backlog.
-        The direct write is websockets' ``broadcast`` to one connection: the
-        same frame bytes as ``ws.send`` without its wait for the buffer to
-        drain, which the backlog and ``write_limit`` stand in for; it is half
-        the cost of ``await ws.send``, which matters on the path every
-        forwarded frame takes. A connection that is closing takes the frame
-        and discards it, as its writer would have.
-        """
-        if conn.dropped:
-            return False
-        ws = conn.ws
-        if ws.protocol.state is not _OPEN:
-            return True
-        backlog = conn.backlog
-        if not backlog:
-            if ws.transport.get_write_buffer_size() < self.config.write_limit:
-                broadcast((ws,), data)
-                return True
-            if backlog is None:
-                backlog = conn.backlog = collections.deque()
-        elif (
-            len(backlog) >= self.config.outgoing_frames
-            or conn.backlog_bytes + len(data) > self.config.outgoing_bytes
-        ):
-            return False
-        backlog.append(data)
-        conn.backlog_bytes += len(data)
-        if conn.writer is None:
-            conn.writer = asyncio.create_task(
-                self._write_backlog(conn, backlog), name=f"relay-writer-{conn.cid}"
-            )
-        return True
-
-    def _push(self, conn: _Conn, data: bytes) -> None:
-        """Offer ``data`` without waiting; a full connection is dropped.
-
-        For frames not caused by a frame being read (challenge, AuthOk, Online
-        notices to watchers), where there is no sender to slow down.
-        """
-        if not self._offer(conn, data) and not conn.dropped:
-            self._drop_slow(conn)
-
-    async def _offer_waiting(self, conn: _Conn, data: bytes) -> bool:
-        """Offer ``data``, waiting (and so pausing the sender) while ``conn`` is full.
-
-        A recipient still full after ``slow_consumer_timeout`` is not reading:
-        it is dropped (1013) and the frame counts as undelivered.
-        """
-        if self._offer(conn, data):
-            return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.slow_consumer_timeout
-        while not conn.dropped:
-            room = conn.room
-            if room is None:
-                room = conn.room = asyncio.Event()
-            room.clear()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await room.wait()
-            except TimeoutError:
-                self._drop_slow(conn)
-                return False
-            if self._offer(conn, data):
-                return True
-        return False
-
-    async def _write_backlog(self, conn: _Conn, backlog: collections.deque[bytes]) -> None:
-        """Drain ``backlog`` in order; ``ws.send`` waits while the transport is over its limit."""
-        try:
-            while backlog:
-                data = backlog.popleft()
-                conn.backlog_bytes -= len(data)
-                if conn.room is not None:
-                    conn.room.set()
-                await conn.ws.send(data)
-        except ConnectionClosed:
-            pass
-        finally:
-            if conn.writer is asyncio.current_task():
-                conn.writer = None
-            if conn.backlog is backlog and not backlog:
-                conn.backlog = None  # an idle peer keeps no deque
-
-    def _drop_slow(self, conn: _Conn) -> None:
-        if conn.dropped:
-            return
-        conn.dropped = True
-        self.metrics.connections_closed["slow-consumer"] += 1
-        self.metrics.frames_refused["slow-consumer"] += 1
-        log_event(
-            logging.INFO,
-            "close",
-            "slow consumer: outgoing queue full",
-            conn=conn.cid,
-            address=conn.address or "-",
-            code=int(CloseCode.TRY_AGAIN_LATER),
-        )
-        self.routes.unsubscribe(conn, conn.address)  # nothing more is routed to it from now on
-        self._stop_writer(conn)
-        if conn.room is not None:
-            conn.room.set()  # other senders waiting for it give up now
-        closing = asyncio.create_task(
-            conn.ws.close(CloseCode.TRY_AGAIN_LATER, "slow consumer: outgoing queue full"),
-            name=f"relay-drop-{conn.cid}",
-        )
-        closing.add_done_callback(_ignore_result)
-
-    def _stop_writer(self, conn: _Conn) -> None:
-        """Cancel the writer and forget the backlog: nothing more is written to ``conn``."""
-        if conn.writer is not None:
-            conn.writer.cancel()
-            conn.writer = None
-        if conn.backlog is not None:
-            conn.backlog.clear()
-            conn.backlog = None
-        conn.backlog_bytes = 0
-        if conn.room is not None:
-            conn.room.set()  # senders waiting for room stop waiting: it is gone
-
-
-def _ignore_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
