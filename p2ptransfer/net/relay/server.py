@@ -30,20 +30,15 @@ which answers Offline or closes 1008 exactly as before.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import http
 import itertools
 import logging
 import secrets
 import ssl
 import time
-from collections import defaultdict
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
 
 from ...errors import DecodeError, ProtocolError
 from ...protocol.relay_wire import (
@@ -74,6 +69,7 @@ from ...protocol.relay_wire import (
 from .config import RelayConfig
 from .connection import Conn, Outbox
 from .directory import Directory
+from .http import HttpFront, client_ip
 from .limits import BucketMap, FrameThrottle, TokenBucket
 from .logs import log_event
 from .metrics import Metrics
@@ -86,7 +82,6 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.MESSAGE_TOO_BIG: "frame-too-big",
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
-_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Close(Exception):
@@ -97,17 +92,6 @@ class _Close(Exception):
         self.code = code
         self.reason = reason
         self.metric = metric
-
-
-def _client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
-    peer = connection.remote_address
-    ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-    request = connection.request
-    if ip in trusted_proxies and request is not None:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            ip = forwarded.split(",")[-1].strip() or ip
-    return ip
 
 
 def _truncate(reason: str) -> str:
@@ -126,8 +110,13 @@ class RelayServer:
         self._metrics_server: asyncio.Server | None = None
         self._metrics_port = 0
         self._conns: set[Conn] = set()
-        self._per_ip: defaultdict[str, int] = defaultdict(int)
-        self._ip_buckets: dict[str, TokenBucket] = {}
+        self.http = HttpFront(
+            self.config,
+            self.metrics,
+            open_connections=lambda: len(self._conns),
+            closing=lambda: self._closing,
+        )
+        """Health, metrics and refusals before the upgrade (http.py)."""
         cfg = self.config
         self._claims_by_address = BucketMap(cfg.claim_rate, cfg.claim_burst)
         self._claims_by_ip = BucketMap(cfg.claim_rate_per_ip, cfg.claim_burst_per_ip)
@@ -199,7 +188,7 @@ class RelayServer:
             self._handler,
             cfg.host,
             cfg.port,
-            process_request=self._process_request,
+            process_request=self.http.process_request,
             compression=None,
             server_header=None,
             open_timeout=cfg.open_timeout,
@@ -215,7 +204,7 @@ class RelayServer:
         self._accepted_urls = cfg.accepted_urls(self._port)
         if cfg.metrics and cfg.metrics_port is not None:
             self._metrics_server = await asyncio.start_server(
-                self._serve_metrics_http, cfg.metrics_host, cfg.metrics_port, limit=8192
+                self.http.serve_metrics, cfg.metrics_host, cfg.metrics_port, limit=8192
             )
             self._metrics_port = self._metrics_server.sockets[0].getsockname()[1]
             log_event(
@@ -261,116 +250,6 @@ class RelayServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # --- HTTP: health, metrics, early refusal ---------------------------------
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.partition("?")[0]
-        if path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
-        if path == "/metrics":
-            if not self.config.metrics or self.config.metrics_port is not None:
-                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-            status = self._metrics_status(request.headers.get("Authorization"))
-            if status is not http.HTTPStatus.OK:
-                response = connection.respond(status, f"{status.phrase.lower()}\n")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-                return response
-            response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
-            headers = Headers(response.headers)
-            del headers["Content-Type"]
-            headers["Content-Type"] = _METRICS_TYPE
-            response.headers = headers
-            return response
-        cfg = self.config
-        ip = _client_ip(connection, cfg.trusted_proxies)
-        refusal: tuple[http.HTTPStatus, str, str] | None = None
-        if self._closing:
-            refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting-down", "relay shutting down")
-        elif len(self._conns) >= cfg.max_connections:
-            refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "relay-full", "relay full")
-        elif self._per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
-            refusal = (
-                http.HTTPStatus.TOO_MANY_REQUESTS,
-                "ip-connections",
-                "too many connections from your address",
-            )
-        elif not self._ip_bucket(ip).take():
-            refusal = (http.HTTPStatus.TOO_MANY_REQUESTS, "ip-rate", "connecting too fast")
-            self.metrics.rate_limited += 1
-        if refusal is None:
-            return None
-        status, metric, text = refusal
-        self.metrics.connections_refused[metric] += 1
-        # DEBUG: a flood of refusals must not become a flood of log lines (metrics count them).
-        log_event(logging.DEBUG, "refused", text, ip=ip, status=int(status))
-        response = connection.respond(status, text + "\n")
-        if status == http.HTTPStatus.TOO_MANY_REQUESTS:
-            response.headers["Retry-After"] = "1"
-        return response
-
-    def _metrics_status(self, authorization: str | None) -> http.HTTPStatus:
-        """OK if /metrics needs no token or ``authorization`` carries it, else UNAUTHORIZED."""
-        token = self.config.metrics_token
-        if token is None:
-            return http.HTTPStatus.OK
-        expected = f"Bearer {token}".encode()
-        given = (authorization or "").encode("utf-8", "replace")
-        return (
-            http.HTTPStatus.OK
-            if hmac.compare_digest(given, expected)
-            else http.HTTPStatus.UNAUTHORIZED
-        )
-
-    async def _serve_metrics_http(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """The separate metrics listener: one bounded GET per connection, then close.
-
-        Deliberately tiny (no keep-alive, 8 KiB of headers, 5 s to send them):
-        it serves one scraper on an operator's network, not the public.
-        """
-        try:
-            async with asyncio.timeout(5):
-                head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, _, rest = lines[0].partition(" ")
-            target = rest.partition(" ")[0].partition("?")[0]
-            authorization = None
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "authorization":
-                    authorization = value.strip()
-            if method != "GET" or target != "/metrics":
-                status, body, extra = http.HTTPStatus.NOT_FOUND, "not found\n", ""
-            else:
-                status = self._metrics_status(authorization)
-                if status is http.HTTPStatus.OK:
-                    body, extra = self.metrics.render(), f"Content-Type: {_METRICS_TYPE}\r\n"
-                else:
-                    body, extra = "unauthorized\n", 'WWW-Authenticate: Bearer realm="metrics"\r\n'
-            data = body.encode()
-            writer.write(
-                f"HTTP/1.1 {status.value} {status.phrase}\r\n{extra}"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
-                + data
-            )
-            await writer.drain()
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
-            pass  # a bad or slow request just gets closed (LimitOverrunError is a ValueError)
-        finally:
-            writer.close()
-
-    def _ip_bucket(self, ip: str) -> TokenBucket:
-        bucket = self._ip_buckets.get(ip)
-        if bucket is None:
-            if len(self._ip_buckets) >= 10_000:  # forget idle IPs; bounded memory
-                for key in [k for k, b in self._ip_buckets.items() if b.full]:
-                    del self._ip_buckets[key]
-            cfg = self.config
-            bucket = TokenBucket(cfg.connection_rate_per_ip, cfg.connection_burst_per_ip)
-            self._ip_buckets[ip] = bucket
-        return bucket
-
     # --- one connection -----------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -378,9 +257,9 @@ class RelayServer:
         throttle = None
         if cfg.frame_rate > 0 or cfg.byte_rate > 0:
             throttle = FrameThrottle(cfg.frame_rate, cfg.frame_burst, cfg.byte_rate, cfg.byte_burst)
-        conn = Conn(ws, next(self._ids), _client_ip(ws, cfg.trusted_proxies), throttle)
+        conn = Conn(ws, next(self._ids), client_ip(ws, cfg.trusted_proxies), throttle)
         self._conns.add(conn)
-        self._per_ip[conn.ip] += 1
+        self.http.opened(conn.ip)
         self.metrics.connections_total += 1
         log_event(logging.DEBUG, "open", "connection opened", conn=conn.cid, ip=conn.ip)
         try:
@@ -535,9 +414,7 @@ class RelayServer:
     def _forget(self, conn: Conn) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
-            self._per_ip[conn.ip] -= 1
-            if self._per_ip[conn.ip] <= 0:
-                del self._per_ip[conn.ip]
+            self.http.closed(conn.ip)
         self.routes.unsubscribe(conn, conn.address)
 
     # --- frames -------------------------------------------------------------
