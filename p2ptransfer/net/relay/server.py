@@ -68,7 +68,7 @@ from ...protocol.relay_wire import (
 )
 from .config import RelayConfig
 from .connection import Conn, Outbox
-from .directory import Directory
+from .directory import Directory, HandleDirectory
 from .http import HttpFront, client_ip
 from .limits import BucketMap, FrameThrottle, TokenBucket
 from .logs import log_event
@@ -105,7 +105,8 @@ class RelayServer:
     def __init__(self, config: RelayConfig | None = None) -> None:
         self.config = config or RelayConfig()
         self.metrics = Metrics()
-        self.directory = Directory(self.config.data_dir)
+        self.directory: HandleDirectory = Directory(self.config.data_dir)
+        """Handles -> addresses (directory.py)."""
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self._metrics_port = 0
