@@ -34,7 +34,6 @@ import itertools
 import logging
 import secrets
 import ssl
-import time
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -46,20 +45,11 @@ from ...protocol.relay_wire import (
     Auth,
     AuthOk,
     Challenge,
-    Claim,
-    ClaimOk,
     ClientFrame,
     Deliver,
-    HandleUnknown,
-    Lookup,
-    LookupResult,
     Offline,
     Online,
-    Refused,
-    Release,
-    Released,
     Send,
-    Watch,
     decode_client_frame,
     deliver_from_send,
     deliver_header,
@@ -70,10 +60,11 @@ from .config import RelayConfig
 from .connection import Conn, Outbox
 from .directory import Directory, HandleDirectory
 from .http import HttpFront, client_ip
-from .limits import BucketMap, FrameThrottle, TokenBucket
+from .limits import FrameThrottle
 from .logs import log_event
 from .metrics import Metrics
 from .routes import LocalRoutes
+from .services import Services
 
 __all__ = ["RelayServer"]
 
@@ -119,12 +110,12 @@ class RelayServer:
         )
         """Health, metrics and refusals before the upgrade (http.py)."""
         cfg = self.config
-        self._claims_by_address = BucketMap(cfg.claim_rate, cfg.claim_burst)
-        self._claims_by_ip = BucketMap(cfg.claim_rate_per_ip, cfg.claim_burst_per_ip)
         self.outbox = Outbox(cfg, self.metrics, self._unroute)
         """Every connection's write path (connection.py)."""
         self.routes: LocalRoutes[Conn] = LocalRoutes(self.outbox.offer_waiting)
         """Who receives frames for an address, and who waits for it (routes.py)."""
+        self.services = Services(cfg, self.metrics, self.directory, self.routes)
+        """Watch, Claim, Release and Lookup requests (services.py)."""
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
         self._closing = False
@@ -438,29 +429,12 @@ class RelayServer:
         frame = self._decode(message)
         if isinstance(frame, Send):
             await self._route(conn, address, frame)
-        elif isinstance(frame, Watch):
-            immediate = self._watch(conn, frame)
-            if immediate is not None:
-                await self.outbox.offer_waiting(conn, immediate)
-        elif isinstance(frame, Claim | Release):
-            await self.outbox.offer_waiting(conn, self._directory_change(conn, address, frame))
-        elif isinstance(frame, Lookup):
-            if conn.lookups is None:
-                cfg = self.config
-                conn.lookups = TokenBucket(cfg.lookup_rate, cfg.lookup_burst)
-            if not conn.lookups.take():
-                refusal = self._refusal(frame, "rate-limited", "too many look-ups; slow down")
-                await self.outbox.offer_waiting(conn, refusal)
-                return
-            found = self.directory.lookup(frame.handle)
-            answer = (
-                HandleUnknown(frame.ref, frame.handle)
-                if found is None
-                else LookupResult(frame.ref, frame.handle, found)
-            )
-            await self.outbox.offer_waiting(conn, answer.encode())
-        else:  # a second Auth
+        elif isinstance(frame, Auth):
             raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
+        else:
+            answer = self.services.answer(conn, address, frame)
+            if answer is not None:
+                await self.outbox.offer_waiting(conn, answer)
 
     async def _route(self, conn: Conn, sender: str, frame: Send) -> None:
         """A Send the fast path did not take: usually to an offline address."""
@@ -473,69 +447,3 @@ class RelayServer:
         else:
             self.metrics.frames_refused["offline"] += 1
             await self.outbox.offer_waiting(conn, Offline(frame.ref, frame.to).encode())
-
-    def _directory_change(self, conn: Conn, address: str, frame: Claim | Release) -> bytes:
-        """Claim or release a handle for ``address``; the answer to send.
-
-        Both are rate-limited per address (reconnecting does not refill it) and
-        per client IP (fresh keys from one host share it); a claim past
-        ``max_handles_per_address`` is refused until the owner releases one.
-        """
-        if not (self._claims_by_address.take(address) and self._claims_by_ip.take(conn.ip)):
-            return self._refusal(
-                frame, "rate-limited", "too many handle requests; wait a minute and try again"
-            )
-        handle = frame.handle
-        if isinstance(frame, Release):
-            outcome = self.directory.release(handle, address)
-            if outcome == "released":
-                log_event(logging.INFO, "release", "handle released", conn=conn.cid, handle=handle)
-                return Released(frame.ref, handle).encode()
-            if outcome == "not-yours":
-                return self._refusal(
-                    frame, "not-yours", f"{handle} belongs to another key; only it can release it"
-                )
-            return self._refusal(frame, "handle-unknown", f"nobody holds {handle} at this relay")
-        owner = self.directory.lookup(handle)
-        if owner == address:
-            return ClaimOk(frame.ref, handle).encode()  # already yours: nothing changes
-        if owner is not None:
-            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
-        limit = self.config.max_handles_per_address
-        if self.directory.count_for(address) >= limit:
-            return self._refusal(
-                frame,
-                "handle-quota",
-                f"you already hold {limit} handle{'s' if limit != 1 else ''} at this relay "
-                "(the limit); release one with 'p2ptransfer unregister HANDLE'",
-            )
-        if not self.directory.claim(handle, address, int(time.time())):
-            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
-        log_event(logging.INFO, "claim", "handle claimed", conn=conn.cid, handle=handle)
-        return ClaimOk(frame.ref, handle).encode()
-
-    def _watch(self, conn: Conn, frame: Watch) -> bytes | None:
-        """Register a watch; the immediate answer to send, if any.
-
-        Presence is public to authenticated peers, but rate-limited: each
-        Watch (answered at once or not) spends a token of the connection's bucket.
-        """
-        if conn.watch_bucket is None:
-            cfg = self.config
-            conn.watch_bucket = TokenBucket(cfg.watch_rate, cfg.watch_burst)
-        if not conn.watch_bucket.take():
-            return self._refusal(frame, "rate-limited", "too many watch requests; slow down")
-        if self.routes.online(frame.address):
-            return Online(frame.address).encode()
-        watches = conn.watches or ()
-        if frame.address in watches:
-            return None
-        if len(watches) >= self.config.max_watches:
-            return self._refusal(frame, "too-many-watches", "too many addresses watched at once")
-        self.routes.watch(frame.address, conn)
-        return None
-
-    def _refusal(self, frame: ClientFrame, reason: str, detail: str) -> bytes:
-        self.metrics.frames_refused[reason] += 1
-        ref = getattr(frame, "ref", 0)
-        return Refused(ref, frame.SCHEMA.type_id, reason, detail).encode()
