@@ -63,7 +63,7 @@ from .http import HttpFront, client_ip
 from .limits import FrameThrottle
 from .logs import log_event
 from .metrics import Metrics
-from .routes import LocalRoutes
+from .routes import LocalRoutes, Routes
 from .services import Services
 
 __all__ = ["RelayServer"]
@@ -112,7 +112,7 @@ class RelayServer:
         cfg = self.config
         self.outbox = Outbox(cfg, self.metrics, self._unroute)
         """Every connection's write path (connection.py)."""
-        self.routes: LocalRoutes[Conn] = LocalRoutes(self.outbox.offer_waiting)
+        self.routes: Routes[Conn] = LocalRoutes(self.outbox.offer_waiting)
         """Who receives frames for an address, and who waits for it (routes.py)."""
         self.services = Services(cfg, self.metrics, self.directory, self.routes)
         """Watch, Claim, Release and Lookup requests (services.py)."""
