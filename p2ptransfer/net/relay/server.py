@@ -400,14 +400,14 @@ class RelayServer:
                 self.outbox.push(watcher, online)
 
     def _unroute(self, conn: Conn) -> None:
-        """Route nothing more to ``conn`` (it is being dropped as a slow consumer)."""
+        """Route nothing more to ``conn``: it is closed, or being dropped as a slow consumer."""
         self.routes.unsubscribe(conn, conn.address)
 
     def _forget(self, conn: Conn) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
             self.http.closed(conn.ip)
-        self.routes.unsubscribe(conn, conn.address)
+        self._unroute(conn)
 
     # --- frames -------------------------------------------------------------
 
