@@ -19,8 +19,8 @@ from websockets.protocol import State
 
 from p2ptransfer.errors import RelayRefused, RelayUnreachable
 from p2ptransfer.net.relay import RelayConfig, RelayServer
+from p2ptransfer.net.relay.connection import Conn
 from p2ptransfer.net.relay.limits import FrameThrottle, TokenBucket
-from p2ptransfer.net.relay.server import _Conn
 from p2ptransfer.net.relay_client import Deliver, Offline, RelayClient
 
 from .conftest import (
@@ -338,23 +338,24 @@ async def test_no_frame_overtakes_the_backlog() -> None:
     """Direct writes only while nothing waits in the backlog: the order is the order offered."""
     relay = RelayServer(RelayConfig(port=0, write_limit=100, outgoing_frames=3))
     ws = _FakeConnection()
-    conn = _Conn(cast(ServerConnection, ws), 1, "127.0.0.1", None)
+    conn = Conn(cast(ServerConnection, ws), 1, "127.0.0.1", None)
+    offer = relay.outbox.offer
     try:
-        assert relay._offer(conn, b"1")  # room in the transport: written at once
+        assert offer(conn, b"1")  # room in the transport: written at once
         assert ws.wire == [b"1"]
         ws.buffered = 100  # the transport is at its limit: frames wait
-        assert relay._offer(conn, b"2") and relay._offer(conn, b"3")
+        assert offer(conn, b"2") and offer(conn, b"3")
         await asyncio.sleep(0)  # the writer writes 2 and waits for the transport to drain
         assert ws.wire == [b"1", b"2"]
         ws.buffered = 0  # room again, but 3 is still waiting: 4 goes behind it
-        assert relay._offer(conn, b"4") and relay._offer(conn, b"5")
-        assert not relay._offer(conn, b"6")  # the backlog holds outgoing_frames (3): full
+        assert offer(conn, b"4") and offer(conn, b"5")
+        assert not offer(conn, b"6")  # the backlog holds outgoing_frames (3): full
         assert conn.backlog_bytes == 3
         ws.drained.set()
         await eventually(lambda: conn.writer is None)
         assert ws.wire == [b"1", b"2", b"3", b"4", b"5"]
         assert conn.backlog is None and conn.backlog_bytes == 0  # an idle peer keeps no deque
-        assert relay._offer(conn, b"6")  # and writes directly again
+        assert offer(conn, b"6")  # and writes directly again
         assert ws.wire[-1] == b"6"
     finally:
         relay.directory.close()

@@ -6,17 +6,20 @@ trusted on first use and checked by safety number like any other.
 
 Only the holder may release a handle; the server caps how many one address
 holds (:meth:`Directory.count_for`) and how fast it claims.
+
+:class:`HandleDirectory` is what the server calls; :class:`Directory` is the
+one-process SQLite implementation, and a cluster backend implements it again.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from ...protocol.relay_wire import check_handle
 
-__all__ = ["DIRECTORY_FILE", "Directory", "ReleaseOutcome"]
+__all__ = ["DIRECTORY_FILE", "Directory", "HandleDirectory", "ReleaseOutcome"]
 
 DIRECTORY_FILE = "relay-directory.sqlite3"
 
@@ -30,6 +33,34 @@ CREATE INDEX IF NOT EXISTS handles_by_address ON handles (address);
 """
 
 ReleaseOutcome = Literal["released", "not-yours", "unknown"]
+
+
+class HandleDirectory(Protocol):
+    """Handles -> addresses, first come first served; one implementation per deployment."""
+
+    def claim(self, handle: str, address: str, now: int) -> bool:
+        """Bind ``handle`` to ``address``; True if it is now (or already was) theirs."""
+        ...
+
+    def lookup(self, handle: str) -> str | None:
+        """The address holding ``handle``, or None."""
+        ...
+
+    def release(self, handle: str, address: str) -> ReleaseOutcome:
+        """Unbind ``handle`` if ``address`` holds it; otherwise say whose problem it is."""
+        ...
+
+    def count_for(self, address: str) -> int:
+        """How many handles ``address`` holds."""
+        ...
+
+    def count(self) -> int:
+        """How many handles there are (a metrics gauge)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store (the server calls it once, at shutdown)."""
+        ...
 
 
 class Directory:

@@ -5,7 +5,7 @@ The interface is what a cluster backend (one channel per connected address,
 subscribed on the first local connection, unsubscribed on the last) needs to
 implement again; :class:`LocalRoutes` is the one-process implementation, plain
 dict operations, because the forwarding fast path looks a recipient up in
-:attr:`LocalRoutes.table` once per frame (docs/performance.md).
+:attr:`Routes.table` once per frame (docs/performance.md).
 
 Connections are opaque to this module except for their ``watches`` set (the
 addresses a connection waits for), which lives on the connection so that an
@@ -14,7 +14,7 @@ idle peer costs no entry here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 __all__ = ["LocalRoutes", "Routes", "Watcher", "route_key"]
@@ -36,6 +36,16 @@ def route_key(address: str) -> bytes:
 
 class Routes(Protocol[C]):
     """Where frames for an address go; one implementation per deployment (local, cluster)."""
+
+    @property
+    def table(self) -> Mapping[bytes, tuple[C, ...]]:
+        """This node's connections by :func:`route_key`, read by the forwarding fast path.
+
+        Read-only to callers, and live: the read loop holds it for a
+        connection's whole life. An address online only on another node is
+        not in it; a Send to it takes the slow path, :meth:`route`.
+        """
+        ...
 
     def subscribe(self, address: str, conn: C) -> set[C]:
         """Route ``address``'s frames to ``conn`` too; the watchers to tell it came online.
@@ -65,13 +75,27 @@ class Routes(Protocol[C]):
         """Tell ``conn`` (once) when ``address`` connects; ``conn.watches`` holds it meanwhile."""
         ...
 
+    # --- this node's figures, for metrics gauges ------------------------------------
+
+    def connection_count(self) -> int:
+        """Authenticated connections routed to on this node."""
+        ...
+
+    def address_count(self) -> int:
+        """Distinct addresses with at least one connection on this node."""
+        ...
+
+    def watch_count(self) -> int:
+        """Pending watches of this node's connections."""
+        ...
+
 
 class LocalRoutes(Generic[C]):
     """:class:`Routes` within one process: two dicts.
 
     ``deliver(conn, data)`` is the server's write-with-back-pressure; it is
     only used by :meth:`route`, the slow path (the server's read loop reads
-    :attr:`table` itself for the fast one).
+    :attr:`table` itself for the fast one, one dict lookup per frame).
     """
 
     __slots__ = ("_deliver", "_watchers", "table")

@@ -10,15 +10,10 @@ One connection's life::
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
-Outgoing frames are written straight to the recipient's transport while its
-write buffer is below ``write_limit``; beyond that they wait in a bounded
-backlog, drained by a writer task that exists only while there is a backlog
-(an idle peer costs no task, queue or event). A frame for a recipient whose
-backlog is full makes the relay stop reading from the *sender* until there is
-room (back-pressure, so a burst from one peer can neither grow the relay's
-memory nor get the recipient thrown off); only a recipient that stays full for
-``slow_consumer_timeout`` is disconnected (1013). Frames to an address go to
-*every* authenticated connection of that address (up to
+Outgoing frames go through the relay's :class:`~.connection.Outbox`: straight
+to the transport, else a bounded backlog, with back-pressure on the sender and
+a 1013 for a recipient that stays full (connection.py). Frames to an address go
+to *every* authenticated connection of that address (up to
 ``max_connections_per_address``): a user may run ``listen`` and ``send`` with
 the same identity at once, and the peer runtime tells sessions apart by a tag
 inside the opaque payload.
@@ -35,22 +30,14 @@ which answers Offline or closes 1008 exactly as before.
 from __future__ import annotations
 
 import asyncio
-import collections
-import hmac
-import http
 import itertools
 import logging
 import secrets
 import ssl
-import time
-from collections import defaultdict
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from ...errors import DecodeError, ProtocolError
 from ...protocol.relay_wire import (
@@ -58,20 +45,11 @@ from ...protocol.relay_wire import (
     Auth,
     AuthOk,
     Challenge,
-    Claim,
-    ClaimOk,
     ClientFrame,
     Deliver,
-    HandleUnknown,
-    Lookup,
-    LookupResult,
     Offline,
     Online,
-    Refused,
-    Release,
-    Released,
     Send,
-    Watch,
     decode_client_frame,
     deliver_from_send,
     deliver_header,
@@ -79,11 +57,14 @@ from ...protocol.relay_wire import (
     verify_auth,
 )
 from .config import RelayConfig
-from .directory import Directory
-from .limits import BucketMap, FrameThrottle, TokenBucket
+from .connection import Conn, Outbox
+from .directory import Directory, HandleDirectory
+from .http import HttpFront, client_ip
+from .limits import FrameThrottle
 from .logs import log_event
 from .metrics import Metrics
-from .routes import LocalRoutes
+from .routes import LocalRoutes, Routes
+from .services import Services
 
 __all__ = ["RelayServer"]
 
@@ -92,8 +73,6 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.MESSAGE_TOO_BIG: "frame-too-big",
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
-_OPEN = State.OPEN
-_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Close(Exception):
@@ -104,67 +83,6 @@ class _Close(Exception):
         self.code = code
         self.reason = reason
         self.metric = metric
-
-
-class _Conn:
-    """One websocket connection and the relay's bookkeeping for it.
-
-    Slotted, and what only some connections need is made on first use (the
-    backlog and its writer task, the room event, the watch set): an idle peer
-    should cost little beyond websockets' own state for the connection.
-    """
-
-    __slots__ = (
-        "address",
-        "backlog",
-        "backlog_bytes",
-        "cid",
-        "deliver_header",
-        "dropped",
-        "ip",
-        "lookups",
-        "room",
-        "throttle",
-        "watch_bucket",
-        "watches",
-        "writer",
-        "ws",
-    )
-
-    def __init__(
-        self, ws: ServerConnection, cid: int, ip: str, throttle: FrameThrottle | None
-    ) -> None:
-        self.ws = ws
-        self.cid = cid
-        self.ip = ip
-        self.throttle = throttle
-        self.address: str | None = None
-        self.deliver_header = b""
-        """Every Deliver from this connection starts so (set at authentication)."""
-        self.backlog: collections.deque[bytes] | None = None
-        """Frames waiting for the transport's write buffer to drain; None when there are none."""
-        self.backlog_bytes = 0
-        self.writer: asyncio.Task[None] | None = None
-        """Drains ``backlog``; exists only while there is one."""
-        self.room: asyncio.Event | None = None
-        """Set whenever the writer takes a frame off ``backlog`` (made for the first waiter)."""
-        self.watches: set[str] | None = None
-        self.watch_bucket: TokenBucket | None = None
-        """Watch requests' rate (made on the first Watch)."""
-        self.lookups: TokenBucket | None = None
-        """Look-ups' rate (made on the first Lookup)."""
-        self.dropped = False
-
-
-def _client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) -> str:
-    peer = connection.remote_address
-    ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-    request = connection.request
-    if ip in trusted_proxies and request is not None:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            ip = forwarded.split(",")[-1].strip() or ip
-    return ip
 
 
 def _truncate(reason: str) -> str:
@@ -178,18 +96,26 @@ class RelayServer:
     def __init__(self, config: RelayConfig | None = None) -> None:
         self.config = config or RelayConfig()
         self.metrics = Metrics()
-        self.directory = Directory(self.config.data_dir)
+        self.directory: HandleDirectory = Directory(self.config.data_dir)
+        """Handles -> addresses (directory.py)."""
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self._metrics_port = 0
-        self._conns: set[_Conn] = set()
-        self._per_ip: defaultdict[str, int] = defaultdict(int)
-        self._ip_buckets: dict[str, TokenBucket] = {}
+        self._conns: set[Conn] = set()
+        self.http = HttpFront(
+            self.config,
+            self.metrics,
+            open_connections=lambda: len(self._conns),
+            closing=lambda: self._closing,
+        )
+        """Health, metrics and refusals before the upgrade (http.py)."""
         cfg = self.config
-        self._claims_by_address = BucketMap(cfg.claim_rate, cfg.claim_burst)
-        self._claims_by_ip = BucketMap(cfg.claim_rate_per_ip, cfg.claim_burst_per_ip)
-        self.routes: LocalRoutes[_Conn] = LocalRoutes(self._offer_waiting)
+        self.outbox = Outbox(cfg, self.metrics, self._unroute)
+        """Every connection's write path (connection.py)."""
+        self.routes: Routes[Conn] = LocalRoutes(self.outbox.offer_waiting)
         """Who receives frames for an address, and who waits for it (routes.py)."""
+        self.services = Services(cfg, self.metrics, self.directory, self.routes)
+        """Watch, Claim, Release and Lookup requests (services.py)."""
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
         self._closing = False
@@ -254,7 +180,7 @@ class RelayServer:
             self._handler,
             cfg.host,
             cfg.port,
-            process_request=self._process_request,
+            process_request=self.http.process_request,
             compression=None,
             server_header=None,
             open_timeout=cfg.open_timeout,
@@ -270,7 +196,7 @@ class RelayServer:
         self._accepted_urls = cfg.accepted_urls(self._port)
         if cfg.metrics and cfg.metrics_port is not None:
             self._metrics_server = await asyncio.start_server(
-                self._serve_metrics_http, cfg.metrics_host, cfg.metrics_port, limit=8192
+                self.http.serve_metrics, cfg.metrics_host, cfg.metrics_port, limit=8192
             )
             self._metrics_port = self._metrics_server.sockets[0].getsockname()[1]
             log_event(
@@ -316,116 +242,6 @@ class RelayServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # --- HTTP: health, metrics, early refusal ---------------------------------
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.partition("?")[0]
-        if path == "/healthz":
-            return connection.respond(http.HTTPStatus.OK, "ok\n")
-        if path == "/metrics":
-            if not self.config.metrics or self.config.metrics_port is not None:
-                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-            status = self._metrics_status(request.headers.get("Authorization"))
-            if status is not http.HTTPStatus.OK:
-                response = connection.respond(status, f"{status.phrase.lower()}\n")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
-                return response
-            response = connection.respond(http.HTTPStatus.OK, self.metrics.render())
-            headers = Headers(response.headers)
-            del headers["Content-Type"]
-            headers["Content-Type"] = _METRICS_TYPE
-            response.headers = headers
-            return response
-        cfg = self.config
-        ip = _client_ip(connection, cfg.trusted_proxies)
-        refusal: tuple[http.HTTPStatus, str, str] | None = None
-        if self._closing:
-            refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting-down", "relay shutting down")
-        elif len(self._conns) >= cfg.max_connections:
-            refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "relay-full", "relay full")
-        elif self._per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
-            refusal = (
-                http.HTTPStatus.TOO_MANY_REQUESTS,
-                "ip-connections",
-                "too many connections from your address",
-            )
-        elif not self._ip_bucket(ip).take():
-            refusal = (http.HTTPStatus.TOO_MANY_REQUESTS, "ip-rate", "connecting too fast")
-            self.metrics.rate_limited += 1
-        if refusal is None:
-            return None
-        status, metric, text = refusal
-        self.metrics.connections_refused[metric] += 1
-        # DEBUG: a flood of refusals must not become a flood of log lines (metrics count them).
-        log_event(logging.DEBUG, "refused", text, ip=ip, status=int(status))
-        response = connection.respond(status, text + "\n")
-        if status == http.HTTPStatus.TOO_MANY_REQUESTS:
-            response.headers["Retry-After"] = "1"
-        return response
-
-    def _metrics_status(self, authorization: str | None) -> http.HTTPStatus:
-        """OK if /metrics needs no token or ``authorization`` carries it, else UNAUTHORIZED."""
-        token = self.config.metrics_token
-        if token is None:
-            return http.HTTPStatus.OK
-        expected = f"Bearer {token}".encode()
-        given = (authorization or "").encode("utf-8", "replace")
-        return (
-            http.HTTPStatus.OK
-            if hmac.compare_digest(given, expected)
-            else http.HTTPStatus.UNAUTHORIZED
-        )
-
-    async def _serve_metrics_http(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """The separate metrics listener: one bounded GET per connection, then close.
-
-        Deliberately tiny (no keep-alive, 8 KiB of headers, 5 s to send them):
-        it serves one scraper on an operator's network, not the public.
-        """
-        try:
-            async with asyncio.timeout(5):
-                head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, _, rest = lines[0].partition(" ")
-            target = rest.partition(" ")[0].partition("?")[0]
-            authorization = None
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "authorization":
-                    authorization = value.strip()
-            if method != "GET" or target != "/metrics":
-                status, body, extra = http.HTTPStatus.NOT_FOUND, "not found\n", ""
-            else:
-                status = self._metrics_status(authorization)
-                if status is http.HTTPStatus.OK:
-                    body, extra = self.metrics.render(), f"Content-Type: {_METRICS_TYPE}\r\n"
-                else:
-                    body, extra = "unauthorized\n", 'WWW-Authenticate: Bearer realm="metrics"\r\n'
-            data = body.encode()
-            writer.write(
-                f"HTTP/1.1 {status.value} {status.phrase}\r\n{extra}"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
-                + data
-            )
-            await writer.drain()
-        except (TimeoutError, ValueError, asyncio.IncompleteReadError, ConnectionError):
-            pass  # a bad or slow request just gets closed (LimitOverrunError is a ValueError)
-        finally:
-            writer.close()
-
-    def _ip_bucket(self, ip: str) -> TokenBucket:
-        bucket = self._ip_buckets.get(ip)
-        if bucket is None:
-            if len(self._ip_buckets) >= 10_000:  # forget idle IPs; bounded memory
-                for key in [k for k, b in self._ip_buckets.items() if b.full]:
-                    del self._ip_buckets[key]
-            cfg = self.config
-            bucket = TokenBucket(cfg.connection_rate_per_ip, cfg.connection_burst_per_ip)
-            self._ip_buckets[ip] = bucket
-        return bucket
-
     # --- one connection -----------------------------------------------------
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -433,16 +249,16 @@ class RelayServer:
         throttle = None
         if cfg.frame_rate > 0 or cfg.byte_rate > 0:
             throttle = FrameThrottle(cfg.frame_rate, cfg.frame_burst, cfg.byte_rate, cfg.byte_burst)
-        conn = _Conn(ws, next(self._ids), _client_ip(ws, cfg.trusted_proxies), throttle)
+        conn = Conn(ws, next(self._ids), client_ip(ws, cfg.trusted_proxies), throttle)
         self._conns.add(conn)
-        self._per_ip[conn.ip] += 1
+        self.http.opened(conn.ip)
         self.metrics.connections_total += 1
         log_event(logging.DEBUG, "open", "connection opened", conn=conn.cid, ip=conn.ip)
         try:
             if len(self._conns) > cfg.max_connections:  # lost a race in process_request
                 raise _Close(CloseCode.TRY_AGAIN_LATER, "relay full", "relay-full")
             challenge = secrets.token_bytes(32)
-            self._push(conn, Challenge(challenge).encode())
+            self.outbox.push(conn, Challenge(challenge).encode())
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     address = await self._authenticate(conn, challenge)
@@ -464,7 +280,7 @@ class RelayServer:
                 address=conn.address or "-",
                 code=int(close.code),
             )
-            self._stop_writer(conn)
+            self.outbox.stop(conn)
             await ws.close(close.code, _truncate(close.reason))
         except ConnectionClosed as exc:
             # Closes websockets decides itself: message too big, keepalive timeout.
@@ -483,7 +299,7 @@ class RelayServer:
                 )
         finally:
             self._forget(conn)
-            self._stop_writer(conn)
+            self.outbox.stop(conn)
             log_event(
                 logging.DEBUG,
                 "closed",
@@ -492,7 +308,7 @@ class RelayServer:
                 code=ws.close_code if ws.close_code is not None else "-",
             )
 
-    async def _serve(self, conn: _Conn, address: str) -> None:
+    async def _serve(self, conn: Conn, address: str) -> None:
         """Read an authenticated connection's frames until it closes.
 
         The loop body is the relay's hot path, kept free of coroutine calls
@@ -504,7 +320,9 @@ class RelayServer:
         metrics = self.metrics
         throttle = conn.throttle
         header = conn.deliver_header
-        offer = self._offer
+        outbox = self.outbox
+        offer = outbox.offer
+        offer_waiting = outbox.offer_waiting
         write_limit = self.config.write_limit
         async for message in conn.ws:
             if throttle is not None:
@@ -524,10 +342,11 @@ class RelayServer:
                             and not target.dropped
                             and ws.transport.get_write_buffer_size() < write_limit
                         ):
-                            # _offer's common case, inlined (a closing ws: broadcast skips it)
+                            # Outbox.offer's common case, inlined (a closing ws: broadcast
+                            # skips it)
                             broadcast((ws,), data)
                             delivered += 1
-                        elif offer(target, data) or await self._offer_waiting(target, data):
+                        elif offer(target, data) or await offer_waiting(target, data):
                             delivered += 1
                     if delivered:
                         metrics.frames_forwarded += delivered
@@ -536,7 +355,7 @@ class RelayServer:
                     # Every recipient was just dropped as a slow consumer: answer Offline.
             await self._on_message(conn, address, message)
 
-    async def _authenticate(self, conn: _Conn, challenge: bytes) -> str:
+    async def _authenticate(self, conn: Conn, challenge: bytes) -> str:
         frame = self._decode(await conn.ws.recv())
         if not isinstance(frame, Auth):
             self.metrics.auth_failures += 1
@@ -569,35 +388,37 @@ class RelayServer:
                 CloseCode.POLICY_VIOLATION, f"malformed frame: {exc}", "malformed"
             ) from None
 
-    def _register(self, conn: _Conn, address: str) -> None:
+    def _register(self, conn: Conn, address: str) -> None:
         conn.address = address
         conn.deliver_header = deliver_header(address)
         watchers = self.routes.subscribe(address, conn)
-        self._push(conn, AuthOk(address).encode())
+        self.outbox.push(conn, AuthOk(address).encode())
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
         if watchers:
             online = Online(address).encode()
             for watcher in watchers:
-                self._push(watcher, online)
+                self.outbox.push(watcher, online)
 
-    def _forget(self, conn: _Conn) -> None:
+    def _unroute(self, conn: Conn) -> None:
+        """Route nothing more to ``conn``: it is closed, or being dropped as a slow consumer."""
+        self.routes.unsubscribe(conn, conn.address)
+
+    def _forget(self, conn: Conn) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
-            self._per_ip[conn.ip] -= 1
-            if self._per_ip[conn.ip] <= 0:
-                del self._per_ip[conn.ip]
-        self.routes.unsubscribe(conn, conn.address)
+            self.http.closed(conn.ip)
+        self._unroute(conn)
 
     # --- frames -------------------------------------------------------------
 
-    async def _pause(self, conn: _Conn, delay: float) -> None:
+    async def _pause(self, conn: Conn, delay: float) -> None:
         """Stop reading from ``conn`` for ``delay`` seconds: it is over its frame or byte rate."""
         self.metrics.rate_limited += 1
         if delay > 0.5:
             log_event(logging.DEBUG, "throttle", "over rate", conn=conn.cid, delay=round(delay, 2))
         await asyncio.sleep(delay)
 
-    async def _on_message(self, conn: _Conn, address: str, message: str | bytes) -> None:
+    async def _on_message(self, conn: Conn, address: str, message: str | bytes) -> None:
         """Handle one frame of an authenticated connection (all but the forwarding fast path).
 
         Every frame it produces is queued with back-pressure: while a queue
@@ -608,31 +429,14 @@ class RelayServer:
         frame = self._decode(message)
         if isinstance(frame, Send):
             await self._route(conn, address, frame)
-        elif isinstance(frame, Watch):
-            immediate = self._watch(conn, frame)
-            if immediate is not None:
-                await self._offer_waiting(conn, immediate)
-        elif isinstance(frame, Claim | Release):
-            await self._offer_waiting(conn, self._directory_change(conn, address, frame))
-        elif isinstance(frame, Lookup):
-            if conn.lookups is None:
-                cfg = self.config
-                conn.lookups = TokenBucket(cfg.lookup_rate, cfg.lookup_burst)
-            if not conn.lookups.take():
-                refusal = self._refusal(frame, "rate-limited", "too many look-ups; slow down")
-                await self._offer_waiting(conn, refusal)
-                return
-            found = self.directory.lookup(frame.handle)
-            answer = (
-                HandleUnknown(frame.ref, frame.handle)
-                if found is None
-                else LookupResult(frame.ref, frame.handle, found)
-            )
-            await self._offer_waiting(conn, answer.encode())
-        else:  # a second Auth
+        elif isinstance(frame, Auth):
             raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
+        else:
+            answer = self.services.answer(conn, address, frame)
+            if answer is not None:
+                await self.outbox.offer_waiting(conn, answer)
 
-    async def _route(self, conn: _Conn, sender: str, frame: Send) -> None:
+    async def _route(self, conn: Conn, sender: str, frame: Send) -> None:
         """A Send the fast path did not take: usually to an offline address."""
         delivered = 0
         if self.routes.online(frame.to):
@@ -642,202 +446,4 @@ class RelayServer:
             self.metrics.bytes_forwarded += delivered * len(frame.payload)
         else:
             self.metrics.frames_refused["offline"] += 1
-            await self._offer_waiting(conn, Offline(frame.ref, frame.to).encode())
-
-    def _directory_change(self, conn: _Conn, address: str, frame: Claim | Release) -> bytes:
-        """Claim or release a handle for ``address``; the answer to send.
-
-        Both are rate-limited per address (reconnecting does not refill it) and
-        per client IP (fresh keys from one host share it); a claim past
-        ``max_handles_per_address`` is refused until the owner releases one.
-        """
-        if not (self._claims_by_address.take(address) and self._claims_by_ip.take(conn.ip)):
-            return self._refusal(
-                frame, "rate-limited", "too many handle requests; wait a minute and try again"
-            )
-        handle = frame.handle
-        if isinstance(frame, Release):
-            outcome = self.directory.release(handle, address)
-            if outcome == "released":
-                log_event(logging.INFO, "release", "handle released", conn=conn.cid, handle=handle)
-                return Released(frame.ref, handle).encode()
-            if outcome == "not-yours":
-                return self._refusal(
-                    frame, "not-yours", f"{handle} belongs to another key; only it can release it"
-                )
-            return self._refusal(frame, "handle-unknown", f"nobody holds {handle} at this relay")
-        owner = self.directory.lookup(handle)
-        if owner == address:
-            return ClaimOk(frame.ref, handle).encode()  # already yours: nothing changes
-        if owner is not None:
-            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
-        limit = self.config.max_handles_per_address
-        if self.directory.count_for(address) >= limit:
-            return self._refusal(
-                frame,
-                "handle-quota",
-                f"you already hold {limit} handle{'s' if limit != 1 else ''} at this relay "
-                "(the limit); release one with 'p2ptransfer unregister HANDLE'",
-            )
-        if not self.directory.claim(handle, address, int(time.time())):
-            return self._refusal(frame, "handle-taken", f"{handle} belongs to another key")
-        log_event(logging.INFO, "claim", "handle claimed", conn=conn.cid, handle=handle)
-        return ClaimOk(frame.ref, handle).encode()
-
-    def _watch(self, conn: _Conn, frame: Watch) -> bytes | None:
-        """Register a watch; the immediate answer to send, if any.
-
-        Presence is public to authenticated peers, but rate-limited: each
-        Watch (answered at once or not) spends a token of the connection's bucket.
-        """
-        if conn.watch_bucket is None:
-            cfg = self.config
-            conn.watch_bucket = TokenBucket(cfg.watch_rate, cfg.watch_burst)
-        if not conn.watch_bucket.take():
-            return self._refusal(frame, "rate-limited", "too many watch requests; slow down")
-        if self.routes.online(frame.address):
-            return Online(frame.address).encode()
-        watches = conn.watches or ()
-        if frame.address in watches:
-            return None
-        if len(watches) >= self.config.max_watches:
-            return self._refusal(frame, "too-many-watches", "too many addresses watched at once")
-        self.routes.watch(frame.address, conn)
-        return None
-
-    def _refusal(self, frame: ClientFrame, reason: str, detail: str) -> bytes:
-        self.metrics.frames_refused[reason] += 1
-        ref = getattr(frame, "ref", 0)
-        return Refused(ref, frame.SCHEMA.type_id, reason, detail).encode()
-
-    # --- outgoing: straight to the transport, else a bounded backlog ------------
-
-    def _offer(self, conn: _Conn, data: bytes) -> bool:
-        """Write ``data`` to ``conn`` or add it to its backlog; False if that is full (or dropped).
-
-        Written at once while the backlog is empty and the transport's write
-        buffer is below ``write_limit`` (every earlier frame is then already in
-        the transport, so order is kept); otherwise queued behind the backlog.
-        The direct write is websockets' ``broadcast`` to one connection: the
-        same frame bytes as ``ws.send`` without its wait for the buffer to
-        drain, which the backlog and ``write_limit`` stand in for; it is half
-        the cost of ``await ws.send``, which matters on the path every
-        forwarded frame takes. A connection that is closing takes the frame
-        and discards it, as its writer would have.
-        """
-        if conn.dropped:
-            return False
-        ws = conn.ws
-        if ws.protocol.state is not _OPEN:
-            return True
-        backlog = conn.backlog
-        if not backlog:
-            if ws.transport.get_write_buffer_size() < self.config.write_limit:
-                broadcast((ws,), data)
-                return True
-            if backlog is None:
-                backlog = conn.backlog = collections.deque()
-        elif (
-            len(backlog) >= self.config.outgoing_frames
-            or conn.backlog_bytes + len(data) > self.config.outgoing_bytes
-        ):
-            return False
-        backlog.append(data)
-        conn.backlog_bytes += len(data)
-        if conn.writer is None:
-            conn.writer = asyncio.create_task(
-                self._write_backlog(conn, backlog), name=f"relay-writer-{conn.cid}"
-            )
-        return True
-
-    def _push(self, conn: _Conn, data: bytes) -> None:
-        """Offer ``data`` without waiting; a full connection is dropped.
-
-        For frames not caused by a frame being read (challenge, AuthOk, Online
-        notices to watchers), where there is no sender to slow down.
-        """
-        if not self._offer(conn, data) and not conn.dropped:
-            self._drop_slow(conn)
-
-    async def _offer_waiting(self, conn: _Conn, data: bytes) -> bool:
-        """Offer ``data``, waiting (and so pausing the sender) while ``conn`` is full.
-
-        A recipient still full after ``slow_consumer_timeout`` is not reading:
-        it is dropped (1013) and the frame counts as undelivered.
-        """
-        if self._offer(conn, data):
-            return True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.slow_consumer_timeout
-        while not conn.dropped:
-            room = conn.room
-            if room is None:
-                room = conn.room = asyncio.Event()
-            room.clear()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await room.wait()
-            except TimeoutError:
-                self._drop_slow(conn)
-                return False
-            if self._offer(conn, data):
-                return True
-        return False
-
-    async def _write_backlog(self, conn: _Conn, backlog: collections.deque[bytes]) -> None:
-        """Drain ``backlog`` in order; ``ws.send`` waits while the transport is over its limit."""
-        try:
-            while backlog:
-                data = backlog.popleft()
-                conn.backlog_bytes -= len(data)
-                if conn.room is not None:
-                    conn.room.set()
-                await conn.ws.send(data)
-        except ConnectionClosed:
-            pass
-        finally:
-            if conn.writer is asyncio.current_task():
-                conn.writer = None
-            if conn.backlog is backlog and not backlog:
-                conn.backlog = None  # an idle peer keeps no deque
-
-    def _drop_slow(self, conn: _Conn) -> None:
-        if conn.dropped:
-            return
-        conn.dropped = True
-        self.metrics.connections_closed["slow-consumer"] += 1
-        self.metrics.frames_refused["slow-consumer"] += 1
-        log_event(
-            logging.INFO,
-            "close",
-            "slow consumer: outgoing queue full",
-            conn=conn.cid,
-            address=conn.address or "-",
-            code=int(CloseCode.TRY_AGAIN_LATER),
-        )
-        self.routes.unsubscribe(conn, conn.address)  # nothing more is routed to it from now on
-        self._stop_writer(conn)
-        if conn.room is not None:
-            conn.room.set()  # other senders waiting for it give up now
-        closing = asyncio.create_task(
-            conn.ws.close(CloseCode.TRY_AGAIN_LATER, "slow consumer: outgoing queue full"),
-            name=f"relay-drop-{conn.cid}",
-        )
-        closing.add_done_callback(_ignore_result)
-
-    def _stop_writer(self, conn: _Conn) -> None:
-        """Cancel the writer and forget the backlog: nothing more is written to ``conn``."""
-        if conn.writer is not None:
-            conn.writer.cancel()
-            conn.writer = None
-        if conn.backlog is not None:
-            conn.backlog.clear()
-            conn.backlog = None
-        conn.backlog_bytes = 0
-        if conn.room is not None:
-            conn.room.set()  # senders waiting for room stop waiting: it is gone
-
-
-def _ignore_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
+            await self.outbox.offer_waiting(conn, Offline(frame.ref, frame.to).encode())
