@@ -152,7 +152,7 @@ async def test_dialled_address_mismatch_ends_before_any_transfer(
             run = _SessionRun(session, bob.address)
             peer._runs[(bob.address, session.tag)] = run
             await peer._flush(run)
-            await peer._next_events(run, 5)
+            await peer._events(run, 5)
         assert PublicIdentity.from_address(bob.address) != mallory.identity.public
     assert bob.ledger.transfers() == []
     assert alice.ledger.get_transfer(signed.id, "out").status == TransferStatus.PENDING
@@ -238,11 +238,11 @@ async def _deliver_unrecorded(peer: Peer, signed: SignedTransfer) -> SignedRecei
     peer._runs[(run.remote, session.tag)] = run
     await peer._flush(run)
     while not session.is_open:
-        await peer._next_events(run, 5)
+        await peer._events(run, 5)
     session.send_transfer(signed)
     await peer._flush(run)
     while True:
-        for event in await peer._next_events(run, 5):
+        for event in await peer._events(run, 5):
             if isinstance(event, ReceiptArrived):
                 event.signed.verify(signed)
                 return event.signed
