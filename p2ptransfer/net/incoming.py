@@ -23,7 +23,7 @@ from ..clock import now_ms
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol.acceptance import AcceptancePolicy, Action, decide
 from ..protocol.amounts import format_amount
-from ..protocol.session import Established, ReceiptArrived, TransferArrived, abort_frame
+from ..protocol.session import Established, TransferArrived, abort_frame
 from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
 from ..storage.ledger import TransferRow
 from .sessions import (
@@ -125,8 +125,6 @@ class Incoming(SessionHost):
                         if run.unanswered > _MAX_UNANSWERED:
                             raise ProtocolError("the peer has too many transfers in flight")
                         await self._commit_queue.put((run, event))  # bounded: back-pressure
-                    elif isinstance(event, ReceiptArrived):
-                        raise ProtocolError("the peer sent a receipt in its own session")
         except asyncio.CancelledError:
             raise
         except P2PTransferError as exc:

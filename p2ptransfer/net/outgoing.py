@@ -31,7 +31,7 @@ from ..errors import (
     SessionTimeout,
 )
 from ..protocol.identity import PublicIdentity
-from ..protocol.session import Aborted, PeerClosed, ReceiptArrived, Session, TransferArrived
+from ..protocol.session import Aborted, PeerClosed, ReceiptArrived, Session
 from ..protocol.transfer import SignedReceipt, SignedTransfer, Transfer, sign_transfer
 from ..storage.ledger import TransferRow
 from .sessions import SessionHost, _left
@@ -206,8 +206,9 @@ class Outgoing(SessionHost):
             while queue or in_flight:
                 await self._send_more(session, queue, in_flight, self._window)
                 await self._flush(run)
-                if not in_flight:
+                if not in_flight and session.is_open:
                     break  # rekey needed: finish this session, the caller starts another
+                # (Not open: the session refused a frame; the next wait raises its error.)
                 # A receiver that vanished (its connection cut, its process killed) sends
                 # nothing: give up on this session after a quiet spell and retry, rather
                 # than wait out the whole deadline.
@@ -221,8 +222,6 @@ class Outgoing(SessionHost):
                         receipts.append(event.signed)
                     elif isinstance(event, PeerClosed | Aborted):
                         problem = ProtocolError("the peer ended the session before answering")
-                    elif isinstance(event, TransferArrived):
-                        problem = ProtocolError("the peer sent a transfer in our session")
                 try:
                     if problem is None and queue and session.is_open:
                         # Each receipt frees its place in the window as it arrives (the
@@ -255,7 +254,7 @@ class Outgoing(SessionHost):
         limit: int,
     ) -> None:
         """Seal transfers from ``queue`` until ``limit`` are in flight (or a rekey is due)."""
-        while queue and len(in_flight) < limit and not session.needs_rekey:
+        while queue and len(in_flight) < limit and session.is_open and not session.needs_rekey:
             signed = queue.popleft()
             await self._hooks.before_transfer_sent(self._peer, signed)
             session.send_transfer(signed)

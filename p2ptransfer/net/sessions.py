@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import NetworkError, ProtocolError, SessionTimeout
+from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.session import Aborted, Event, Frame, Session
 from ..protocol.transfer import SignedReceipt, SignedTransfer
@@ -216,8 +216,10 @@ class SessionHost(abc.ABC):
     async def _events_already_here(self, run: _SessionRun) -> list[Event]:
         """Feed every frame already waiting for ``run`` to its session, without waiting.
 
-        An error waiting in the inbox is queued again for the next
-        :meth:`_events`: the events of the frames before it are returned first.
+        An error waiting in the inbox, or the one the session raises on a frame
+        it refuses (it is then in ERROR), is queued again for the next
+        :meth:`_events`: the events of the frames before it are returned
+        first, so they are still handled (receipts stored).
         """
         events: list[Event] = []
         while not run.inbox.empty():
@@ -225,7 +227,11 @@ class SessionHost(abc.ABC):
             if isinstance(item, BaseException):
                 _fail_run(run, item)  # handled by the next wait, after these events
                 break
-            events += run.session.receive_frame(item)
+            try:
+                events += run.session.receive_frame(item)
+            except P2PTransferError as exc:
+                _fail_run(run, exc)
+                break
         await self._flush(run)
         return events
 
