@@ -178,7 +178,7 @@ def test_a_transfer_sent_to_the_initiator_fails_its_session_closed():
     pair = Pair()
     pair.handshake()
     pair.r.send_transfer(make_transfer())  # a hostile responder may seal anything
-    with pytest.raises(ProtocolError, match="^the peer sent a transfer in our session$"):
+    with pytest.raises(ProtocolError, match=r"^the peer sent a transfer in our session$"):
         pair.r_to_i()
     assert pair.i.state is SessionState.ERROR
     with pytest.raises(ProtocolError, match="session is error"):
@@ -192,7 +192,7 @@ def test_a_receipt_sent_to_the_responder_fails_its_session_closed():
     pair.handshake()
     signed = make_transfer()
     pair.i.send_receipt(accept(BOB, signed, 1_700_000_000_500))
-    with pytest.raises(ProtocolError, match="^the peer sent a receipt in its own session$"):
+    with pytest.raises(ProtocolError, match=r"^the peer sent a receipt in its own session$"):
         pair.i_to_r()
     assert pair.r.state is SessionState.ERROR
     pair.i.send_transfer(signed)  # nothing later is read: the session failed closed
