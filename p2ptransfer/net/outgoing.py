@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
@@ -127,7 +128,8 @@ class Outgoing(SessionHost):
         """Deliver pending transfers to their (single) recipient until each has a receipt.
 
         Retries across sessions until ``timeout``; raises PeerOffline or
-        SessionTimeout if some are still pending then (they stay pending).
+        SessionTimeout, naming the transfers still pending then in their
+        ``pending`` field and message (they stay pending).
         """
         if not transfers:
             return []
@@ -164,16 +166,25 @@ class Outgoing(SessionHost):
                     break
             remaining = [t for t in remaining if t.id not in outcomes]
         if remaining:
+            who = self._name_of(remote.address)
+            pending = tuple(t.id for t in remaining)
             if isinstance(last_error, PeerOffline) or last_error is None:
                 raise PeerOffline(
-                    f"{remote.address} did not come online within {timeout:g} s; "
-                    f"{len(remaining)} transfer(s) stay pending (use 'resend')"
+                    f"{who} did not come online within {timeout:g} s", pending
                 ) from last_error
             raise SessionTimeout(
-                f"could not complete delivery to {remote.address} ({last_error}); "
-                f"{len(remaining)} transfer(s) stay pending (use 'resend')"
+                f"could not complete delivery to {who} within {timeout:g} s ({last_error})",
+                pending,
             ) from last_error
         return [outcomes[t.id] for t in transfers]
+
+    def _name_of(self, address: str) -> str:
+        """The contact's name for ``address`` if it is one (what the user typed), else it."""
+        with contextlib.suppress(P2PTransferError):
+            contact = self.ledger.contact_for_address(address)
+            if contact is not None:
+                return contact.name
+        return address
 
     async def _reconnect(self, deadline: float) -> None:
         await self._drop_connection()

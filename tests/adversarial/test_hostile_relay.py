@@ -455,7 +455,7 @@ async def test_receipt_lost_after_commit_then_resend_gets_stored_receipt(
         on(FrameKind.RECORD, direction=DOWN, peer=alice.address, then=lambda f: drop())
     )
     error, _ = await attempt(net, alice, bob, ONE, timeout=QUICK)
-    assert isinstance(error, SessionTimeout) and "stay pending" in str(error)
+    assert isinstance(error, SessionTimeout) and "stays pending" in str(error)
     (row,) = bob.ledger.transfers()  # committed on Bob's side
     assert alice.ledger.pending_outgoing()[0].id == row.id
     await finish_honestly(net, alice, bob, ONE)
@@ -501,7 +501,7 @@ async def test_receiver_connection_cut_leaves_the_transfer_pending_then_resend(
         on(FrameKind.RECORD, direction=DOWN, peer=bob.address, then=lambda f: Action(cut=True))
     )
     error, _ = await attempt(net, alice, bob, ONE, timeout=QUICK)
-    assert isinstance(error, SessionTimeout) and "stay pending" in str(error)
+    assert isinstance(error, SessionTimeout) and "stays pending" in str(error)
     assert bob.ledger.transfers() == []
     await finish_honestly(net, alice, bob, ONE)
 

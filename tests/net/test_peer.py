@@ -169,10 +169,31 @@ async def test_offline_recipient_times_out_and_stays_pending(
     relay_url: str, alice: Side, bob: Side
 ) -> None:
     async with Peer(alice.identity, alice.ledger, relay_url) as peer:
-        with pytest.raises(PeerOffline, match="stay pending"):
+        with pytest.raises(PeerOffline) as info:
             await peer.send(bob.address, 100, "EUR", timeout=0.5)
     (row,) = alice.ledger.transfers()
     assert row.status == TransferStatus.PENDING
+    assert info.value.pending == (row.id,)
+    assert str(info.value) == (
+        f"bob did not come online within 0.5 s; transfer {row.id.hex()} stays pending: "
+        "run 'p2ptransfer resend' later"
+    )
+
+
+async def test_many_transfers_left_pending_are_counted_and_listed(
+    relay_url: str, alice: Side, tmp_path: Path
+) -> None:
+    """A recipient who is not a contact is named by address; every pending id is in the error."""
+    stranger = Side(tmp_path, "stranger")
+    async with Peer(alice.identity, alice.ledger, relay_url) as peer:
+        with pytest.raises(PeerOffline) as info:
+            await peer.send_many(stranger.address, [(1, "EUR", ""), (2, "EUR", "")], timeout=0.3)
+    ids = {row.id for row in alice.ledger.transfers()}
+    assert set(info.value.pending) == ids and len(info.value.pending) == 2
+    assert str(info.value) == (
+        f"{stranger.address} did not come online within 0.3 s; 2 transfers stay pending: "
+        "run 'p2ptransfer resend' later"
+    )
 
 
 async def test_send_waits_for_a_recipient_that_comes_online(
