@@ -331,8 +331,10 @@ async def test_another_valid_key_is_a_hard_identity_failure(
     net.hop.rules.append(impersonate)
     error, _ = await attempt(net, alice, bob, ONE)
     assert isinstance(error, IdentityMismatch), error
-    assert bob.address in str(error) or "identity" in str(error).lower()
+    assert f"but {bob.address} was dialled" in str(error)
     assert not net.hop.frames(UP, FrameKind.RECORD, peer=alice.address)
+    assert_untouched_or_pending(alice, bob, ONE)  # refused before the transfer left
+    assert bob.ledger.transfers() == []
     assert len(net.hop.frames(UP, FrameKind.HELLO)) == 1  # not retried against that key
     await finish_honestly(net, alice, bob, ONE)
 
