@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import secrets
 import tempfile
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .clock import now_ms
 from .errors import P2PTransferError
 from .net.peer import AcceptancePolicy, Peer, SendOutcome
 from .net.relay import RelayConfig, RelayServer
@@ -73,10 +73,6 @@ class DemoResult:
     outcomes: list[SendOutcome] = field(default_factory=list)
     verified: dict[str, int] = field(default_factory=dict)
     workdir: Path | None = None
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @contextlib.asynccontextmanager
@@ -146,7 +142,7 @@ async def _tour(report: DemoReport, workdir: Path, result: DemoResult) -> None:
             Ledger.open(workdir / "alice" / "ledger.sqlite3") as alice_book,
             Ledger.open(workdir / "bob" / "ledger.sqlite3") as bob_book,
         ):
-            now = _now_ms()
+            now = now_ms()
             alice_book.add_contact("bob", bob.address, at=now)
             bob_book.add_contact("alice", alice.address, at=now)
             number = safety_number(alice.public, bob.public)

@@ -245,12 +245,40 @@ class RelayRefused(NetworkError):
     """Raised when the relay answers a request with a refusal."""
 
 
+def _stay_pending(pending: tuple[bytes, ...]) -> str:
+    """The one wording of what a failed delivery leaves behind, appended to its message."""
+    if not pending:
+        return ""
+    if len(pending) == 1:
+        what = f"transfer {pending[0].hex()} stays pending"
+    else:
+        what = f"{len(pending)} transfers stay pending"
+    return f"; {what}: run 'p2ptransfer resend' later"
+
+
 class PeerOffline(NetworkError):
-    """Raised when the recipient did not come online before the timeout."""
+    """Raised when the recipient did not come online before the timeout.
+
+    ``pending`` holds the ids of the transfers that stay pending because of
+    it (``p2ptransfer resend`` retries them with the same ids); the message
+    names them.
+    """
+
+    def __init__(self, message: str, pending: tuple[bytes, ...] = ()) -> None:
+        self.pending = tuple(pending)
+        super().__init__(message + _stay_pending(self.pending))
 
 
 class SessionTimeout(NetworkError):
-    """Raised when a session step did not complete within its time limit."""
+    """Raised when a session step did not complete within its time limit.
+
+    ``pending`` holds the ids of the transfers that stay pending because of
+    it, as for :class:`PeerOffline`.
+    """
+
+    def __init__(self, message: str, pending: tuple[bytes, ...] = ()) -> None:
+        self.pending = tuple(pending)
+        super().__init__(message + _stay_pending(self.pending))
 
 
 class LimitError(P2PTransferError):

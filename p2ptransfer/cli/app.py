@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..clock import now_ms
 from ..errors import InputError, NotFound, PassphraseUnavailable
 
 if TYPE_CHECKING:
@@ -54,10 +54,6 @@ DEFAULT_RELAY = "ws://127.0.0.1:8765"
 RELAY_ENV = "P2PTRANSFER_RELAY"
 PASSPHRASE_ENV = "P2PTRANSFER_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 _MAX_PASSPHRASE_FILE = 4096
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def stdin_is_tty() -> bool:

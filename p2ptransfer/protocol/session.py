@@ -24,7 +24,10 @@ changes what was recorded.
 
 Inside OPEN, records carry whole signed messages: a ``TRANSFER`` record one
 :class:`~p2ptransfer.protocol.transfer.SignedTransfer`, a ``RECEIPT`` record one
-:class:`~p2ptransfer.protocol.transfer.SignedReceipt`. This module decodes them
+:class:`~p2ptransfer.protocol.transfer.SignedReceipt`. Transfers flow only from
+initiator to responder and receipts only back: a transfer arriving at the
+initiator, or a receipt at the responder, is a remote protocol error and
+moves the session to ERROR like any other bad record. This module decodes them
 and checks what can be checked without the ledger (signature, that the
 transfer's sender is the authenticated peer and its recipient is us); the
 acceptance policy and idempotency belong to the runtime and the ledger.
@@ -408,8 +411,12 @@ class Session:
             self._finish(SessionState.CLOSED)
             return [PeerClosed()]
         if record_type == RecordType.TRANSFER:
+            if self.role is not Role.RESPONDER:
+                raise ProtocolError("the peer sent a transfer in our session")
             return [self._on_transfer(plaintext)]
         if record_type == RecordType.RECEIPT:
+            if self.role is not Role.INITIATOR:
+                raise ProtocolError("the peer sent a receipt in its own session")
             return [ReceiptArrived(SignedReceipt.decode(plaintext))]
         if record_type == RecordType.RECONCILE:
             return [ReconcileArrived(reconcile.decode_message(plaintext))]

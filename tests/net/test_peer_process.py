@@ -85,7 +85,7 @@ async def test_receiver_sigkill_during_commit(relay_process: RelayProcess, tmp_p
             await asyncio.to_thread(wait_for, marker, 20)
             receiver.send_signal(signal.SIGKILL)  # inside BEGIN IMMEDIATE … COMMIT
             receiver.wait(10)
-            with pytest.raises(NetworkError, match="stay pending"):
+            with pytest.raises(NetworkError, match="stays pending"):
                 await sending
     finally:
         stop(receiver, signal.SIGKILL)

@@ -173,6 +173,33 @@ def test_frame_for_another_session_is_refused():
     assert pair.r.state is SessionState.ERROR
 
 
+def test_a_transfer_sent_to_the_initiator_fails_its_session_closed():
+    """Transfers flow initiator -> responder only: the other way is the peer misbehaving."""
+    pair = Pair()
+    pair.handshake()
+    pair.r.send_transfer(make_transfer())  # a hostile responder may seal anything
+    with pytest.raises(ProtocolError, match=r"^the peer sent a transfer in our session$"):
+        pair.r_to_i()
+    assert pair.i.state is SessionState.ERROR
+    with pytest.raises(ProtocolError, match="session is error"):
+        pair.i.send_transfer(make_transfer())
+    assert pair.i.data_to_send() == []
+
+
+def test_a_receipt_sent_to_the_responder_fails_its_session_closed():
+    """Receipts flow responder -> initiator only: a receipt in its own session is refused."""
+    pair = Pair()
+    pair.handshake()
+    signed = make_transfer()
+    pair.i.send_receipt(accept(BOB, signed, 1_700_000_000_500))
+    with pytest.raises(ProtocolError, match=r"^the peer sent a receipt in its own session$"):
+        pair.i_to_r()
+    assert pair.r.state is SessionState.ERROR
+    pair.i.send_transfer(signed)  # nothing later is read: the session failed closed
+    with pytest.raises(ProtocolError, match="session is error"):
+        pair.i_to_r()
+
+
 def test_replayed_record_closes_the_session():
     pair = Pair()
     pair.handshake()

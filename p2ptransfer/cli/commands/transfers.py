@@ -19,10 +19,7 @@ import click
 
 from ...errors import (
     InputError,
-    NetworkError,
     NotFound,
-    PeerOffline,
-    SessionTimeout,
     TransferRefused,
 )
 from ..app import App, now_ms, pass_app, stdin_is_tty
@@ -108,19 +105,8 @@ def send(
             peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url)
             async with peer:
                 signed = peer.prepare(address, minor, code, memo)
-                try:
-                    (outcome,) = await peer.deliver([signed], timeout=timeout)
-                except NetworkError as exc:
-                    # The transfer is in the ledger as pending: say so, keep the exit code.
-                    problem = (
-                        f"{label} did not answer within {timeout:g} s"
-                        if isinstance(exc, PeerOffline | SessionTimeout)
-                        else str(exc)
-                    )
-                    raise type(exc)(
-                        f"{problem}; transfer {signed.id.hex()} stays pending: "
-                        "run 'p2ptransfer resend' later"
-                    ) from exc
+                # PeerOffline / SessionTimeout name the transfer that stays pending.
+                (outcome,) = await peer.deliver([signed], timeout=timeout)
                 return outcome
 
         shown = f"{format_amount(minor, code)} {code}"

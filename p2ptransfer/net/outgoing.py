@@ -1,0 +1,309 @@
+"""The sender's side of the peer runtime: transfers out, receipts back.
+
+A transfer is signed and committed to the ledger as *pending* before its
+first byte leaves the machine, and becomes *completed* or *rejected* only
+with a receipt that verifies against it. Any failure in between (relay gone,
+session aborted, timeout) leaves it pending; retries (within one ``deliver``
+or later with ``resend``) reuse the same signed bytes, hence the same id. A
+timeout alone never turns pending into failed.
+
+Several transfers are in flight per session (a window); each receipt frees
+its place as it arrives, and the receipts that arrive together are stored in
+one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..clock import now_ms
+from ..errors import (
+    IdentityError,
+    NetworkError,
+    P2PTransferError,
+    PeerOffline,
+    ProtocolError,
+    SessionTimeout,
+)
+from ..protocol.identity import PublicIdentity
+from ..protocol.session import Aborted, PeerClosed, ReceiptArrived, Session
+from ..protocol.transfer import SignedReceipt, SignedTransfer, Transfer, sign_transfer
+from ..storage.ledger import TransferRow
+from .sessions import SessionHost, _left
+
+__all__ = ["Outgoing", "SendOutcome"]
+
+log = logging.getLogger("p2ptransfer.peer")
+
+_SESSION_ATTEMPTS = 5
+_RECEIPT_SILENCE = 10.0  # no frame for this long with transfers in flight -> retry
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """The end of one outgoing transfer: its ledger row (completed or rejected) and receipt."""
+
+    row: TransferRow
+    receipt: SignedReceipt
+
+    @property
+    def accepted(self) -> bool:
+        return self.receipt.receipt.accepted
+
+
+class Outgoing(SessionHost):
+    """Sending: sign and store transfers as pending, deliver them, store their receipts."""
+
+    def prepare(self, recipient: str, amount: int, currency: str, memo: str = "") -> SignedTransfer:
+        """Sign a new transfer and commit it as pending: from here it can only end once."""
+        (signed,) = self.prepare_many(recipient, [(amount, currency, memo)])
+        return signed
+
+    def prepare_many(
+        self, recipient: str, items: Iterable[tuple[int, str, str]]
+    ) -> list[SignedTransfer]:
+        """Sign new transfers and commit them all as pending in one transaction."""
+        created_at = now_ms()
+        signed = [
+            sign_transfer(
+                self.identity,
+                Transfer(
+                    id=secrets.token_bytes(16),  # type: ignore[arg-type]
+                    sender=self.address,
+                    recipient=recipient,
+                    amount=amount,
+                    currency=currency,
+                    memo=memo,
+                    created_at=created_at,
+                ),
+            )
+            for amount, currency, memo in items
+        ]
+        self.ledger.record_outgoing_batch(signed, now_ms())
+        return signed
+
+    async def send(
+        self, recipient: str, amount: int, currency: str, memo: str = "", *, timeout: float = 60.0
+    ) -> SendOutcome:
+        """Send one transfer and wait for its receipt (rejections are outcomes too)."""
+        signed = self.prepare(recipient, amount, currency, memo)
+        (outcome,) = await self.deliver([signed], timeout=timeout)
+        return outcome
+
+    async def send_many(
+        self,
+        recipient: str,
+        items: Iterable[tuple[int, str, str]],
+        *,
+        timeout: float = 60.0,
+    ) -> list[SendOutcome]:
+        """Send many (amount, currency, memo) transfers with several in flight per session."""
+        return await self.deliver(self.prepare_many(recipient, items), timeout=timeout)
+
+    async def resend(
+        self, transfer_ids: Iterable[bytes] | None = None, *, timeout: float = 60.0
+    ) -> list[SendOutcome]:
+        """Retry pending outgoing transfers (all, or the given ids) with their original bytes."""
+        pending = self.ledger.pending_outgoing()
+        if transfer_ids is not None:
+            wanted = set(transfer_ids)
+            pending = [p for p in pending if p.id in wanted]
+        by_recipient: dict[str, list[SignedTransfer]] = {}
+        for signed in pending:
+            by_recipient.setdefault(signed.transfer.recipient, []).append(signed)
+        outcomes: list[SendOutcome] = []
+        for batch in by_recipient.values():
+            outcomes += await self.deliver(batch, timeout=timeout)
+        return outcomes
+
+    async def deliver(
+        self, transfers: Sequence[SignedTransfer], *, timeout: float = 60.0
+    ) -> list[SendOutcome]:
+        """Deliver pending transfers to their (single) recipient until each has a receipt.
+
+        Retries across sessions until ``timeout``; raises PeerOffline or
+        SessionTimeout, naming the transfers still pending then in their
+        ``pending`` field and message (they stay pending).
+        """
+        if not transfers:
+            return []
+        recipients = {t.transfer.recipient for t in transfers}
+        if len(recipients) != 1:
+            raise ValueError("deliver() takes transfers to one recipient")
+        remote = PublicIdentity.from_address(recipients.pop())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        outcomes: dict[bytes, SendOutcome] = {}
+        remaining = [t for t in transfers]
+        last_error: P2PTransferError | None = None
+        failures = 0  # sessions that failed; a session ended for rekeying is not one
+        while remaining:
+            left = deadline - loop.time()
+            if left <= 0 or failures >= _SESSION_ATTEMPTS:
+                break
+            try:
+                await self._require_client().wait_online(remote.address, left)
+                await self._run_outgoing(remote, remaining, outcomes, deadline)
+            except IdentityError:
+                raise  # never retry against a key we did not expect
+            except (ProtocolError, NetworkError) as exc:
+                failures += 1
+                last_error = exc
+                log.info("session to %s failed (%s); retrying", remote.address, exc)
+                if self._client is not None and not self._disconnected.is_set():
+                    await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+                    continue
+                try:
+                    await self._reconnect(deadline)
+                except NetworkError as reconnect_error:
+                    last_error = reconnect_error
+                    break
+            remaining = [t for t in remaining if t.id not in outcomes]
+        if remaining:
+            who = self._name_of(remote.address)
+            pending = tuple(t.id for t in remaining)
+            if isinstance(last_error, PeerOffline) or last_error is None:
+                raise PeerOffline(
+                    f"{who} did not come online within {timeout:g} s", pending
+                ) from last_error
+            raise SessionTimeout(
+                f"could not complete delivery to {who} within {timeout:g} s ({last_error})",
+                pending,
+            ) from last_error
+        return [outcomes[t.id] for t in transfers]
+
+    def _name_of(self, address: str) -> str:
+        """The contact's name for ``address`` if it is one (what the user typed), else it."""
+        with contextlib.suppress(P2PTransferError):
+            contact = self.ledger.contact_for_address(address)
+            if contact is not None:
+                return contact.name
+        return address
+
+    async def _reconnect(self, deadline: float) -> None:
+        await self._drop_connection()
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        while True:
+            try:
+                await self.connect()
+                return
+            except NetworkError:
+                if loop.time() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _run_outgoing(
+        self,
+        remote: PublicIdentity,
+        remaining: list[SignedTransfer],
+        outcomes: dict[bytes, SendOutcome],
+        deadline: float,
+    ) -> None:
+        """One session: handshake, pipeline transfers, collect receipts."""
+        loop = asyncio.get_running_loop()
+        run = await self._open_session(remote, deadline)
+        session = run.session
+        try:
+            queue = collections.deque(t for t in remaining if t.id not in outcomes)
+            in_flight: dict[bytes, SignedTransfer] = {}
+            while queue or in_flight:
+                await self._send_more(session, queue, in_flight, self._window)
+                await self._flush(run)
+                if not in_flight and session.is_open:
+                    break  # rekey needed: finish this session, the caller starts another
+                # (Not open: the session refused a frame; the next wait raises its error.)
+                # A receiver that vanished (its connection cut, its process killed) sends
+                # nothing: give up on this session after a quiet spell and retry, rather
+                # than wait out the whole deadline.
+                quiet = min(_left(loop, deadline), _RECEIPT_SILENCE)
+                events = await self._events(run, quiet)
+                events += await self._events_already_here(run)  # stored in one commit
+                problem: P2PTransferError | None = None
+                receipts: list[SignedReceipt] = []
+                for event in events:
+                    if isinstance(event, ReceiptArrived):
+                        receipts.append(event.signed)
+                    elif isinstance(event, PeerClosed | Aborted):
+                        problem = ProtocolError("the peer ended the session before answering")
+                try:
+                    if problem is None and queue and session.is_open:
+                        # Each receipt frees its place in the window as it arrives (the
+                        # peer stopped counting that transfer when it sent the receipt),
+                        # so the next transfers leave now and the peer handles them while
+                        # we verify and store these receipts. Validity is checked before
+                        # anything is stored; an invalid receipt ends the session as
+                        # before, leaving its transfer pending.
+                        freed = len({r.receipt.transfer_id for r in receipts} & in_flight.keys())
+                        if freed:
+                            await self._send_more(session, queue, in_flight, self._window + freed)
+                            await self._flush(run)
+                finally:
+                    # The receipts in hand are stored whatever became of the refill (a
+                    # crash while sealing the next transfer, the relay lost mid-flush).
+                    await self._on_receipts(receipts, in_flight, outcomes)
+                if problem is not None:
+                    raise problem
+        except BaseException:
+            await self._abandon_session(run)
+            raise
+        finally:
+            await self._end_session(run)
+
+    async def _send_more(
+        self,
+        session: Session,
+        queue: collections.deque[SignedTransfer],
+        in_flight: dict[bytes, SignedTransfer],
+        limit: int,
+    ) -> None:
+        """Seal transfers from ``queue`` until ``limit`` are in flight (or a rekey is due)."""
+        while queue and len(in_flight) < limit and session.is_open and not session.needs_rekey:
+            signed = queue.popleft()
+            await self._hooks.before_transfer_sent(self._peer, signed)
+            session.send_transfer(signed)
+            in_flight[signed.id] = signed
+
+    async def _on_receipts(
+        self,
+        receipts: Sequence[SignedReceipt],
+        in_flight: dict[bytes, SignedTransfer],
+        outcomes: dict[bytes, SendOutcome],
+    ) -> None:
+        """Verify receipts against the transfers in flight; store the valid ones in one commit.
+
+        A forged or mismatched receipt ends the session (after the valid ones
+        are stored); its transfer stays pending.
+        """
+        valid: list[tuple[SignedTransfer, SignedReceipt]] = []
+        answered: set[bytes] = set()
+        problem: P2PTransferError | None = None
+        for receipt in receipts:
+            transfer_id = receipt.receipt.transfer_id
+            signed = in_flight.get(transfer_id)
+            try:
+                if signed is None:
+                    raise ProtocolError("receipt for a transfer that is not in flight")
+                if transfer_id in answered:
+                    raise ProtocolError("two receipts for one transfer")
+                receipt.verify(signed)
+                answered.add(transfer_id)
+            except P2PTransferError as exc:
+                problem = problem or exc
+                continue
+            await self._hooks.after_receipt_received(self._peer, receipt)
+            valid.append((signed, receipt))
+        if valid:
+            rows = self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())
+            for (signed, receipt), row in zip(valid, rows, strict=True):
+                del in_flight[signed.id]
+                outcomes[signed.id] = SendOutcome(row, receipt)
+        if problem is not None:
+            raise problem

@@ -1,0 +1,278 @@
+"""Running sessions: what both sides of the peer runtime share.
+
+A :class:`~p2ptransfer.protocol.session.Session` is pure; here it meets the
+relay. Each running session (a :class:`_SessionRun`) owns a bounded inbox
+that the peer's one reader fills; the task that runs the session waits on
+that inbox, feeds each frame to the session and sends what the session
+wants sent. :class:`SessionHost` holds those moves as small methods —
+open a session, wait for its handshake, wait for its events, flush — so the
+sender side, the receiver side and any later kind of exchange build on the
+same pieces instead of each writing its own loop. The protocol rules live in
+the session; a task here only reacts to its events.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
+from ..protocol.identity import Identity, PublicIdentity
+from ..protocol.session import Aborted, Event, Frame, Session
+from ..protocol.transfer import SignedReceipt, SignedTransfer
+from ..storage.ledger import Ledger, TransferRow
+from .relay_client import RelayClient
+
+if TYPE_CHECKING:
+    from .peer import Peer
+
+__all__ = ["FaultHooks", "PeerEvent", "PeerStats", "SessionHost"]
+
+log = logging.getLogger("p2ptransfer.peer")
+
+DEFAULT_WINDOW = 32
+MAX_BATCH = 256
+HANDSHAKE_TIMEOUT = 15.0
+_INBOX_FRAMES = 4 * DEFAULT_WINDOW  # frames waiting for one session's task
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """Something a user interface may want to show (``listen``'s live view)."""
+
+    # connected, disconnected, session, recorded, duplicate, conflict, quarantined,
+    # session-failed
+    kind: str
+    detail: str = ""
+    row: TransferRow | None = None
+
+
+@dataclass
+class PeerStats:
+    """Counters for benchmarks and tests: how well group commit is batching."""
+
+    commits: int = 0
+    largest_batch: int = 0
+
+
+class FaultHooks:
+    """Test seams at the points where a crash or a cut matters for exactly-once.
+
+    Each hook is awaited at its point; a hook may raise (simulating a crash of
+    this step) or cut the connection. Production code passes none.
+    """
+
+    async def before_transfer_sent(self, peer: Peer, signed: SignedTransfer) -> None:
+        """Sender: the transfer is pending in the ledger, nothing sent yet."""
+
+    async def after_receipt_received(self, peer: Peer, receipt: SignedReceipt) -> None:
+        """Sender: the receipt arrived, not yet stored."""
+
+    async def after_commit(self, peer: Peer, receipts: Sequence[SignedReceipt]) -> None:
+        """Receiver: transfers and receipts committed, receipts not yet sent."""
+
+
+class _SessionRun:
+    """A session plus the queue its frames arrive on."""
+
+    def __init__(self, session: Session, remote: str) -> None:
+        self.session = session
+        self.remote = remote
+        self.inbox: asyncio.Queue[Frame | BaseException] = asyncio.Queue(_INBOX_FRAMES)
+        self.unanswered = 0  # responder: transfers received minus receipts sent
+
+
+class SessionHost(abc.ABC):
+    """The state both sides use and the small moves of one session over the relay.
+
+    :class:`~p2ptransfer.net.peer.Peer` sets these attributes and supplies
+    the connection (:meth:`connect`, :meth:`_drop_connection`).
+    """
+
+    identity: Identity
+    ledger: Ledger
+    stats: PeerStats
+    _client: RelayClient | None
+    _runs: dict[tuple[str, bytes], _SessionRun]
+    _hooks: FaultHooks
+    _on_event: Callable[[PeerEvent], None] | None
+    _max_records: int | None
+    _window: int
+    _disconnected: asyncio.Event
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    @property
+    def _peer(self) -> Peer:
+        """This runtime as the :class:`~p2ptransfer.net.peer.Peer` it is part of (for hooks)."""
+        return cast("Peer", self)
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Connect and authenticate to the relay (RelayUnreachable on failure)."""
+
+    @abc.abstractmethod
+    async def _drop_connection(self) -> None:
+        """Forget the relay connection (before reconnecting); sessions and serving stay."""
+
+    def _require_client(self) -> RelayClient:
+        if self._client is None:
+            raise NetworkError("not connected to the relay")
+        return self._client
+
+    def _emit(self, event: PeerEvent) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a display callback must never break the runtime
+                log.exception("event callback failed")
+
+    async def _open_session(self, remote: PublicIdentity, deadline: float) -> _SessionRun:
+        """Start a session to ``remote`` and wait until its handshake is done.
+
+        The run is registered (so the reader routes its frames) before the
+        first frame leaves; the caller must end it with :meth:`_end_session`.
+        Raises on a failed handshake, an abort, or no answer by ``deadline``
+        (the loop's clock) or within the handshake timeout.
+        """
+        tag = secrets.token_bytes(16)
+        session = Session.initiate(
+            self.identity,
+            remote,
+            tag=tag,
+            ephemeral_private=secrets.token_bytes(32),
+            nonce=secrets.token_bytes(32),
+            max_records=self._max_records,
+        )
+        run = _SessionRun(session, remote.address)
+        self._runs[(remote.address, tag)] = run
+        try:
+            await self._flush(run)
+            await self._handshake(run, deadline)
+        except BaseException:
+            await self._abandon_session(run)
+            await self._end_session(run)
+            raise
+        return run
+
+    async def _handshake(self, run: _SessionRun, deadline: float) -> None:
+        """Wait until ``run``'s session is open (the initiator's side of the handshake)."""
+        loop = asyncio.get_running_loop()
+        while not run.session.is_open:
+            timeout = min(HANDSHAKE_TIMEOUT, _left(loop, deadline))
+            for event in await self._events(run, timeout):
+                if isinstance(event, Aborted):
+                    raise ProtocolError("the peer aborted the handshake")
+
+    async def _end_session(self, run: _SessionRun) -> None:
+        """Close ``run``'s session (cleanly if open) and stop routing its frames."""
+        session = run.session
+        try:
+            if session.is_open:
+                session.close()
+                await self._flush(run)
+        finally:
+            self._runs.pop((run.remote, session.tag), None)
+
+    async def _abandon_session(self, run: _SessionRun) -> None:
+        """Tell the peer we gave up on a session that is not finished (best effort)."""
+        if not run.session.finished:
+            run.session.abort()
+            with contextlib.suppress(Exception):
+                await self._flush(run)
+
+    async def _flush(self, run: _SessionRun) -> None:
+        client = self._require_client()
+        for payload in run.session.data_to_send():
+            await client.send(run.remote, payload)
+
+    async def _events(self, run: _SessionRun, timeout: float) -> list[Event]:
+        """Wait for the next frame of ``run`` and feed it to its session.
+
+        A frame the session refuses raises (the session is then in ERROR); so
+        does an error queued for the run, or ``timeout`` seconds of silence.
+        """
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands
+            # as the inbox delivers, and close() then waits out the whole idle timeout.
+            async with asyncio.timeout(timeout):
+                item = await run.inbox.get()
+        except TimeoutError:
+            raise SessionTimeout(f"no answer from {run.remote} within {timeout:.0f} s") from None
+        if isinstance(item, BaseException):
+            raise item
+        events = run.session.receive_frame(item)
+        await self._flush(run)
+        return events
+
+    async def _events_already_here(self, run: _SessionRun) -> list[Event]:
+        """Feed every frame already waiting for ``run`` to its session, without waiting.
+
+        An error waiting in the inbox, or the one the session raises on a frame
+        it refuses (it is then in ERROR), is queued again for the next
+        :meth:`_events`: the events of the frames before it are returned
+        first, so they are still handled (receipts stored).
+        """
+        events: list[Event] = []
+        while not run.inbox.empty():
+            item = run.inbox.get_nowait()
+            if isinstance(item, BaseException):
+                _fail_run(run, item)  # handled by the next wait, after these events
+                break
+            try:
+                events += run.session.receive_frame(item)
+            except P2PTransferError as exc:
+                _fail_run(run, exc)
+                break
+        await self._flush(run)
+        return events
+
+
+def _offer(run: _SessionRun, item: Frame | BaseException) -> bool:
+    try:
+        run.inbox.put_nowait(item)
+    except asyncio.QueueFull:
+        return False
+    return True
+
+
+def _fail_run(run: _SessionRun, exc: BaseException) -> None:
+    """Make ``run``'s task raise ``exc`` next, even if its inbox is full.
+
+    The frames still queued are dropped first (a failing session's frames no
+    longer matter): were they left in front, the task would fail on the gap
+    they leave ("record out of sequence") instead of on the real reason. An
+    error already queued wins over a later one.
+    """
+    first: BaseException | None = None
+    while not run.inbox.empty():
+        item = run.inbox.get_nowait()
+        if isinstance(item, BaseException) and first is None:
+            first = item
+    run.inbox.put_nowait(first or exc)
+
+
+def _left(loop: asyncio.AbstractEventLoop, deadline: float) -> float:
+    return max(0.0, deadline - loop.time())
+
+
+async def _wait_or_stop(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+
+
+async def _wait_first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
