@@ -23,7 +23,7 @@ from ..clock import now_ms
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol.acceptance import AcceptancePolicy, Action, decide
 from ..protocol.amounts import format_amount
-from ..protocol.session import Established, TransferArrived, abort_frame
+from ..protocol.session import Established, ReconcileArrived, TransferArrived, abort_frame
 from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
 from ..storage.ledger import TransferRow
 from .sessions import (
@@ -120,6 +120,8 @@ class Incoming(SessionHost):
                 for event in await self._events(run, timeout):
                     if isinstance(event, Established):
                         self._emit(PeerEvent("session", event.peer.address))
+                    elif isinstance(event, ReconcileArrived):
+                        await self._answer_reconcile(run, event.message)
                     elif isinstance(event, TransferArrived):
                         run.unanswered += 1
                         if run.unanswered > _MAX_UNANSWERED:

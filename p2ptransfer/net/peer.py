@@ -49,6 +49,7 @@ from ..protocol.session import FrameKind, Session, TransferArrived, parse_frame
 from ..storage.ledger import Ledger, TransferRow
 from .incoming import COMMIT_QUEUE, Incoming
 from .outgoing import Outgoing, SendOutcome
+from .reconcile import ReconcileReport, Reconciling
 from .relay_client import Deliver, Offline, RelayClient
 from .sessions import (
     DEFAULT_WINDOW,
@@ -69,6 +70,7 @@ __all__ = [
     "Peer",
     "PeerEvent",
     "PeerStats",
+    "ReconcileReport",
     "SendOutcome",
     "now_ms",
 ]
@@ -80,7 +82,7 @@ _MAX_SESSIONS_PER_REMOTE = 8
 _MAX_STRANGER_SESSIONS = 16  # incoming sessions from non-contacts, all together
 
 
-class Peer(Outgoing, Incoming):
+class Peer(Reconciling, Outgoing, Incoming):
     """One identity connected to one relay; see the module docstring for the rules."""
 
     def __init__(

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
+from ..protocol import reconcile
 from ..protocol.identity import Identity, PublicIdentity
+from ..protocol.reconcile import Reconciliation
 from ..protocol.session import Aborted, Event, Frame, Session
 from ..protocol.transfer import SignedReceipt, SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
@@ -86,6 +88,8 @@ class _SessionRun:
         self.remote = remote
         self.inbox: asyncio.Queue[Frame | BaseException] = asyncio.Queue(_INBOX_FRAMES)
         self.unanswered = 0  # responder: transfers received minus receipts sent
+        self.reconciliation: Reconciliation | None = None  # responder: a reconcile under way
+        self.reconciled = False  # responder: what the reconcile proved is recorded
 
 
 class SessionHost(abc.ABC):
@@ -118,6 +122,14 @@ class SessionHost(abc.ABC):
     @abc.abstractmethod
     async def connect(self) -> None:
         """Connect and authenticate to the relay (RelayUnreachable on failure)."""
+
+    @abc.abstractmethod
+    def _is_contact(self, remote: str) -> bool:
+        """Is ``remote`` (a relay-authenticated address) one of our pinned contacts?"""
+
+    async def _answer_reconcile(self, run: _SessionRun, message: reconcile.Message) -> None:
+        """Responder: a reconcile message arrived (the Reconciling part answers it)."""
+        raise ProtocolError("this peer does not answer reconciliation")
 
     @abc.abstractmethod
     async def _drop_connection(self) -> None:

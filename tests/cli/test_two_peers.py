@@ -10,7 +10,9 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -373,3 +375,45 @@ def test_listen_reconnects_after_the_relay_restarts(tmp_path: Path) -> None:
         if listener is not None:
             listener.stop()
         relay.stop()
+
+
+def test_a_restored_ledger_is_named_then_reconciled(
+    people: tuple[Cli, str, Cli, str], tmp_path: Path
+) -> None:
+    """Bob restores an old copy of his ledger; verify says so; reconcile with alice repairs it."""
+    alice, _, bob, _ = people
+    ledger_path = bob.home / "ledger.sqlite3"
+    backup = tmp_path / "bob-backup.sqlite3"
+    with sqlite3.connect(ledger_path) as conn:
+        conn.execute(f"VACUUM INTO '{backup}'")
+    conn.close()
+    listener = bob.background("listen")
+    try:
+        listener.wait_for("listening as")
+        sent = alice.json("send", "bob", "25.00", "EUR", "--timeout", "45")
+        assert sent["status"] == "completed"
+        listener.proc.send_signal(signal.SIGINT)
+        assert listener.finish(timeout=20) == 0, listener.err
+    finally:
+        listener.stop()
+    for leftover in bob.home.glob("ledger.sqlite3-*"):
+        leftover.unlink()
+    shutil.copy(backup, ledger_path)
+    ledger_path.chmod(0o600)  # (a restore with loose modes is refused first, saying so)
+
+    rolled_back = bob.run("ledger", "verify")
+    assert rolled_back.returncode == 9
+    assert "error: the ledger was rolled back" in rolled_back.stderr
+
+    listener = alice.background("listen")
+    try:
+        listener.wait_for("listening as")
+        report = bob.json("ledger", "reconcile", "alice", "--timeout", "30")
+    finally:
+        listener.stop()
+    assert report["recovered"] == [sent["id"]]
+    assert report["disagreements"] == []
+    reset = bob.run("ledger", "verify", "--reset-checkpoint")
+    assert reset.returncode == 0, reset
+    assert reset.stdout.startswith("ledger OK: ")
+    assert _ledger(bob)["balances"][0]["balance"] == "25.00"
