@@ -120,3 +120,52 @@ def test_net_imports_neither_click_nor_rich(path: Path) -> None:
     for module, line in _imports(path):
         top = module.split(".")[0]
         assert top not in ("click", "rich"), f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+
+
+def _module_name(path: Path) -> str:
+    parts = ["p2ptransfer", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (``from . import x`` names module x)."""
+    modules = {_module_name(path): path for path in _modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join([*base, node.module] if node.module else base)
+                for candidate in (module, *(f"{module}.{a.name}" for a in node.names)):
+                    if candidate in modules and candidate != name:
+                        targets.add(candidate)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name in modules}
+        graph[name] = targets
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    """Not even under TYPE_CHECKING: a picture of the modules has no circle."""
+    graph = _module_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)

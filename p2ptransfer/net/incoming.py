@@ -230,7 +230,7 @@ class Incoming(SessionHost):
                 t = signed.transfer
                 shown = f"{format_amount(t.amount, t.currency)} {t.currency}"
                 self._emit(PeerEvent("quarantined", f"{shown} from {t.sender} id {t.id.hex()}"))
-        await self._hooks.after_commit(self._peer, [r for _, r in answers])
+        await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
             await self._answer(run, receipt)
 

@@ -267,7 +267,7 @@ class Outgoing(SessionHost):
         """Seal transfers from ``queue`` until ``limit`` are in flight (or a rekey is due)."""
         while queue and len(in_flight) < limit and session.is_open and not session.needs_rekey:
             signed = queue.popleft()
-            await self._hooks.before_transfer_sent(self._peer, signed)
+            await self._hooks.before_transfer_sent(self, signed)
             session.send_transfer(signed)
             in_flight[signed.id] = signed
 
@@ -298,7 +298,7 @@ class Outgoing(SessionHost):
             except P2PTransferError as exc:
                 problem = problem or exc
                 continue
-            await self._hooks.after_receipt_received(self._peer, receipt)
+            await self._hooks.after_receipt_received(self, receipt)
             valid.append((signed, receipt))
         if valid:
             rows = self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())

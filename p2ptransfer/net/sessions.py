@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol import reconcile
@@ -30,9 +30,6 @@ from ..protocol.session import Aborted, Event, Frame, Session
 from ..protocol.transfer import SignedReceipt, SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
 from .relay_client import RelayClient
-
-if TYPE_CHECKING:
-    from .peer import Peer
 
 __all__ = ["FaultHooks", "PeerEvent", "PeerStats", "SessionHost"]
 
@@ -70,13 +67,13 @@ class FaultHooks:
     this step) or cut the connection. Production code passes none.
     """
 
-    async def before_transfer_sent(self, peer: Peer, signed: SignedTransfer) -> None:
+    async def before_transfer_sent(self, peer: SessionHost, signed: SignedTransfer) -> None:
         """Sender: the transfer is pending in the ledger, nothing sent yet."""
 
-    async def after_receipt_received(self, peer: Peer, receipt: SignedReceipt) -> None:
+    async def after_receipt_received(self, peer: SessionHost, receipt: SignedReceipt) -> None:
         """Sender: the receipt arrived, not yet stored."""
 
-    async def after_commit(self, peer: Peer, receipts: Sequence[SignedReceipt]) -> None:
+    async def after_commit(self, peer: SessionHost, receipts: Sequence[SignedReceipt]) -> None:
         """Receiver: transfers and receipts committed, receipts not yet sent."""
 
 
@@ -113,11 +110,6 @@ class SessionHost(abc.ABC):
     @property
     def address(self) -> str:
         return self.identity.address
-
-    @property
-    def _peer(self) -> Peer:
-        """This runtime as the :class:`~p2ptransfer.net.peer.Peer` it is part of (for hooks)."""
-        return cast("Peer", self)
 
     @abc.abstractmethod
     async def connect(self) -> None:
