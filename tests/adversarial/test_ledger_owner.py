@@ -243,3 +243,44 @@ def test_ledger_verify_reset_checkpoint_from_the_cli(tmp_path: Path) -> None:
     reset = run(home, "ledger", "verify", "--reset-checkpoint")
     assert reset.exit_code == 0, reset.output
     assert "ledger OK: 2 journal entries" in reset.output
+
+
+# --- the CLI on an edited file ---------------------------------------------------------------
+
+
+def test_a_tampered_status_column_is_named_not_a_crash(tmp_path: Path) -> None:
+    home = tmp_path / "bob"
+    me = init(home, "bob")
+    alice = new_identity()
+    path = Home(home).ledger_path
+    with Ledger.open(path, owner=me) as ledger:
+        receive_from(ledger, me, alice, 100, T0)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")  # as someone editing the file would
+        conn.execute("UPDATE transfers SET status = 'bogus'")
+    conn.close()
+    shown = run(home, "ledger")
+    assert shown.exit_code == 9
+    assert "has an unknown status 'bogus' in the transfers table" in shown.output
+    assert "Traceback" not in shown.output and "internal error" not in shown.output
+    verified = run(home, "ledger", "verify")
+    assert verified.exit_code == 9
+    assert "the SQLite file is damaged: CHECK constraint failed in transfers" in verified.output
+
+
+def test_abandon_signs_the_new_head_into_the_checkpoint(tmp_path: Path) -> None:
+    from p2ptransfer.storage.checkpoint import read_checkpoint
+
+    home = tmp_path / "alice"
+    me = init(home, "alice")
+    signed = make_transfer(me, new_identity(), 100)
+    path = Home(home).ledger_path
+    with Ledger.open(path, owner=me) as ledger:
+        ledger.record_outgoing(signed, T0)
+    result = run(home, "abandon", signed.id.hex(), "--yes")
+    assert result.exit_code == 0, result.output
+    with Ledger.open(path, owner=me) as ledger:
+        head = ledger.head
+        assert ledger.verify(me) == 3
+    checkpoint = read_checkpoint(path)
+    assert checkpoint is not None and (checkpoint.seq, checkpoint.hash) == head

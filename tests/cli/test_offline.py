@@ -349,7 +349,8 @@ def test_empty_ledger(invoke: Invoke, alice: Person) -> None:
     assert invoke(*alice.args("ledger", "--json")).json() == {"transfers": [], "balances": []}
     csv_run = invoke(*alice.args("ledger", "--csv"))
     assert csv_run.out.splitlines() == [
-        "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at,counterparty_name"
+        "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at,"
+        "counterparty_name"
     ]
     text = invoke(*alice.args("ledger"))
     assert text.code == 0

@@ -304,7 +304,8 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
 
     Only you can do this; a timeout never does. It is a statement about your
     side only: if the recipient did record the transfer, its signed receipt
-    still completes it here whenever it arrives (a resend fetches it).
+    still completes it here whenever it arrives (a resend fetches it). Asks
+    for your passphrase: every change to your ledger is signed.
     """
     from ..render import Names, echo_json, transfer_json, transfer_line
 
@@ -317,6 +318,8 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
             if not click.confirm(f"mark transfer {found.hex()} as failed?", err=True):
                 app.note(f"transfer {found.hex()} stays pending")
                 return
+        # Every change to the journal is signed into the checkpoint: that needs the key.
+        ledger.unlock(app.run(app.unlock(app.read_passphrase())))
         row = ledger.mark_failed(found, now_ms())
         names = Names(ledger.contacts())
     if output == "json":
