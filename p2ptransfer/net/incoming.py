@@ -213,10 +213,10 @@ class Incoming(SessionHost):
                 to_store.append((signed, receipt))
             answers.append((run, receipt))
         if to_store:
-            stored = self.ledger.record_incoming_many(
+            stored = self.ledger.record_incoming_batch(
                 to_store,
                 decided_at,
-                lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
+                on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
             )
             for index, (receipt, row) in zip(store_index, stored, strict=True):
                 answers[index] = (answers[index][0], receipt)

@@ -14,6 +14,7 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import InputError, NotFound, StorageError, TransferConflict
 from ..protocol.transfer import Comparison, SignedReceipt, SignedTransfer, compare
@@ -30,7 +31,7 @@ from .records import (
 from .schema import EntryKind
 from .store import PendingWrites, Store
 
-__all__ = ["TransferBook"]
+__all__ = ["Recorded", "TransferBook"]
 
 _UPDATE_ROW = (
     "UPDATE transfers SET status = ?, reason = ?, updated_at = ?, "
@@ -41,6 +42,13 @@ _INSERT_ROW = (
 )
 _LOOKUP_CHUNK = 500  # ids per "IN (...)" lookup: far below SQLite's variable limit
 _DECODED_CACHE = 4096  # signed transfers remembered by their bytes (see TransferBook._decoded)
+
+
+class Recorded(NamedTuple):
+    """One incoming transfer's outcome: the receipt to send, and the row written (if any)."""
+
+    receipt: SignedReceipt
+    row: TransferRow | None
 
 
 class TransferBook(Store):
@@ -343,7 +351,7 @@ class TransferBook(Store):
         same content returns the *stored* receipt and applies nothing; with
         different content it raises TransferConflict and changes nothing.
         """
-        ((result, _row),) = self._record_incoming([(signed, receipt)], at, None, single=True)
+        ((result, _row),) = self.record_incoming_batch([(signed, receipt)], at)
         return result
 
     def record_incoming_batch(
@@ -352,40 +360,19 @@ class TransferBook(Store):
         at: int,
         *,
         on_conflict: Callable[[SignedTransfer], SignedReceipt] | None = None,
-    ) -> list[SignedReceipt]:
+    ) -> list[Recorded]:
         """Group commit: record many incoming transfers in ONE transaction (one fsync).
 
-        Returns, per item and in order, the receipt to send: the given one for
-        a new transfer, the stored one for a repeat. A conflicting item (known
-        id, other content — also within the batch) is not written and does not
-        stop the others; its answer is ``on_conflict(signed)``, which must be a
-        *rejection* of that transfer (typically ``reject(identity, signed,
-        RejectReason.CONFLICT, at)``). Without ``on_conflict`` a conflict
-        raises TransferConflict and nothing of the batch is written.
+        Returns, per item and in order, the receipt to send — the given one
+        for a new transfer, the stored one for a repeat — and the row written
+        (None when nothing was: a repeat, also within the batch, or a
+        conflict), so the runtime reports new rows without reading them back.
+        A conflicting item (known id, other content) is not written and does
+        not stop the others; its answer is ``on_conflict(signed)``, which must
+        be a *rejection* of that transfer (typically ``reject(identity,
+        signed, RejectReason.CONFLICT, at)``). Without ``on_conflict`` a
+        conflict raises TransferConflict and nothing of the batch is written.
         """
-        return [receipt for receipt, _row in self.record_incoming_many(items, at, on_conflict)]
-
-    def record_incoming_many(
-        self,
-        items: Sequence[tuple[SignedTransfer, SignedReceipt]],
-        at: int,
-        on_conflict: Callable[[SignedTransfer], SignedReceipt] | None = None,
-    ) -> list[tuple[SignedReceipt, TransferRow | None]]:
-        """:meth:`record_incoming_batch`, with the row each item wrote (None: nothing written).
-
-        For the runtime, which reports every newly recorded row: it gets them
-        here rather than reading each one back after the commit.
-        """
-        return self._record_incoming(items, at, on_conflict, single=False)
-
-    def _record_incoming(
-        self,
-        items: Sequence[tuple[SignedTransfer, SignedReceipt]],
-        at: int,
-        on_conflict: Callable[[SignedTransfer], SignedReceipt] | None,
-        *,
-        single: bool,
-    ) -> list[tuple[SignedReceipt, TransferRow | None]]:
         check_time(at)
         for pair in items:
             if (
@@ -421,7 +408,7 @@ class TransferBook(Store):
                     results.append(stored)
                     written.append(None)
                     continue
-                if single or on_conflict is None:
+                if on_conflict is None:
                     raise TransferConflict(
                         f"transfer {signed.id.hex()} is already recorded with different "
                         "content; refusing it (nothing was applied)"
@@ -431,7 +418,7 @@ class TransferBook(Store):
                 written.append(None)
         # Conflict answers are made after the commit: they are not stored, and a
         # failing callback must not undo the others.
-        out: list[tuple[SignedReceipt, TransferRow | None]] = []
+        out: list[Recorded] = []
         pending = iter(conflicts)
         for result, new_row in zip(results, written, strict=True):
             if result is None:
@@ -442,7 +429,7 @@ class TransferBook(Store):
                 if answer.receipt.accepted:
                     raise ValueError("on_conflict must return a rejection, not an acceptance")
                 result = answer
-            out.append((result, new_row))
+            out.append(Recorded(result, new_row))
         return out
 
     # --- reading ---

@@ -466,11 +466,14 @@ def test_batch_mixes_new_duplicate_and_conflict(
         ledger.record_incoming_batch(items, T0 + 5)
     assert ledger.head == head_before
 
-    answers = ledger.record_incoming_batch(
-        items,
-        T0 + 5,
-        on_conflict=lambda s: reject(me, s, RejectReason.CONFLICT, T0 + 5),
-    )
+    answers = [
+        recorded.receipt
+        for recorded in ledger.record_incoming_batch(
+            items,
+            T0 + 5,
+            on_conflict=lambda s: reject(me, s, RejectReason.CONFLICT, T0 + 5),
+        )
+    ]
     assert answers[0] == items[0][1]
     assert answers[1] == stored_receipt
     assert answers[2].receipt.reason is RejectReason.CONFLICT
@@ -648,7 +651,7 @@ def test_random_operations_agree_with_a_model(tmp_path: Path, seed: int) -> None
                 if received:
                     items.append(received[rng.choice(sorted(received))])
                 rng.shuffle(items)
-                answers = ledger.record_incoming_batch(items, now)
+                answers = [r.receipt for r in ledger.record_incoming_batch(items, now)]
                 for (signed, given), got in zip(items, answers, strict=True):
                     if signed.id in received:
                         assert got == received[signed.id][1]

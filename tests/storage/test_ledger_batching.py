@@ -89,7 +89,7 @@ def test_incoming_batch_rows_equal_what_is_read_back(
 ) -> None:
     transfers = [make_transfer(bob, me, 10 + i) for i in range(4)]
     items = [(t, accept(me, t, T0)) for t in transfers]
-    results = ledger.record_incoming_many([*items, items[0]], T0)
+    results = ledger.record_incoming_batch([*items, items[0]], T0)
     assert [receipt for receipt, _ in results] == [r for _, r in items] + [items[0][1]]
     rows = [row for _, row in results]
     assert rows[-1] is None  # the repeat within the batch wrote nothing
@@ -99,7 +99,7 @@ def test_incoming_batch_rows_equal_what_is_read_back(
         t.id: (t, r) for t, r in items
     }
     assert ledger.incoming_many([]) == {}
-    again = ledger.record_incoming_many(items[:2], T0 + 5)
+    again = ledger.record_incoming_batch(items[:2], T0 + 5)
     assert [row for _, row in again] == [None, None]
     assert ledger.verify() == 4
 
