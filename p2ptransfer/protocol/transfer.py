@@ -69,6 +69,8 @@ __all__ = [
     "Transfer",
     "TransferId",
     "accept",
+    "check_timestamp",
+    "check_transfer_id",
     "compare",
     "reject",
     "sign_receipt",
@@ -155,14 +157,18 @@ def _cached(obj: object, name: str, compute: Callable[[], bytes]) -> bytes:
     return value
 
 
-def _check_id(value: object, what: str) -> None:
+def check_transfer_id(value: object, what: str = "a transfer id") -> bytes:
+    """``value`` if it is a transfer id (exactly 16 bytes); InputError otherwise."""
     if type(value) is not bytes or len(value) != TRANSFER_ID_SIZE:
         raise InputError(f"{what} must be exactly {TRANSFER_ID_SIZE} bytes")
+    return value
 
 
-def _check_timestamp(value: object, what: str) -> None:
+def check_timestamp(value: object, what: str = "time") -> int:
+    """``value`` if it is unix time in milliseconds we can sign; InputError otherwise."""
     if type(value) is not int or not 0 <= value <= MAX_TIMESTAMP_MS:
         raise InputError(f"{what} must be unix time in milliseconds, 0 to {MAX_TIMESTAMP_MS}")
+    return value
 
 
 def _parse_address(value: object, what: str) -> PublicIdentity:
@@ -202,7 +208,7 @@ class Transfer:
     created_at: int
 
     def __post_init__(self) -> None:
-        _check_id(self.id, "a transfer id")
+        check_transfer_id(self.id, "a transfer id")
         sender = _parse_address(self.sender, "sender")
         recipient = _parse_address(self.recipient, "recipient")
         if sender == recipient:
@@ -210,7 +216,7 @@ class Transfer:
         check_amount(self.amount)
         currency = check_currency(self.currency)
         memo = check_memo(self.memo)
-        _check_timestamp(self.created_at, "created_at")
+        check_timestamp(self.created_at, "created_at")
         object.__setattr__(self, "sender", sender.address)
         object.__setattr__(self, "recipient", recipient.address)
         object.__setattr__(self, "currency", currency)
@@ -426,7 +432,7 @@ class Receipt:
     decided_at: int
 
     def __post_init__(self) -> None:
-        _check_id(self.transfer_id, "a receipt's transfer id")
+        check_transfer_id(self.transfer_id, "a receipt's transfer id")
         if type(self.transfer_digest) is not bytes or len(self.transfer_digest) != _DIGEST_SIZE:
             raise InputError(f"a transfer digest must be exactly {_DIGEST_SIZE} bytes")
         receiver = _parse_address(self.receiver, "receiver")
@@ -440,7 +446,7 @@ class Receipt:
                 "an accepted receipt has reason NONE and a rejected one has a reason, "
                 f"not {status.name} with {reason.name}"
             )
-        _check_timestamp(self.decided_at, "decided_at")
+        check_timestamp(self.decided_at, "decided_at")
         object.__setattr__(self, "status", status)
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "receiver", receiver.address)

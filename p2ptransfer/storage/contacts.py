@@ -12,13 +12,13 @@ import sqlite3
 
 from ..errors import AlreadyExists, InputError, NotFound, PinMismatch
 from ..protocol.amounts import check_currency
+from ..protocol.transfer import check_timestamp
 from .records import (
     Contact,
     HandlePin,
     canonical_address,
     check_contact_name,
     check_note,
-    check_time,
     describe_key,
 )
 from .store import Store
@@ -50,7 +50,7 @@ class ContactBook(Store):
         """
         check_contact_name(name)
         canonical, public_key = canonical_address(address)
-        check_time(at, "added_at")
+        check_timestamp(at, "added_at")
         check_note(note)
         if handle is not None:
             check_contact_name(handle, "handle")
@@ -114,7 +114,7 @@ class ContactBook(Store):
 
     def mark_verified(self, name: str, at: int) -> Contact:
         """Record that the user compared safety numbers with ``name`` at ``at``."""
-        check_time(at, "verified_at")
+        check_timestamp(at, "verified_at")
         with self._transaction() as conn:
             if (
                 conn.execute(
@@ -161,7 +161,7 @@ class ContactBook(Store):
         """
         check_contact_name(handle, "handle")
         canonical, public_key = canonical_address(address)
-        check_time(at, "pinned_at")
+        check_timestamp(at, "pinned_at")
         with self._transaction() as conn:
             return self._pin_handle(conn, handle, canonical, public_key, at)
 

@@ -21,8 +21,7 @@ from functools import cached_property
 
 from ..errors import InputError
 from ..protocol.amounts import format_amount
-from ..protocol.transfer import SignedReceipt, SignedTransfer
-from .records import check_time
+from ..protocol.transfer import SignedReceipt, SignedTransfer, check_timestamp
 from .store import Store
 
 __all__ = ["QUARANTINE_LIMIT", "QuarantineBook", "QuarantinedTransfer"]
@@ -75,7 +74,7 @@ class QuarantineBook(Store):
         pruned to the newest :attr:`quarantine_limit` rows, in the same
         transaction.
         """
-        check_time(at)
+        check_timestamp(at)
         pairs = list(items)
         for signed, receipt in pairs:
             if receipt.receipt.accepted or receipt.receipt.transfer_id != signed.id:

@@ -19,8 +19,6 @@ from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
 from ..protocol.text import check_display_text
 from ..protocol.transfer import (
-    MAX_TIMESTAMP_MS,
-    TRANSFER_ID_SIZE,
     RejectReason,
     SignedReceipt,
     SignedTransfer,
@@ -35,8 +33,6 @@ __all__ = [
     "canonical_address",
     "check_contact_name",
     "check_note",
-    "check_time",
-    "check_transfer_id",
     "describe_key",
     "reason_text",
     "row_from_sql",
@@ -85,18 +81,6 @@ def check_note(note: object) -> None:
     if not isinstance(note, str):
         raise InputError("a contact note must be text")
     check_display_text(note, what="a contact note", max_chars=_MAX_NOTE)
-
-
-def check_time(at: object, what: str = "time") -> int:
-    if type(at) is not int or not 0 <= at <= MAX_TIMESTAMP_MS:
-        raise InputError(f"{what} must be unix time in milliseconds, 0 to {MAX_TIMESTAMP_MS}")
-    return at
-
-
-def check_transfer_id(transfer_id: object) -> bytes:
-    if type(transfer_id) is not bytes or len(transfer_id) != TRANSFER_ID_SIZE:
-        raise InputError(f"a transfer id is exactly {TRANSFER_ID_SIZE} bytes")
-    return transfer_id
 
 
 def canonical_address(address: str) -> tuple[str, bytes]:

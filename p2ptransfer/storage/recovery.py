@@ -15,13 +15,12 @@ from collections.abc import Iterable, Sequence
 
 from ..errors import InputError
 from ..protocol.reconcile import Item, receipt_digest
-from ..protocol.transfer import SignedReceipt, SignedTransfer
+from ..protocol.transfer import SignedReceipt, SignedTransfer, check_timestamp
 from .records import (
     ROW_COLUMNS,
     TransferRow,
     TransferStatus,
     canonical_address,
-    check_time,
     row_from_sql,
 )
 from .schema import EntryKind
@@ -73,7 +72,7 @@ class Recovery(TransferBook):
         disagreement); an outgoing one still pending or failed takes the
         receipt, as it would have had it arrived.
         """
-        check_time(at)
+        check_timestamp(at)
         if self._owner_key is None:
             raise InputError("recovering transfers needs a ledger that knows its owner")
         written: list[TransferRow] = []

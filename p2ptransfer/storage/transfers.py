@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import InputError, NotFound, StorageError, TransferConflict
-from ..protocol.transfer import Comparison, SignedReceipt, SignedTransfer, compare
+from ..protocol.transfer import (
+    Comparison,
+    SignedReceipt,
+    SignedTransfer,
+    check_timestamp,
+    check_transfer_id,
+    compare,
+)
 from .journal import apply_entry
 from .records import (
     ROW_COLUMNS,
     TransferRow,
     TransferStatus,
     canonical_address,
-    check_time,
-    check_transfer_id,
     row_from_sql,
 )
 from .schema import EntryKind
@@ -223,7 +228,7 @@ class TransferBook(Store):
 
     def record_outgoing_batch(self, items: Sequence[SignedTransfer], at: int) -> list[TransferRow]:
         """Commit many transfers as pending in ONE transaction (one fsync), all or none."""
-        check_time(at)
+        check_timestamp(at)
         if not all(isinstance(signed, SignedTransfer) for signed in items):
             raise InputError("record_outgoing needs SignedTransfer objects")
         rows: list[TransferRow] = []
@@ -261,7 +266,7 @@ class TransferBook(Store):
         self, receipts: Sequence[SignedReceipt], at: int
     ) -> list[TransferRow]:
         """``complete_outgoing`` for many receipts in ONE transaction: all stored, or none."""
-        check_time(at)
+        check_timestamp(at)
         if not all(isinstance(r, SignedReceipt) for r in receipts):
             raise InputError("complete_outgoing needs SignedReceipt objects")
         with self._transaction() as conn:
@@ -298,7 +303,7 @@ class TransferBook(Store):
         Idempotent for a failed transfer; InputError for a decided one.
         """
         check_transfer_id(transfer_id)
-        check_time(at)
+        check_timestamp(at)
         with self._transaction() as conn:
             current = self._current(conn, transfer_id, "out")
             if current is None:
@@ -373,7 +378,7 @@ class TransferBook(Store):
         signed, RejectReason.CONFLICT, at)``). Without ``on_conflict`` a
         conflict raises TransferConflict and nothing of the batch is written.
         """
-        check_time(at)
+        check_timestamp(at)
         for pair in items:
             if (
                 not isinstance(pair, tuple)
