@@ -83,32 +83,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             raise
 
 
-# --- the ledger --------------------------------------------------------------------
-
-
-class _PendingWrites:
-    """What one write transaction has appended so far, written to SQLite just before COMMIT.
-
-    A batch of N transfers would otherwise cost 3N statements (journal row,
-    head, state row); held here, it is one ``executemany`` per table and one
-    head update. Nothing is visible to other connections before COMMIT either
-    way, so what is committed — and when — is unchanged: the same rows, in
-    the same order per table, in one transaction. Reads inside the
-    transaction see these writes through :meth:`Ledger._current`.
-    """
-
-    __slots__ = ("entries", "fetched", "head", "rows")
-
-    def __init__(self) -> None:
-        self.head: tuple[int, bytes] | None = None  # (seq, hash) after the last append
-        self.entries: list[tuple[Any, ...]] = []  # journal rows, in seq order
-        # (transfer id, direction) -> (row after this transaction, inserted by it?).
-        # Dict order is first-write order: the order the rows were inserted before.
-        self.rows: dict[tuple[bytes, str], tuple[TransferRow, bool]] = {}
-        # Rows looked up in bulk inside this transaction (None: not in the ledger).
-        self.fetched: dict[tuple[bytes, str], TransferRow | None] = {}
-
-
 class PendingWrites:
     """What one write transaction has appended so far, written to SQLite just before COMMIT.
 

@@ -22,7 +22,7 @@ from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.transfer import accept
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger
-from tests.storage.builders import T0, make_transfer, new_identity
+from tests.storage.builders import T0, make_transfer, new_identity, restore, snapshot
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -124,14 +124,10 @@ def test_restoring_an_older_copy_is_named_by_verify(tmp_path: Path) -> None:
     backup.mkdir()
     with Ledger.open(path, owner=me) as ledger:
         receive_from(ledger, me, alice, 100, T0)
-        with sqlite3.connect(path) as conn:  # a consistent copy, as a backup tool makes it
-            conn.execute(f"VACUUM INTO '{backup / 'ledger.sqlite3'}'")
-        conn.close()
+        snapshot(path, backup / "ledger.sqlite3")
         receive_from(ledger, me, alice, 5000, T0 + 1)
         assert ledger.verify(me) == 3
-    for leftover in path.parent.glob("ledger.sqlite3-*"):
-        leftover.unlink()
-    shutil.copy(backup / "ledger.sqlite3", path)
+    restore(path, backup / "ledger.sqlite3")
     with Ledger.open(path, owner=me) as ledger, pytest.raises(LedgerIntegrityError) as info:
         ledger.verify(me)
     assert str(info.value).startswith(
@@ -207,13 +203,9 @@ def test_after_a_rollback_the_old_checkpoint_is_kept_until_reset(tmp_path: Path)
     backup = tmp_path / "old.sqlite3"
     with Ledger.open(path, owner=me) as ledger:
         receive_from(ledger, me, alice, 100, T0)
-        with sqlite3.connect(path) as conn:
-            conn.execute(f"VACUUM INTO '{backup}'")
-        conn.close()
+        snapshot(path, backup)
         receive_from(ledger, me, alice, 200, T0 + 1)
-    for leftover in path.parent.glob("ledger.sqlite3-*"):
-        leftover.unlink()
-    shutil.copy(backup, path)
+    restore(path, backup)
     with Ledger.open(path, owner=me) as ledger:
         receive_from(ledger, me, alice, 300, T0 + 2)  # a new entry 3, not the signed one
         with pytest.raises(LedgerIntegrityError, match="journal entry 3 is not the one"):

@@ -10,9 +10,7 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
+from tests.storage.builders import restore, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = "two peers, one relay"
@@ -384,9 +384,7 @@ def test_a_restored_ledger_is_named_then_reconciled(
     alice, _, bob, _ = people
     ledger_path = bob.home / "ledger.sqlite3"
     backup = tmp_path / "bob-backup.sqlite3"
-    with sqlite3.connect(ledger_path) as conn:
-        conn.execute(f"VACUUM INTO '{backup}'")
-    conn.close()
+    snapshot(ledger_path, backup)
     listener = bob.background("listen")
     try:
         listener.wait_for("listening as")
@@ -396,10 +394,7 @@ def test_a_restored_ledger_is_named_then_reconciled(
         assert listener.finish(timeout=20) == 0, listener.err
     finally:
         listener.stop()
-    for leftover in bob.home.glob("ledger.sqlite3-*"):
-        leftover.unlink()
-    shutil.copy(backup, ledger_path)
-    ledger_path.chmod(0o600)  # (a restore with loose modes is refused first, saying so)
+    restore(ledger_path, backup)
 
     rolled_back = bob.run("ledger", "verify")
     assert rolled_back.returncode == 9

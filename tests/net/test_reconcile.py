@@ -8,8 +8,6 @@ back, checked, once.
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -19,24 +17,15 @@ from p2ptransfer.net.peer import Peer
 from p2ptransfer.protocol.transfer import RejectReason, accept, reject
 from p2ptransfer.storage.ledger import Ledger
 from tests.peers import Side, listening
-from tests.storage.builders import T0, make_transfer
+from tests.storage.builders import T0, make_transfer, restore, snapshot
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def snapshot(side: Side, to: Path) -> None:
-    """A consistent copy of ``side``'s ledger, as a backup tool would take it."""
-    with sqlite3.connect(side.path) as conn:
-        conn.execute(f"VACUUM INTO '{to}'")
-    conn.close()
-
-
-def restore(side: Side, copy: Path) -> None:
-    """Put ``side``'s ledger back to ``copy`` (the checkpoint file stays as it was)."""
+def restore_side(side: Side, copy: Path) -> None:
+    """Put ``side``'s ledger back to ``copy`` and reopen it as its owner would."""
     side.ledger.close()
-    for leftover in side.path.parent.glob(side.path.name + "-*"):
-        leftover.unlink()
-    shutil.copy(copy, side.path)
+    restore(side.path, copy)
     side.ledger = Ledger.open(side.path, owner=side.identity)
 
 
@@ -50,7 +39,7 @@ async def test_a_rolled_back_ledger_gets_everything_back(
     backup = tmp_path / "bob-backup.sqlite3"
     async with listening(bob, relay_url), Peer(alice.identity, alice.ledger, relay_url) as peer:
         await peer.send(bob.address, 100, "EUR", timeout=10)
-        snapshot(bob, backup)
+        snapshot(bob.path, backup)
         for amount in (2500, 700):
             await peer.send(bob.address, amount, "EUR", timeout=10)
     async with listening(alice, relay_url), Peer(bob.identity, bob.ledger, relay_url) as peer:
@@ -58,7 +47,7 @@ async def test_a_rolled_back_ledger_gets_everything_back(
     before = history(bob)
     assert len(before) == 4
 
-    restore(bob, backup)
+    restore_side(bob, backup)
     assert len(history(bob)) == 1
     with pytest.raises(LedgerIntegrityError, match="rolled back"):
         bob.ledger.verify(bob.identity)
@@ -84,10 +73,10 @@ async def test_the_side_that_did_not_lose_anything_hands_it_over(
 ) -> None:
     """Alice reconciles; Bob (listening) is the one who lost the history, and recovers it."""
     backup = tmp_path / "bob-backup.sqlite3"
-    snapshot(bob, backup)
+    snapshot(bob.path, backup)
     async with listening(bob, relay_url), Peer(alice.identity, alice.ledger, relay_url) as peer:
         await peer.send(bob.address, 4200, "EUR", timeout=10)
-    restore(bob, backup)
+    restore_side(bob, backup)
     assert bob.ledger.transfers() == []
     async with listening(bob, relay_url), Peer(alice.identity, alice.ledger, relay_url) as peer:
         report = await peer.reconcile(bob.address, timeout=10)

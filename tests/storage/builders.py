@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import shutil
+import sqlite3
+from pathlib import Path
 
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.transfer import SignedTransfer, Transfer, TransferId, sign_transfer
@@ -33,3 +36,18 @@ def make_transfer(
         created_at=created_at,
     )
     return sign_transfer(sender, transfer)
+
+
+def snapshot(ledger_path: Path, to: Path) -> None:
+    """A consistent copy of a (possibly open) ledger, as a backup tool would take it."""
+    with sqlite3.connect(ledger_path) as conn:
+        conn.execute(f"VACUUM INTO '{to}'")
+    conn.close()
+
+
+def restore(ledger_path: Path, copy: Path) -> None:
+    """Put a closed ledger back to ``copy``; its checkpoint file stays as it was."""
+    for leftover in ledger_path.parent.glob(ledger_path.name + "-*"):
+        leftover.unlink()
+    shutil.copy(copy, ledger_path)
+    ledger_path.chmod(0o600)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.reconcile import Item
 from p2ptransfer.protocol.transfer import RejectReason, accept, reject
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
-from tests.storage.builders import T0, make_transfer, new_identity
+from tests.storage.builders import T0, make_transfer, new_identity, restore, snapshot
 
 
 def test_settled_with_lists_receipted_transfers_in_both_directions(
@@ -47,17 +45,13 @@ def test_recover_restores_what_a_rollback_lost(tmp_path: Path, me: Identity, bob
     incoming = make_transfer(bob, me, 5000)
     with Ledger.open(path, owner=me) as ledger:
         ledger.record_outgoing(still_pending, T0)
-        with sqlite3.connect(path) as conn:
-            conn.execute(f"VACUUM INTO '{backup}'")
-        conn.close()
+        snapshot(path, backup)
         ledger.record_outgoing(out, T0 + 1)
         ledger.complete_outgoing(accept(bob, out, T0 + 2), T0 + 2)
         ledger.record_incoming(incoming, accept(me, incoming, T0 + 3), T0 + 3)
         ledger.complete_outgoing(accept(bob, still_pending, T0 + 4), T0 + 4)
         lost = ledger.proofs(bob.address, [out.id, incoming.id, still_pending.id])
-    for leftover in path.parent.glob("ledger.sqlite3-*"):
-        leftover.unlink()
-    shutil.copy(backup, path)
+    restore(path, backup)
     with Ledger.open(path, owner=me) as ledger:
         assert {r.id: r.status for r in ledger.transfers()} == {
             still_pending.id: TransferStatus.PENDING
