@@ -74,17 +74,8 @@ TRANSFER_FIELDS = (
 )
 
 CSV_COLUMNS = (
-    "id",
-    "direction",
-    "counterparty",
-    "amount",
-    "currency",
-    "memo",
-    "status",
-    "reason",
-    "created_at",
-    "updated_at",
-    "counterparty_name",  # new columns go at the end: scripts index by position
+    *(name for name in TRANSFER_FIELDS if name not in ("counterparty_name", "amount_minor")),
+    "counterparty_name",  # added later: new columns go at the end, scripts index by position
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -110,6 +110,14 @@ def test_a_ledger_moved_under_another_identity_is_refused(tmp_path: Path) -> Non
         Ledger.open(path, owner=mallory.public)
 
 
+def assert_verify_names(path: Path, owner: Identity, problem: str) -> None:
+    with (
+        Ledger.open(path, owner=owner) as ledger,
+        pytest.raises(LedgerIntegrityError, match=problem),
+    ):
+        ledger.verify(owner)
+
+
 # --- rollback, truncation, a lost WAL -------------------------------------------------------
 
 
@@ -150,11 +158,7 @@ def test_a_cut_tail_with_a_rewritten_head_is_named(tmp_path: Path) -> None:
             "UPDATE ledger_head SET seq = 3, hash = (SELECT hash FROM journal WHERE seq = 3)"
         )
     conn.close()
-    with (
-        Ledger.open(path, owner=me) as ledger,
-        pytest.raises(LedgerIntegrityError, match="names entry 4, the journal ends at 3"),
-    ):
-        ledger.verify(me)
+    assert_verify_names(path, me, "names entry 4, the journal ends at 3")
 
 
 def test_a_rewritten_history_of_the_same_length_is_named(tmp_path: Path) -> None:
@@ -169,11 +173,7 @@ def test_a_rewritten_history_of_the_same_length_is_named(tmp_path: Path) -> None
     with Ledger.open(copy, owner=me) as other:
         receive_from(other, me, alice, 999, T0 + 2)  # another entry 3
     shutil.copy(copy, path)
-    with (
-        Ledger.open(path, owner=me) as ledger,
-        pytest.raises(LedgerIntegrityError, match="journal entry 3 is not the one the signed"),
-    ):
-        ledger.verify(me)
+    assert_verify_names(path, me, "journal entry 3 is not the one the signed")
 
 
 def test_a_deleted_wal_after_a_crash_is_named(tmp_path: Path) -> None:
@@ -189,11 +189,7 @@ def test_a_deleted_wal_after_a_crash_is_named(tmp_path: Path) -> None:
         p.write_bytes(data)
     wal.unlink()
     path.with_name(path.name + "-shm").unlink(missing_ok=True)
-    with (
-        Ledger.open(path, owner=me) as reopened,
-        pytest.raises(LedgerIntegrityError, match="rolled back or its newest entries"),
-    ):
-        reopened.verify(me)
+    assert_verify_names(path, me, "rolled back or its newest entries")
 
 
 def test_after_a_rollback_the_old_checkpoint_is_kept_until_reset(tmp_path: Path) -> None:

@@ -24,30 +24,17 @@ from p2ptransfer.protocol.transfer import (
     RejectReason,
     SignedReceipt,
     SignedTransfer,
-    Transfer,
-    TransferId,
     accept,
     reject,
     sign_receipt,
-    sign_transfer,
 )
-
-T0 = 1_767_225_600_000
+from tests.storage.builders import T0, make_transfer
 
 
 def pair(
     sender: Identity, recipient: Identity, amount: int = 100, accepted: bool = True
 ) -> tuple[SignedTransfer, SignedReceipt]:
-    transfer = Transfer(
-        id=TransferId(secrets.token_bytes(16)),
-        sender=sender.address,
-        recipient=recipient.address,
-        amount=amount,
-        currency="EUR",
-        memo="",
-        created_at=T0,
-    )
-    signed = sign_transfer(sender, transfer)
+    signed = make_transfer(sender, recipient, amount)
     if accepted:
         return signed, accept(recipient, signed, T0)
     return signed, reject(recipient, signed, RejectReason.OVER_LIMIT, T0)
