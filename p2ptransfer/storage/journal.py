@@ -7,8 +7,9 @@ what can be written is exactly what verifies::
 
     kind           from            carries                       to
     out-pending    (none)          signed transfer               pending
-    out-receipt    pending|failed  signed receipt                completed | rejected
-    out-failed     pending         -                             failed
+    out-queued     pending         -                             queued (sealed into the mailbox)
+    out-receipt    pending|queued|failed  signed receipt         completed | rejected
+    out-failed     pending|queued  -                             failed
     in-recorded    (none)          signed transfer + receipt     completed | rejected
 
 A "failed" outgoing transfer can still complete: *failed* is the user giving
@@ -75,6 +76,9 @@ class TransitionError(LedgerIntegrityError):
 
 
 _DECIDED = "decided"  # completed or rejected, as the receipt says
+_WAITING: frozenset[TransferStatus | None] = frozenset(
+    {TransferStatus.PENDING, TransferStatus.QUEUED}
+)  # an outgoing transfer that still waits for its receipt
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,11 @@ class Move:
 
 MOVES: dict[EntryKind, Move] = {
     EntryKind.OUT_PENDING: Move(frozenset({None}), True, False, TransferStatus.PENDING),
-    EntryKind.OUT_RECEIPT: Move(
-        frozenset({TransferStatus.PENDING, TransferStatus.FAILED}), False, True, _DECIDED
+    EntryKind.OUT_QUEUED: Move(
+        frozenset({TransferStatus.PENDING}), False, False, TransferStatus.QUEUED
     ),
-    EntryKind.OUT_FAILED: Move(
-        frozenset({TransferStatus.PENDING}), False, False, TransferStatus.FAILED
-    ),
+    EntryKind.OUT_RECEIPT: Move(_WAITING | {TransferStatus.FAILED}, False, True, _DECIDED),
+    EntryKind.OUT_FAILED: Move(_WAITING, False, False, TransferStatus.FAILED),
     EntryKind.IN_RECORDED: Move(frozenset({None}), True, True, _DECIDED),
 }
 """The legal moves of a transfer row; a (kind, state) not listed here is refused."""
@@ -106,7 +109,7 @@ def _illegal(entry: JournalEntry, current: TransferRow | None) -> TransitionErro
         return TransitionError(f"transfer {tid} ({entry.kind.direction}) was never recorded")
     if entry.kind in (EntryKind.OUT_PENDING, EntryKind.IN_RECORDED):
         return TransitionError(f"transfer {tid} ({entry.kind.direction}) is already recorded")
-    if entry.kind is EntryKind.OUT_FAILED:
+    if entry.kind in (EntryKind.OUT_FAILED, EntryKind.OUT_QUEUED):
         return TransitionError(f"transfer {tid} is {current.status}, not pending")
     return TransitionError(f"transfer {tid} is already {current.status}")
 

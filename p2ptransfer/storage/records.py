@@ -47,6 +47,7 @@ class TransferStatus(enum.StrEnum):
     """Status of a transfer row; compares equal to its text ("pending", ...)."""
 
     PENDING = "pending"
+    QUEUED = "queued"  # sealed into the recipient's relay mailbox: still waiting for a receipt
     COMPLETED = "completed"
     REJECTED = "rejected"
     FAILED = "failed"

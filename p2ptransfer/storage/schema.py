@@ -59,6 +59,8 @@ class EntryKind(enum.Enum):
     """A transfer we received, with the receipt we signed for it (completed or rejected)."""
     OWNER = ("owner", 5)
     """The ledger's owner: its public key, signed by it (once per ledger, no transfer)."""
+    OUT_QUEUED = ("out-queued", 6)
+    """A pending transfer was sealed into the recipient's relay mailbox (still not final)."""
 
     def __init__(self, text: str, code: int) -> None:
         self.text = text
@@ -264,7 +266,39 @@ _V3 = (
     "CREATE INDEX quarantine_received ON quarantine (received_at)",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3]
+_V4 = (
+    # The 'queued' status: SQLite cannot change a CHECK in place, so the table is rebuilt
+    # (same columns, same order, same indexes) inside the migration's transaction.
+    """
+    CREATE TABLE transfers_v4 (
+        id              BLOB    NOT NULL CHECK (length(id) = 16),
+        direction       TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+        counterparty    TEXT    NOT NULL,
+        amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+        currency        TEXT    NOT NULL,
+        memo            TEXT    NOT NULL,
+        status          TEXT    NOT NULL
+                        CHECK (status IN ('pending', 'queued', 'completed', 'rejected', 'failed')),
+        reason          TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        signed_transfer BLOB    NOT NULL,
+        signed_receipt  BLOB,
+        recorded_seq    INTEGER NOT NULL REFERENCES journal (seq),
+        updated_seq     INTEGER NOT NULL REFERENCES journal (seq),
+        PRIMARY KEY (id, direction),
+        CHECK ((status IN ('pending', 'queued', 'failed')) = (signed_receipt IS NULL))
+    )
+    """,
+    "INSERT INTO transfers_v4 SELECT * FROM transfers",
+    "DROP TABLE transfers",
+    "ALTER TABLE transfers_v4 RENAME TO transfers",
+    "CREATE INDEX transfers_counterparty ON transfers (counterparty, recorded_seq)",
+    "CREATE INDEX transfers_status ON transfers (status, direction)",
+    "CREATE UNIQUE INDEX transfers_recorded ON transfers (recorded_seq)",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3, _V4]
 """Migration *i* brings ``user_version`` from *i* to *i + 1*; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -310,20 +310,45 @@ class TransferBook(Store):
                 raise NotFound(f"no outgoing transfer {transfer_id.hex()} in the ledger")
             if current.status is TransferStatus.FAILED:
                 return current
-            if current.status is not TransferStatus.PENDING:
+            if current.status not in (TransferStatus.PENDING, TransferStatus.QUEUED):
                 raise InputError(
                     f"transfer {transfer_id.hex()} is already {current.status}; "
-                    "only a pending transfer can be marked failed"
+                    "only a pending or queued transfer can be marked failed"
                 )
             return self._append(conn, EntryKind.OUT_FAILED, transfer_id, at, current)
 
+    def mark_queued(self, transfer_ids: Sequence[bytes], at: int) -> list[TransferRow]:
+        """Record that these pending transfers were deposited in the recipient's mailbox.
+
+        In one transaction. A transfer already queued, or already decided (its
+        receipt raced the deposit), is left as it is; its row is returned.
+        """
+        for transfer_id in transfer_ids:
+            check_transfer_id(transfer_id)
+        check_timestamp(at)
+        rows: list[TransferRow] = []
+        with self._transaction() as conn:
+            self._prefetch(conn, list(transfer_ids), "out")
+            for transfer_id in transfer_ids:
+                current = self._current(conn, transfer_id, "out")
+                if current is None:
+                    raise NotFound(f"no outgoing transfer {transfer_id.hex()} in the ledger")
+                if current.status is TransferStatus.PENDING:
+                    current = self._append(conn, EntryKind.OUT_QUEUED, transfer_id, at, current)
+                rows.append(current)
+        return rows
+
     def pending_outgoing(self) -> list[SignedTransfer]:
-        """Outgoing transfers still waiting for a receipt, oldest first (what resend retries)."""
+        """Outgoing transfers still waiting for a receipt (pending or queued), oldest first."""
+        return [row.signed for row in self.waiting_outgoing()]
+
+    def waiting_outgoing(self) -> list[TransferRow]:
+        """The rows of the outgoing transfers still waiting for a receipt, oldest first."""
         rows = self._conn.execute(
-            "SELECT signed_transfer FROM transfers WHERE direction = 'out' AND status = 'pending' "
-            "ORDER BY recorded_seq"
+            f"SELECT {ROW_COLUMNS} FROM transfers "  # noqa: S608
+            "WHERE direction = 'out' AND status IN ('pending', 'queued') ORDER BY recorded_seq"
         ).fetchall()
-        return [SignedTransfer.decode(blob) for (blob,) in rows]
+        return [self._with_known_decode(row_from_sql(values)) for values in rows]
 
     # --- receiving ---
 

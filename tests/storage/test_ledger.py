@@ -367,7 +367,7 @@ def test_mark_failed_is_a_user_action_and_a_late_receipt_still_counts(
     assert ledger.pending_outgoing() == []
     done = ledger.complete_outgoing(accept(bob, signed, T0 + 3), T0 + 4)
     assert done.status == "completed"  # the recipient's signed word beats giving up
-    with pytest.raises(InputError, match="already completed; only a pending transfer"):
+    with pytest.raises(InputError, match="already completed; only a pending or queued transfer"):
         ledger.mark_failed(signed.id, T0 + 5)
     with pytest.raises(NotFound):
         ledger.mark_failed(bytes(16), T0)
