@@ -165,6 +165,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "resend",
         "Retry pending outgoing transfers (all, or the one with ID or an ID prefix).",
     ),
+    "pending": LazyCommand(
+        f"{_FAMILY}.mail",
+        "pending",
+        "List outgoing transfers still waiting for a receipt (pending or queued), oldest first.",
+    ),
     "abandon": LazyCommand(
         f"{_FAMILY}.transfers",
         "abandon",

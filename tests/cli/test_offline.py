@@ -628,3 +628,22 @@ def test_contact_limit_is_stored_validated_and_removable(
     assert invoke(*alice.args("contacts", "limit", "bob", "EUR")).code == 0
     with Ledger.open(Home(alice.home).ledger_path) as ledger:
         assert ledger.limits() == {}
+
+
+def test_pending_lists_what_waits_for_a_receipt(invoke: Invoke, alice: Person, bob: Person) -> None:
+    nothing = invoke(*alice.args("pending"))
+    assert (nothing.code, nothing.out) == (0, "")
+    assert nothing.err == "nothing pending: every outgoing transfer has its receipt\n"
+    first = _pending_transfer(alice, bob.address, 300, "one")
+    second = _pending_transfer(alice, bob.address, 450, "two")
+    text = invoke(*alice.args("pending"), env={"COLUMNS": "200"})
+    assert text.code == 0
+    lines = text.out.splitlines()
+    assert [line.split(" id ")[1].split()[0] for line in lines] == [first.hex(), second.hex()]
+    assert all(line.startswith("out ") and " old)" in line for line in lines)
+    listed = invoke(*alice.args("pending", "--json")).json()["transfers"]
+    assert [(t["id"], t["status"], t["amount"]) for t in listed] == [
+        (first.hex(), "pending", "3.00"),
+        (second.hex(), "pending", "4.50"),
+    ]
+    assert all(isinstance(t["age_s"], float) and t["age_s"] >= 0 for t in listed)
