@@ -24,7 +24,8 @@ The tree::
     │   ├── HandshakeError                         the handshake failed; no keys were made
     │   ├── ChannelError                           a record failed: session over for good
     │   │   └── RecordLimitReached                 the per-key record cap was hit
-    │   └── SignatureError                         a signature did not verify
+    │   ├── SignatureError                         a signature did not verify
+    │   └── PrekeyError                            a peer's prekey cannot be sealed to
     ├── IdentityError                     exit 6   the peer is not who we expected
     │   ├── IdentityMismatch                       key differs from the address dialled
     │   └── PinMismatch                            key differs from the pinned key (changed!)
@@ -72,6 +73,7 @@ __all__ = [
     "PassphraseUnavailable",
     "PeerOffline",
     "PinMismatch",
+    "PrekeyError",
     "ProtocolError",
     "RecordLimitReached",
     "RelayRefused",
@@ -163,6 +165,20 @@ class RecordLimitReached(ChannelError):
 
 class SignatureError(ProtocolError):
     """Raised when an Ed25519 signature does not verify."""
+
+
+class PrekeyError(ProtocolError):
+    """Raised when a signed prekey must not be used to seal mail to an address.
+
+    ``reason`` is one of ``"wrong-owner"`` (signed by another key than the
+    address's, like a changed pin), ``"bad-signature"``, ``"expired"``,
+    ``"not-yet-valid"``, ``"window-too-long"`` or ``"none"`` (no prekey at all);
+    the message says it in words.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class IdentityError(P2PTransferError):

@@ -7,7 +7,10 @@ exceptions into ours. Keeping them in one place means the known-answer tests
 uses, and nothing else in the package touches ``cryptography`` directly for
 these operations.
 
-No function here makes randomness: secrets are passed in by the caller.
+No function here makes randomness: secrets are passed in by the caller. The
+one exception is :func:`hpke_seal`: pyca's HPKE draws its ephemeral KEM key
+itself and takes no caller randomness, so a sealed envelope is never
+reproducible (its known-answer tests open a stored envelope instead).
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ import hashlib
 import hmac
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..errors import ChannelError, HandshakeError, SignatureError
+from ..errors import ChannelError, HandshakeError, ProtocolError, SignatureError
 
 __all__ = [
     "AEAD_KEY_SIZE",
@@ -33,6 +37,10 @@ __all__ = [
     "AEAD_TAG_SIZE",
     "ED25519_KEY_SIZE",
     "ED25519_SIG_SIZE",
+    "HPKE_ENC_SIZE",
+    "HPKE_PRIVATE_KEY_SIZE",
+    "HPKE_PUBLIC_KEY_SIZE",
+    "HPKE_SEAL_OVERHEAD",
     "X25519_KEY_SIZE",
     "AeadCipher",
     "Ed25519Signer",
@@ -46,6 +54,11 @@ __all__ = [
     "hkdf_expand",
     "hkdf_extract",
     "hkdf_sha256",
+    "hmac_sha256",
+    "hpke_check_public",
+    "hpke_open",
+    "hpke_public_from_private",
+    "hpke_seal",
     "scrypt",
     "sha256",
     "x25519_public_from_private",
@@ -67,6 +80,11 @@ def sha256(*parts: bytes) -> bytes:
     for part in parts:
         h.update(part)
     return h.digest()
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) of ``message`` under ``key``."""
+    return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
@@ -325,3 +343,98 @@ def aead_open(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: byte
 def scrypt(passphrase: bytes, salt: bytes, log_n: int, r: int, p: int, length: int) -> bytes:
     """scrypt KDF; memory use is about 128 * r * 2**log_n bytes."""
     return Scrypt(salt=salt, length=length, n=1 << log_n, r=r, p=p).derive(passphrase)
+
+
+# --- HPKE (RFC 9180): MLKEM768-X25519, HKDF-SHA256, AES-256-GCM, base mode ------
+#
+# pyca's hybrid key objects have no byte form of their own, so the byte forms
+# here are their two components as pyca serialises each, ML-KEM first (the
+# order of X-Wing and draft-ietf-hpke-pq):
+#   public  = ML-KEM-768 encapsulation key (1184) || X25519 public key (32)
+#   private = ML-KEM-768 seed d || z (64)          || X25519 private key (32)
+# The first release of ``cryptography`` whose wheels can run this suite is
+# 48.0.0 (47.0.0 has the hpke module, but ML-KEM only on AWS-LC/BoringSSL).
+
+_MLKEM768_PUBLIC_SIZE = 1184
+_MLKEM_SEED_SIZE = 64
+HPKE_PUBLIC_KEY_SIZE = _MLKEM768_PUBLIC_SIZE + X25519_KEY_SIZE
+HPKE_PRIVATE_KEY_SIZE = _MLKEM_SEED_SIZE + X25519_KEY_SIZE
+HPKE_ENC_SIZE = 1088 + X25519_KEY_SIZE
+"""The KEM encapsulation: ML-KEM-768 ciphertext (1088) || ephemeral X25519 key (32)."""
+HPKE_SEAL_OVERHEAD = HPKE_ENC_SIZE + AEAD_TAG_SIZE
+"""What :func:`hpke_seal` adds to a plaintext: the encapsulation and the AEAD tag."""
+
+_HPKE_SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+def _hpke_private_key(private: bytes) -> hpke.MLKEM768X25519PrivateKey:
+    if type(private) is not bytes or len(private) != HPKE_PRIVATE_KEY_SIZE:
+        raise ValueError(f"an HPKE private key is {HPKE_PRIVATE_KEY_SIZE} bytes")
+    return hpke.MLKEM768X25519PrivateKey(
+        MLKEM768PrivateKey.from_seed_bytes(private[:_MLKEM_SEED_SIZE]),
+        X25519PrivateKey.from_private_bytes(private[_MLKEM_SEED_SIZE:]),
+    )
+
+
+def _hpke_public_key(public: bytes) -> hpke.MLKEM768X25519PublicKey:
+    """pyca's key for ``public``; ValueError when either half is not a valid key."""
+    if type(public) is not bytes or len(public) != HPKE_PUBLIC_KEY_SIZE:
+        raise ValueError(f"an HPKE public key is {HPKE_PUBLIC_KEY_SIZE} bytes")
+    return hpke.MLKEM768X25519PublicKey(
+        MLKEM768PublicKey.from_public_bytes(public[:_MLKEM768_PUBLIC_SIZE]),
+        X25519PublicKey.from_public_bytes(public[_MLKEM768_PUBLIC_SIZE:]),
+    )
+
+
+def hpke_public_from_private(private: bytes) -> bytes:
+    """The public key bytes for ``private`` (96 random bytes make a fresh key pair).
+
+    The caller supplies the private bytes (from the OS random generator for a
+    new key); every 96-byte string is a valid private key.
+    """
+    if type(private) is not bytes or len(private) != HPKE_PRIVATE_KEY_SIZE:
+        raise ValueError(f"an HPKE private key is {HPKE_PRIVATE_KEY_SIZE} bytes")
+    mlkem = MLKEM768PrivateKey.from_seed_bytes(private[:_MLKEM_SEED_SIZE])
+    x25519 = X25519PrivateKey.from_private_bytes(private[_MLKEM_SEED_SIZE:])
+    return mlkem.public_key().public_bytes_raw() + x25519.public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw
+    )
+
+
+def hpke_check_public(public: bytes) -> None:
+    """ValueError unless ``public`` is a public key :func:`hpke_seal` can seal to.
+
+    ML-KEM's encapsulation key check (FIPS 203 §7.2) runs here, so a prekey
+    that could never be sealed to is refused where it is received.
+    """
+    _hpke_public_key(public)
+
+
+def hpke_seal(public: bytes, plaintext: bytes, info: bytes) -> bytes:
+    """HPKE base-mode single-shot seal: ``enc || ciphertext || tag``; fresh every call.
+
+    ValueError when ``public`` is not a usable key (an X25519 half of low
+    order makes the encapsulation fail).
+    """
+    key = _hpke_public_key(public)
+    try:
+        return _HPKE_SUITE.encrypt(plaintext, key, info=info)
+    except ValueError as exc:
+        raise ValueError("cannot seal to this HPKE public key") from exc
+
+
+def hpke_open(private: bytes, sealed: bytes, info: bytes) -> bytes:
+    """Open what :func:`hpke_seal` made; any failure is a :class:`ProtocolError`.
+
+    A wrong key, wrong ``info``, a changed byte anywhere or a short input all
+    look the same: the envelope does not open. ML-KEM decapsulation of a
+    tampered encapsulation yields an unrelated secret, so it too ends in the
+    AEAD tag check.
+    """
+    key = _hpke_private_key(private)
+    if len(sealed) < HPKE_SEAL_OVERHEAD:
+        raise ProtocolError("sealed envelope shorter than its encapsulation and tag")
+    try:
+        return _HPKE_SUITE.decrypt(sealed, key, info=info)
+    except (InvalidTag, ValueError) as exc:
+        raise ProtocolError("envelope does not open: wrong key, or altered in transit") from exc
