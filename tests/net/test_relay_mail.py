@@ -1,4 +1,4 @@
-"""The relay's mailboxes through real sockets: deposit, push, replace, acknowledge, limits, expiry."""
+"""The relay's mailboxes over real sockets: deposit, push, replace, acknowledge, limits, expiry."""
 
 from __future__ import annotations
 
