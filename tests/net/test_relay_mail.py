@@ -12,10 +12,10 @@ import pytest
 
 from p2ptransfer.errors import RelayRefused
 from p2ptransfer.net.relay import RelayConfig, RelayServer
-from p2ptransfer.net.relay.mail import envelope_hash
 from p2ptransfer.net.relay.mailbox import MAILBOX_FILE
 from p2ptransfer.net.relay_client import Deliver, Mail, MailInfo, RelayClient
-from p2ptransfer.protocol import primitives
+from p2ptransfer.protocol import envelope, primitives
+from p2ptransfer.protocol.envelope import envelope_hash
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.prekey import (
     PREKEY_VALIDITY_MS,
@@ -322,3 +322,30 @@ async def test_live_frames_still_flow_beside_mail(relay: RelayServer) -> None:
         await alice.send(BOB.address, b"live")
         assert (await next_mail(bob)).envelope == b"mail"
         assert await asyncio.wait_for(bob.recv(), 5) == Deliver(ALICE.address, b"live")
+
+
+async def test_a_real_sealed_envelope_goes_through_and_opens(relay: RelayServer) -> None:
+    kem_private = bytes(range(96))
+    signed = b"stand-in for a signed transfer"
+    slot = envelope.mail_slot(envelope.slot_key(bytes(32)), envelope.MailKind.TRANSFER, bytes(16))
+    async with await RelayClient.connect(relay.url, BOB) as bob:
+        await bob.publish_prekey(prekey(BOB))
+    async with await RelayClient.connect(relay.url, ALICE) as alice:
+        [bob_prekey] = await alice.get_prekeys(BOB.address)
+        bob_prekey.check_for(BOB.address, now_ms())
+        sealed = envelope.seal(
+            envelope.MailKind.TRANSFER, signed, ALICE.public.public_key, bob_prekey.prekey
+        ).encode()
+        assert len(sealed) <= (await alice.wait_mail_info()).max_envelope
+        await alice.deposit(BOB.address, slot, sealed)
+    async with await RelayClient.connect(relay.url, BOB) as bob:
+        mail = await next_mail(bob)
+        opened = envelope.open(
+            envelope.Envelope.decode(mail.envelope),
+            kem_private,
+            ALICE.public.public_key,
+            BOB.public.public_key,
+        )
+        assert opened == (envelope.MailKind.TRANSFER, signed)
+        await bob.ack(mail.sender, mail.slot, envelope.envelope_hash(mail.envelope))
+    assert metric(relay, "p2pt_relay_mail_items") == 0

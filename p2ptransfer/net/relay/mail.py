@@ -23,7 +23,6 @@ and a deposit flood slows only its sender.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeAlias, TypeVar
 
 from ...errors import P2PTransferError
+from ...protocol.envelope import envelope_hash
 from ...protocol.prekey import SignedPrekey
 from ...protocol.relay_wire import (
     Ack,
@@ -83,15 +83,6 @@ def open_store(config: RelayConfig) -> MailStore:
     if config.data_dir is None:
         return MemoryMailStore(limits)
     return SqliteMailStore(config.data_dir, limits)
-
-
-def envelope_hash(envelope: bytes) -> bytes:
-    """The hash an Ack names.
-
-    Stand-in until protocol/envelope.py's ``envelope_hash`` lands; the relay
-    must use that one function (peers hash the envelope they opened with it).
-    """
-    return hashlib.sha256(b"p2ptransfer-envelope-hash-v1\x00" + envelope).digest()
 
 
 def _now_ms() -> int:
