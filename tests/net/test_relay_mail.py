@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -12,7 +13,12 @@ import pytest
 
 from p2ptransfer.errors import RelayRefused
 from p2ptransfer.net.relay import RelayConfig, RelayServer
-from p2ptransfer.net.relay.mailbox import MAILBOX_FILE
+from p2ptransfer.net.relay.mailbox import (
+    MAILBOX_FILE,
+    DepositOutcome,
+    MemoryMailStore,
+    StoredMail,
+)
 from p2ptransfer.net.relay_client import Deliver, Mail, MailInfo, RelayClient
 from p2ptransfer.protocol import envelope, primitives
 from p2ptransfer.protocol.envelope import envelope_hash
@@ -349,3 +355,22 @@ async def test_a_real_sealed_envelope_goes_through_and_opens(relay: RelayServer)
         assert opened == (envelope.MailKind.TRANSFER, signed)
         await bob.ack(mail.sender, mail.slot, envelope.envelope_hash(mail.envelope))
     assert metric(relay, "p2pt_relay_mail_items") == 0
+
+
+class DiskFullStore(MemoryMailStore):
+    """A store whose writes fail as SQLite's do on a full disk."""
+
+    def deposit(self, mail: StoredMail) -> DepositOutcome:
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+async def test_a_failing_store_refuses_and_keeps_the_connection(relay: RelayServer) -> None:
+    relay.mail.store.close()
+    relay.mail.store = DiskFullStore()
+    await ready_mailbox(relay.url)
+    async with await RelayClient.connect(relay.url, ALICE) as alice:
+        with pytest.raises(RelayRefused) as refused:
+            await alice.deposit(BOB.address, SLOT, b"x")
+        assert refused.value.reason == "unavailable"
+        await alice.send(ALICE.address, b"still connected")
+        assert await asyncio.wait_for(alice.recv(), 5) == Deliver(ALICE.address, b"still connected")

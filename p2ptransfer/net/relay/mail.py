@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +134,18 @@ class MailService:
     # --- requests ---------------------------------------------------------------
 
     async def answer(self, conn: Conn, address: str, frame: MailRequest) -> bytes:
-        """The answer to ``frame`` from ``conn`` (authenticated as ``address``)."""
+        """The answer to ``frame`` from ``conn`` (authenticated as ``address``).
+
+        A store that fails (disk full, I/O error) refuses the request as
+        ``unavailable`` and keeps the connection: nothing was confirmed.
+        """
+        try:
+            return await self._answer(conn, address, frame)
+        except sqlite3.Error as exc:
+            log_event(logging.ERROR, "mail", f"mail store failed: {exc}", conn=conn.cid)
+            return self.refusal(frame, "unavailable", "the relay cannot store mail right now")
+
+    async def _answer(self, conn: Conn, address: str, frame: MailRequest) -> bytes:
         if isinstance(frame, Deposit):
             return await self.deposit(conn, address, frame)
         if isinstance(frame, Ack):
