@@ -258,7 +258,15 @@ class RelayUnreachable(NetworkError):
 
 
 class RelayRefused(NetworkError):
-    """Raised when the relay answers a request with a refusal."""
+    """Raised when the relay answers a request with a refusal.
+
+    ``reason`` is the relay's machine-readable code when it gave one
+    (``mailbox-full``, ``no-prekey``, ``rate-limited``...), else None.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 def _stay_pending(pending: tuple[bytes, ...]) -> str:

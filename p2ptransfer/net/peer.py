@@ -50,7 +50,7 @@ from ..storage.ledger import Ledger, TransferRow
 from .incoming import COMMIT_QUEUE, Incoming
 from .outgoing import Outgoing, SendOutcome
 from .reconcile import ReconcileReport, Reconciling
-from .relay_client import Deliver, Offline, RelayClient
+from .relay_client import Deliver, Mail, Offline, RelayClient
 from .sessions import (
     DEFAULT_WINDOW,
     MAX_BATCH,
@@ -214,6 +214,8 @@ class Peer(Reconciling, Outgoing, Incoming):
                     self._fail_sessions_to(message.to, PeerOffline(f"{message.to} went offline"))
                 elif isinstance(message, Deliver):
                     self._route(message.sender, message.payload)
+                elif isinstance(message, Mail):
+                    pass  # left at the relay (unacknowledged) for the mail collector
                 else:
                     # The relay dropped one of our frames (rate limit): whichever session it
                     # belonged to now has a gap, so end them all now rather than at timeout.

@@ -4,8 +4,11 @@ One background task reads every frame from the relay and sorts it: Deliver,
 Offline and Refused-for-Send go to one bounded inbox that :meth:`RelayClient.recv`
 drains (so a caller that stops reading eventually stops the TCP reads and
 the relay drops it, rather than this process buffering without bound);
-answers to requests (Claim, Release, Lookup, Watch) resolve the future of their
-``ref``. When the connection ends, every waiter and the next ``recv`` get a
+answers to requests (Claim, Release, Lookup, Watch, and the mail requests:
+PublishPrekey, GetPrekeys, Deposit, Ack) resolve the future of their ``ref``.
+Mail pushed by the relay joins Deliver in the inbox; the relay's MailInfo
+(sent once after authentication) is kept in :attr:`RelayClient.mail_info`.
+When the connection ends, every waiter and the next ``recv`` get a
 :class:`~p2ptransfer.errors.RelayUnreachable` that says why.
 """
 
@@ -32,19 +35,31 @@ from ..errors import (
     RelayUnreachable,
 )
 from ..protocol.identity import Identity, decode_address
+from ..protocol.prekey import SignedPrekey
 from ..protocol.relay_wire import (
+    MAX_ENVELOPE_SIZE,
     MAX_FRAME_SIZE,
     MAX_PAYLOAD_SIZE,
+    SLOT_SIZE,
+    Ack,
+    Acked,
     AuthOk,
     Challenge,
     Claim,
     ClaimOk,
     Deliver,
+    Deposit,
+    Deposited,
+    GetPrekeys,
     HandleUnknown,
     Lookup,
     LookupResult,
+    Mail,
+    MailInfo,
     Offline,
     Online,
+    Prekeys,
+    PublishPrekey,
     Refused,
     Release,
     Released,
@@ -57,7 +72,7 @@ from ..protocol.relay_wire import (
     normalize_relay_url,
 )
 
-__all__ = ["Deliver", "Offline", "Refused", "RelayClient"]
+__all__ = ["Deliver", "Mail", "MailInfo", "Offline", "Refused", "RelayClient"]
 
 _INBOX_SIZE = 256
 _REQUEST_TIMEOUT = 10.0
@@ -135,9 +150,12 @@ class RelayClient:
         self._ws = ws
         self.url = url
         self.address = address
-        self._inbox: asyncio.Queue[Deliver | Offline | Refused | _Closed] = asyncio.Queue(
+        self._inbox: asyncio.Queue[Deliver | Mail | Offline | Refused | _Closed] = asyncio.Queue(
             _INBOX_SIZE
         )
+        self.mail_info: MailInfo | None = None
+        """The relay's mail limits (MailInfo), once it has sent them (right after AuthOk)."""
+        self._mail_info = asyncio.Event()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._online: dict[str, list[asyncio.Future[Any]]] = {}
         self._refs = itertools.count(1)
@@ -231,8 +249,12 @@ class RelayClient:
         decode_address(to)
         await self._send(Send(next(self._refs), to.strip().lower(), payload).encode())
 
-    async def recv(self) -> Deliver | Offline | Refused:
-        """The next Deliver, Offline, or Refused (a Send the relay would not carry, e.g. rate)."""
+    async def recv(self) -> Deliver | Mail | Offline | Refused:
+        """The next Deliver, Mail, Offline, or Refused (a Send the relay would not carry).
+
+        Mail stays at the relay until :meth:`ack` deletes it: it is pushed
+        again on the next connection.
+        """
         item = await self._inbox.get()
         if isinstance(item, _Closed):
             self._inbox.put_nowait(item)  # later calls fail the same way
@@ -284,6 +306,59 @@ class RelayClient:
             raise NotFound(f"nobody has claimed the handle {handle!r} at {self.url}")
         raise RelayRefused(f"the relay refused to look up {handle}: {result.detail}")
 
+    # --- mail -------------------------------------------------------------------
+
+    async def wait_mail_info(self, timeout: float = _REQUEST_TIMEOUT) -> MailInfo:
+        """The relay's MailInfo (max mail age, max envelope), waiting for it if needed."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._mail_info.wait()
+        except TimeoutError:
+            raise RelayUnreachable(f"the relay at {self.url} sent no mail limits") from None
+        if self.mail_info is None:  # woken by the connection ending
+            raise self._closed or RelayUnreachable(f"the relay at {self.url} closed")
+        return self.mail_info
+
+    async def publish_prekey(self, signed: SignedPrekey) -> list[SignedPrekey]:
+        """Publish our signed prekey; the prekeys the relay now serves for us, newest first."""
+        result = await self._ask(PublishPrekey(next(self._refs), signed.encode()))
+        if isinstance(result, Refused):
+            raise _refused("publish the prekey", result)
+        return _decode_prekeys(result)
+
+    async def get_prekeys(self, address: str) -> list[SignedPrekey]:
+        """``address``'s signed prekeys as the relay serves them (unchecked: call check_for)."""
+        address = address.strip().lower()
+        decode_address(address)
+        result = await self._ask(GetPrekeys(next(self._refs), address))
+        if isinstance(result, Refused):
+            raise _refused(f"give the prekeys of {address}", result)
+        if result.address != address:
+            raise ProtocolError("the relay answered with another address's prekeys")
+        return _decode_prekeys(result)
+
+    async def deposit(self, to: str, slot: bytes, envelope: bytes) -> None:
+        """Leave ``envelope`` for ``to`` in our ``slot`` (replacing what was there).
+
+        Returns once the relay has it durably; RelayRefused (with its
+        ``reason``) if it would not take it.
+        """
+        to = to.strip().lower()
+        decode_address(to)
+        if len(envelope) > MAX_ENVELOPE_SIZE:
+            raise LimitError(f"an envelope of {len(envelope)} bytes exceeds {MAX_ENVELOPE_SIZE}")
+        if len(slot) != SLOT_SIZE:
+            raise ValueError(f"a slot is {SLOT_SIZE} bytes")
+        result = await self._ask(Deposit(next(self._refs), to, slot, envelope))
+        if isinstance(result, Refused):
+            raise _refused(f"keep mail for {to}", result)
+
+    async def ack(self, sender: str, slot: bytes, envelope_hash: bytes) -> None:
+        """Let the relay delete mail (``sender``, ``slot``) if it is still the envelope we saw."""
+        result = await self._ask(Ack(next(self._refs), sender, slot, envelope_hash))
+        if isinstance(result, Refused):
+            raise _refused("delete the mail", result)
+
     async def close(self) -> None:
         """Close the connection (code 1000) and stop the reader."""
         self._reader.cancel()
@@ -311,13 +386,17 @@ class RelayClient:
             raise self._lost(exc) from exc
 
     async def _request(
-        self, frame: Watch | Claim | Release | Lookup, future: asyncio.Future[Any]
+        self,
+        frame: Watch | Claim | Release | Lookup | PublishPrekey | GetPrekeys | Deposit | Ack,
+        future: asyncio.Future[Any],
     ) -> None:
         self._pending[frame.ref] = future
         future.add_done_callback(lambda _f: self._pending.pop(frame.ref, None))
         await self._send(frame.encode())
 
-    async def _ask(self, frame: Claim | Release | Lookup) -> Any:
+    async def _ask(
+        self, frame: Claim | Release | Lookup | PublishPrekey | GetPrekeys | Deposit | Ack
+    ) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._request(frame, future)
         try:
@@ -355,6 +434,7 @@ class RelayClient:
                 future.set_exception(error)
         self._pending.clear()
         self._online.clear()
+        self._mail_info.set()
         try:
             self._inbox.put_nowait(_Closed(error))
         except asyncio.QueueFull:  # make room so recv() learns the connection is gone
@@ -362,13 +442,26 @@ class RelayClient:
             self._inbox.put_nowait(_Closed(error))
 
     async def _dispatch(self, frame: Any) -> None:
-        if isinstance(frame, Deliver | Offline):
+        if isinstance(frame, Deliver | Mail | Offline):
             await self._inbox.put(frame)
+        elif isinstance(frame, MailInfo):
+            self.mail_info = frame
+            self._mail_info.set()
         elif isinstance(frame, Online):
             for future in self._online.pop(frame.address, []):
                 if not future.done():
                     future.set_result(frame)
-        elif isinstance(frame, ClaimOk | Released | LookupResult | HandleUnknown | Refused):
+        elif isinstance(
+            frame,
+            ClaimOk
+            | Released
+            | LookupResult
+            | HandleUnknown
+            | Prekeys
+            | Deposited
+            | Acked
+            | Refused,
+        ):
             waiter = self._pending.get(frame.ref)
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
@@ -376,6 +469,19 @@ class RelayClient:
                 await self._inbox.put(frame)  # a refused Send (rate-limited)
         else:
             raise ProtocolError(f"unexpected {type(frame).__name__} after authentication")
+
+
+def _refused(what: str, refused: Refused) -> RelayRefused:
+    return RelayRefused(
+        f"the relay refused to {what}: {refused.detail} ({refused.reason})", refused.reason
+    )
+
+
+def _decode_prekeys(frame: Prekeys) -> list[SignedPrekey]:
+    try:
+        return [SignedPrekey.decode(item) for item in frame.signed_prekeys]
+    except DecodeError as exc:
+        raise ProtocolError(f"the relay served a malformed prekey: {exc}") from exc
 
 
 async def _recv_bytes(ws: ClientConnection) -> bytes:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from ..errors import InputError
 
 __all__ = [
+    "MAX_ENVELOPE_SIZE",
     "MAX_FRAME_SIZE",
     "MAX_PAYLOAD_SIZE",
     "MAX_URL_SIZE",
@@ -26,6 +27,8 @@ MAX_PAYLOAD_SIZE = 60 * 1024
 MAX_FRAME_SIZE = 64 * 1024
 """Largest frame either side sends; websocket max_size is set to this by default."""
 MAX_URL_SIZE = 512
+MAX_ENVELOPE_SIZE = 8 * 1024
+"""Largest envelope a Deposit or Mail frame carries; a relay may set a lower limit."""
 
 
 def normalize_relay_url(url: str) -> str:

@@ -29,6 +29,7 @@ from p2ptransfer.protocol.relay_wire import (
     Auth,
     AuthOk,
     Challenge,
+    MailInfo,
     ServerFrame,
     decode_server_frame,
     make_auth,
@@ -179,13 +180,14 @@ async def recv_frame(ws: ClientConnection, timeout: float = 5.0) -> ServerFrame:
 
 
 async def raw_auth(ws: ClientConnection, identity: Identity, url: str) -> Auth:
-    """Answer the relay's challenge as ``identity``; returns the Auth sent."""
+    """Answer the relay's challenge as ``identity`` (reading AuthOk and MailInfo); the Auth sent."""
     challenge = await recv_frame(ws)
     assert isinstance(challenge, Challenge)
     auth = make_auth(identity, url, challenge.challenge)
     await ws.send(auth.encode())
     ok = await recv_frame(ws)
     assert ok == AuthOk(identity.address)
+    assert isinstance(await recv_frame(ws), MailInfo)  # always right after AuthOk
     return auth
 
 

@@ -40,6 +40,16 @@ FRAMES: list[w.Frame] = [
     w.Release(11, "alice"),
     w.Released(11, "alice"),
     w.Refused(9, 0x38, "handle-taken", "alice belongs to another key"),
+    w.PublishPrekey(12, b"signed prekey bytes"),
+    w.GetPrekeys(13, BOB.address),
+    w.Prekeys(13, BOB.address, ()),
+    w.Prekeys(13, BOB.address, (b"newest", b"older")),
+    w.Deposit(14, BOB.address, bytes(range(16)), b"envelope"),
+    w.Deposited(14, bytes(range(16))),
+    w.Mail(ALICE.address, bytes(range(16)), b"envelope", 1_700_000_000_000),
+    w.Ack(15, ALICE.address, bytes(range(16)), bytes(32)),
+    w.Acked(15, bytes(range(16))),
+    w.MailInfo(14 * 86_400_000, 4096),
 ]
 
 
@@ -53,8 +63,58 @@ def test_round_trip(frame: w.Frame) -> None:
 
 def test_type_ids_are_in_the_relay_range() -> None:
     ids = sorted({**w.CLIENT_FRAMES, **w.SERVER_FRAMES})
-    assert ids == list(range(0x30, 0x40))
+    assert ids == list(range(0x30, 0x49))
     assert set(w.CLIENT_FRAMES).isdisjoint(w.SERVER_FRAMES)
+
+
+def test_mail_frames_exact_bytes() -> None:
+    slot = bytes(range(16))
+    assert w.Deposit(0x01020304, BOB.address, slot, b"env").encode() == (
+        bytes.fromhex("43 01 00000004 01020304 02 00000040".replace(" ", ""))
+        + BOB.address.encode()
+        + bytes.fromhex("03 00000010".replace(" ", ""))
+        + slot
+        + bytes.fromhex("04 00000003".replace(" ", ""))
+        + b"env"
+    )
+    assert w.MailInfo(1209600000, 4096).encode() == bytes.fromhex(
+        "48 01 00000008 0000000048190800 02 00000004 00001000".replace(" ", "")
+    )
+    assert (
+        w.Acked(1, slot).encode()
+        == bytes.fromhex("4701000000040000000102 00000010".replace(" ", "")) + slot
+    )
+
+
+def test_prekeys_list_is_packed_with_u16_lengths() -> None:
+    frame = w.Prekeys(1, BOB.address, (b"ab", b"c"))
+    packed = bytes.fromhex("0002") + b"ab" + bytes.fromhex("0001") + b"c"
+    assert frame.encode().endswith(bytes.fromhex("03 00000007".replace(" ", "")) + packed)
+    assert w.decode_server_frame(frame.encode()) == frame
+    head = frame.encode()[: -len(packed) - 5]
+    for bad in (b"\x00", bytes.fromhex("0003") + b"ab", bytes.fromhex("0000"), packed * 2):
+        with pytest.raises(DecodeError):
+            w.decode_server_frame(head + b"\x03" + len(bad).to_bytes(4, "big") + bad)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: w.Deposit(1, BOB.address, bytes(15), b"e"),
+        lambda: w.Deposit(1, BOB.address, bytes(16), b""),
+        lambda: w.Deposit(1, BOB.address, bytes(16), bytes(w.MAX_ENVELOPE_SIZE + 1)),
+        lambda: w.Ack(1, BOB.address, bytes(16), bytes(31)),
+        lambda: w.Prekeys(1, BOB.address, (b"a", b"b", b"c")),
+        lambda: w.Prekeys(1, BOB.address, (b"",)),
+        lambda: w.PublishPrekey(1, b""),
+        lambda: w.MailInfo(0, 4096),
+        lambda: w.MailInfo(1, w.MAX_ENVELOPE_SIZE + 1),
+        lambda: w.Mail(ALICE.address, bytes(16), b"e", -1),
+    ],
+)
+def test_mail_frames_validate_on_construction(build: object) -> None:
+    with pytest.raises(ValueError):
+        build()  # type: ignore[operator]
 
 
 def test_release_exact_bytes() -> None:
@@ -232,7 +292,7 @@ def test_random_bytes_raise_only_our_errors(decode: object, data: bytes) -> None
 
 @pytest.mark.parametrize("decode", DECODERS, ids=lambda d: d.__name__)
 @given(
-    type_id=st.integers(0x30, 0x3F),
+    type_id=st.integers(0x30, 0x4F),
     body=st.binary(max_size=200),
 )
 def test_random_bodies_with_relay_type_ids_raise_only_our_errors(

@@ -49,6 +49,16 @@ _HELP: dict[str, str] = {
     "claim_burst": "Handle claim+release burst per address.",
     "claim_rate_per_ip": "Handle claims+releases per second per client IP; 0 disables.",
     "claim_burst_per_ip": "Handle claim+release burst per client IP.",
+    "max_envelope": "Largest envelope a Deposit may carry, bytes (at most 8192).",
+    "max_mail_items": "Pieces of mail waiting in one mailbox; more -> mailbox-full.",
+    "max_mail_per_sender": "Slots one sender may fill in one mailbox; more -> sender-room-full.",
+    "max_mailbox_bytes": "Envelope bytes waiting in one mailbox; more -> mailbox-full.",
+    "max_mail_age_days": "Days mail is kept unacknowledged before it is deleted.",
+    "deposit_rate": "Deposits per hour per sender address; 0 disables.",
+    "deposit_burst": "Deposit burst per sender address.",
+    "deposit_rate_per_ip": "Deposits per hour per client IP, all keys together; 0 disables.",
+    "deposit_burst_per_ip": "Deposit burst per client IP.",
+    "mail_sweep_interval": "Seconds between sweeps deleting expired mail and prekeys.",
     "auth_timeout": "Seconds a new connection has to authenticate (else 1008).",
     "open_timeout": "Seconds for the HTTP/websocket opening handshake.",
     "ping_interval": "Seconds between keepalive pings; 0 disables.",
@@ -56,6 +66,10 @@ _HELP: dict[str, str] = {
     "close_timeout": "Seconds to wait for a closing handshake.",
     "shutdown_timeout": "Seconds to wait for peers to go on SIGTERM/SIGINT.",
 }
+
+
+_ENV_PREFIX = "P2PTRANSFER_RELAY_"
+"""Every limit option may also come from the environment: P2PTRANSFER_RELAY_MAX_MAIL_ITEMS..."""
 
 
 @click.command()
@@ -93,6 +107,7 @@ def _limit_options(defaults: RelayConfig) -> Callable[[Callable[..., Any]], Call
                 type=type(value),
                 default=value,
                 show_default=True,
+                envvar=_ENV_PREFIX + f.name.upper(),
                 help=_HELP[f.name],
             )(func)
         return func
@@ -156,7 +171,8 @@ _BASE_OPTIONS: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] = 
         "--data",
         "data_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Directory for the handle directory (SQLite). Default: in memory, lost on exit.",
+        help="Directory for the handle directory and the mailboxes (SQLite). "
+        "Default: in memory, lost on exit.",
     ),
     click.option(
         "--tls-cert",

@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...protocol.relay_limits import MAX_FRAME_SIZE, normalize_relay_url
+from ...protocol.relay_limits import MAX_ENVELOPE_SIZE, MAX_FRAME_SIZE, normalize_relay_url
 
 __all__ = ["RelayConfig"]
 
@@ -76,6 +76,27 @@ class RelayConfig:
     """Claims and releases per second per client IP, all keys together; 0 disables."""
     claim_burst_per_ip: float = 20.0
 
+    # mail (store and forward): per mailbox (recipient) limits, split into per-sender
+    # rooms so that one sender, or a flood of throwaway keys, never fills another's room.
+    max_envelope: int = 4096
+    """Largest envelope accepted in a Deposit, bytes (a mailed transfer is about 1.9 KB)."""
+    max_mail_items: int = 1000
+    """Pieces of mail waiting in one mailbox (for one recipient)."""
+    max_mail_per_sender: int = 100
+    """Slots one sender may fill in one mailbox."""
+    max_mailbox_bytes: int = 4 << 20
+    """Envelope bytes waiting in one mailbox."""
+    max_mail_age_days: float = 14.0
+    """Mail not acknowledged by then is deleted (announced to peers in MailInfo)."""
+    deposit_rate: float = 600.0
+    """Deposits per hour per sender address (token bucket, survives reconnects); 0 disables."""
+    deposit_burst: float = 100.0
+    deposit_rate_per_ip: float = 3000.0
+    """Deposits per hour per client IP, every key together; 0 disables."""
+    deposit_burst_per_ip: float = 300.0
+    mail_sweep_interval: float = 600.0
+    """Seconds between sweeps deleting expired mail and prekeys (also deleted on read)."""
+
     # metrics (Prometheus text at /metrics)
     metrics: bool = True
     """Serve /metrics at all."""
@@ -109,9 +130,21 @@ class RelayConfig:
             "max_connections_per_ip",
             "max_connections_per_address",
             "max_handles_per_address",
+            "max_envelope",
+            "max_mail_items",
+            "max_mail_per_sender",
+            "max_mailbox_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_envelope > MAX_ENVELOPE_SIZE:
+            raise ValueError(f"max_envelope is at most {MAX_ENVELOPE_SIZE} (the wire's limit)")
+        if self.max_mailbox_bytes < self.max_envelope:
+            raise ValueError("max_mailbox_bytes must hold at least one envelope")
+        if not 0 < self.max_mail_age_days <= 366:
+            raise ValueError("max_mail_age_days must be above 0 and at most 366")
+        if self.mail_sweep_interval <= 0:
+            raise ValueError("mail_sweep_interval must be above 0")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError("metrics port must be 0-65535")
         if self.metrics_token is not None and (
@@ -125,6 +158,11 @@ class RelayConfig:
             )
         for url in self.public_urls:
             normalize_relay_url(url)
+
+    @property
+    def max_mail_age_ms(self) -> int:
+        """How long mail is kept, in milliseconds (what MailInfo announces)."""
+        return int(self.max_mail_age_days * 86_400_000)
 
     @property
     def scheme(self) -> str:

@@ -20,10 +20,20 @@ class Metrics:
         self.rate_limited = 0
         self.auth_failures = 0
         self.connections_total = 0
+        self.mail_deposits = 0
+        self.mail_pushed = 0
+        self.mail_acks = 0
+        self.prekey_publishes = 0
+        self.prekey_fetches = 0
         self.gauges: dict[str, tuple[str, Callable[[], int]]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], int]]] = {}
 
     def gauge(self, name: str, help_text: str, read: Callable[[], int]) -> None:
         self.gauges[name] = (help_text, read)
+
+    def counter(self, name: str, help_text: str, read: Callable[[], int]) -> None:
+        """A counter kept elsewhere (e.g. by a store), read when rendered."""
+        self.counters[name] = (help_text, read)
 
     def render(self) -> str:
         lines: list[str] = []
@@ -83,6 +93,38 @@ class Metrics:
             "Connections closed by the relay, by reason.",
             _labelled(self.connections_closed),
         )
+        metric(
+            "p2pt_relay_mail_deposits_total",
+            "counter",
+            "Deposits stored durably (a replacement counts again).",
+            [("", self.mail_deposits)],
+        )
+        metric(
+            "p2pt_relay_mail_pushed_total",
+            "counter",
+            "Mail frames handed to owners' connections (on connect and on arrival).",
+            [("", self.mail_pushed)],
+        )
+        metric(
+            "p2pt_relay_mail_acks_total",
+            "counter",
+            "Acknowledgements that deleted mail.",
+            [("", self.mail_acks)],
+        )
+        metric(
+            "p2pt_relay_prekey_publishes_total",
+            "counter",
+            "Signed prekeys accepted for publication.",
+            [("", self.prekey_publishes)],
+        )
+        metric(
+            "p2pt_relay_prekey_fetches_total",
+            "counter",
+            "Prekey requests answered.",
+            [("", self.prekey_fetches)],
+        )
+        for name, (help_text, read) in self.counters.items():
+            metric(name, "counter", help_text, [("", read())])
         return "\n".join(lines) + "\n"
 
 

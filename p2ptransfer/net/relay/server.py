@@ -6,7 +6,8 @@ One connection's life::
         | upgrade
     UNAUTHENTICATED: relay sends Challenge; the first frame must be a valid Auth
         | AuthOk                      (bad/late/other frame -> close 1008 or 1003)
-    AUTHENTICATED: Send / Watch / Claim / Lookup / Release until either side closes
+        | MailInfo, then every Mail waiting for the address (mail.py)
+    AUTHENTICATED: Send / Watch / Claim / Lookup / Release / mail requests until either side closes
         | rate limit (Refused, then 1008), slow reader (1013), shutdown (1001)
     CLOSED: the address is unregistered; watches dropped
 
@@ -62,6 +63,7 @@ from .directory import Directory, HandleDirectory
 from .http import HttpFront, client_ip
 from .limits import FrameThrottle
 from .logs import log_event
+from .mail import MAIL_REQUESTS, MailService, open_store
 from .metrics import Metrics
 from .routes import LocalRoutes, Routes
 from .services import Services
@@ -116,6 +118,9 @@ class RelayServer:
         """Who receives frames for an address, and who waits for it (routes.py)."""
         self.services = Services(cfg, self.metrics, self.directory, self.routes)
         """Watch, Claim, Release and Lookup requests (services.py)."""
+        self.mail = MailService(cfg, self.metrics, open_store(cfg), self.routes, self.outbox)
+        """Prekeys, deposits, pushes and acknowledgements (mail.py, mailbox.py)."""
+        self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._accepted_urls: frozenset[str] = frozenset()
         self._closing = False
@@ -207,6 +212,7 @@ class RelayServer:
                 port=self._metrics_port,
                 token="yes" if cfg.metrics_token else "no",
             )
+        self._sweeper = asyncio.create_task(self.mail.sweep_forever(), name="relay-mail-sweep")
         log_event(
             logging.INFO,
             "listening",
@@ -214,14 +220,23 @@ class RelayServer:
             url=self.url,
             accepts=",".join(sorted(self._accepted_urls)),
         )
+        if cfg.data_dir is None:
+            log_event(
+                logging.WARNING,
+                "mail",
+                "no --data: mail and prekeys are kept in memory and lost on exit",
+            )
 
     async def close(self) -> None:
         """Stop accepting, close every peer with 1001, wait (bounded) for them to go."""
         if self._closing:
             return
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is None:  # never started (e.g. the port was taken)
             self.directory.close()
+            await self.mail.close()
             return
         log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
         if self._metrics_server is not None:
@@ -233,6 +248,7 @@ class RelayServer:
             for conn in list(self._conns):
                 conn.ws.transport.abort()
         self.directory.close()
+        await self.mail.close()
         log_event(logging.INFO, "stopped", "relay stopped")
 
     async def __aenter__(self) -> RelayServer:
@@ -268,6 +284,7 @@ class RelayServer:
                     CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
                 ) from None
             self._register(conn, address)
+            await self.mail.deliver_waiting(conn, address)
             await self._serve(conn, address)
         except _Close as close:
             self.metrics.connections_closed[close.metric] += 1
@@ -393,6 +410,7 @@ class RelayServer:
         conn.deliver_header = deliver_header(address)
         watchers = self.routes.subscribe(address, conn)
         self.outbox.push(conn, AuthOk(address).encode())
+        self.outbox.push(conn, self.mail.info)
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
         if watchers:
             online = Online(address).encode()
@@ -431,6 +449,8 @@ class RelayServer:
             await self._route(conn, address, frame)
         elif isinstance(frame, Auth):
             raise _Close(CloseCode.POLICY_VIOLATION, "already authenticated", "malformed")
+        elif isinstance(frame, MAIL_REQUESTS):
+            await self.outbox.offer_waiting(conn, await self.mail.answer(conn, address, frame))
         else:
             answer = self.services.answer(conn, address, frame)
             if answer is not None:
