@@ -40,7 +40,8 @@ The tree::
     │   ├── RelayUnreachable                       cannot connect / authenticate to the relay
     │   ├── RelayRefused                           the relay refused a request (handle taken …)
     │   ├── PeerOffline                            recipient not online before the timeout
-    │   └── SessionTimeout                         a session step took too long
+    │   ├── SessionTimeout                         a session step took too long
+    │   └── MailUnavailable                        the recipient cannot be mailed (no prekey)
     └── LimitError                        exit 11  a configured limit was exceeded
 
 Exceptions never carry secrets (keys, passphrases, plaintext records) in their
@@ -66,6 +67,7 @@ __all__ = [
     "LedgerIntegrityError",
     "LedgerOwnerMismatch",
     "LimitError",
+    "MailUnavailable",
     "MemoError",
     "NetworkError",
     "NotFound",
@@ -298,6 +300,19 @@ class SessionTimeout(NetworkError):
 
     ``pending`` holds the ids of the transfers that stay pending because of
     it, as for :class:`PeerOffline`.
+    """
+
+    def __init__(self, message: str, pending: tuple[bytes, ...] = ()) -> None:
+        self.pending = tuple(pending)
+        super().__init__(message + _stay_pending(self.pending))
+
+
+class MailUnavailable(NetworkError):
+    """Raised when a transfer cannot be left in the recipient's mailbox.
+
+    The recipient has no valid prekey at the relay (never connected with a
+    version that publishes one, or all expired): nothing can be sealed to
+    them. The transfers stay pending, named in ``pending``.
     """
 
     def __init__(self, message: str, pending: tuple[bytes, ...] = ()) -> None:

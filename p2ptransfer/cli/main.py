@@ -163,12 +163,17 @@ COMMANDS: dict[str, LazyCommand] = {
     "resend": LazyCommand(
         f"{_FAMILY}.transfers",
         "resend",
-        "Retry pending outgoing transfers (all, or the one with ID or an ID prefix).",
+        "Retry outgoing transfers still waiting (all, or the one with ID or an ID prefix).",
     ),
     "pending": LazyCommand(
         f"{_FAMILY}.mail",
         "pending",
         "List outgoing transfers still waiting for a receipt (pending or queued), oldest first.",
+    ),
+    "sync": LazyCommand(
+        f"{_FAMILY}.mail",
+        "sync",
+        "Collect your mail at the relay once: transfers sent while you were away, receipts.",
     ),
     "abandon": LazyCommand(
         f"{_FAMILY}.transfers",

@@ -72,6 +72,7 @@ class Incoming(SessionHost):
             self._accepting = False
             self._first_recorded = None
         await self._drain_sessions(2.0)
+        await self._drain_mail(5.0)
         return row
 
     async def listen(self, stop: asyncio.Event | None = None) -> None:
@@ -95,9 +96,11 @@ class Incoming(SessionHost):
         finally:
             self._accepting = False
             await self._drain_sessions(2.0)
+            await self._drain_mail(5.0)
 
     def _start_accepting(self) -> None:
         self._accepting = True
+        self._start_collecting()  # incoming transfers by mail too
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop(), name="peer-committer")
 

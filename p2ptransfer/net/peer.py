@@ -38,16 +38,27 @@ import collections
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..clock import now_ms
-from ..errors import NetworkError, P2PTransferError, PeerOffline, ProtocolError
+from ..errors import (
+    MailUnavailable,
+    NetworkError,
+    P2PTransferError,
+    PeerOffline,
+    ProtocolError,
+    SessionTimeout,
+)
 from ..protocol.acceptance import AcceptancePolicy
 from ..protocol.identity import Identity
 from ..protocol.session import FrameKind, Session, TransferArrived, parse_frame
+from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
+from ..storage.prekeys import PrekeyStore
 from .incoming import COMMIT_QUEUE, Incoming
+from .mail import MAILBOX_SIZE, Collected, Mailing
 from .outgoing import Outgoing, SendOutcome
 from .reconcile import ReconcileReport, Reconciling
 from .relay_client import Deliver, Mail, Offline, RelayClient
@@ -82,7 +93,7 @@ _MAX_SESSIONS_PER_REMOTE = 8
 _MAX_STRANGER_SESSIONS = 16  # incoming sessions from non-contacts, all together
 
 
-class Peer(Reconciling, Outgoing, Incoming):
+class Peer(Reconciling, Mailing, Outgoing, Incoming):
     """One identity connected to one relay; see the module docstring for the rules."""
 
     def __init__(
@@ -98,6 +109,7 @@ class Peer(Reconciling, Outgoing, Incoming):
         hooks: FaultHooks | None = None,
         on_event: Callable[[PeerEvent], None] | None = None,
         connect_timeout: float = 10.0,
+        prekeys_path: Path | None = None,
     ) -> None:
         ledger.unlock(identity)  # refuses another's ledger; signs checkpoints from now on
         self.identity = identity
@@ -127,6 +139,17 @@ class Peer(Reconciling, Outgoing, Incoming):
         self._committer: asyncio.Task[None] | None = None
         self._disconnected = asyncio.Event()
         self.stats = PeerStats()
+        # Offline delivery (``prekeys_path``: where our prekeys' private halves live; None:
+        # this peer neither publishes prekeys nor opens mail),
+        # mail pushed by the relay waiting to be handled, and whether incoming transfers in
+        # it are collected now (sync, receive, listen) or left at the relay.
+        self._prekeys = None if prekeys_path is None else PrekeyStore(prekeys_path, identity)
+        self._mail: asyncio.Queue[Mail] = asyncio.Queue(MAILBOX_SIZE)
+        self._collecting = False
+        self._held: list[Mail] = []
+        self._collected = Collected()
+        self._mailer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- connection -------------------------------------------------------------
 
@@ -154,6 +177,7 @@ class Peer(Reconciling, Outgoing, Incoming):
         )
         peer = cls(pending.result(), ledger, relay_url, **options)
         peer._attach(client)
+        await peer._after_connect()
         return peer
 
     async def __aenter__(self) -> Peer:
@@ -170,24 +194,27 @@ class Peer(Reconciling, Outgoing, Incoming):
             self.relay_url, self.identity, open_timeout=self._connect_timeout, ssl=self._ssl
         )
         self._attach(client)
+        await self._after_connect()
 
     def _attach(self, client: RelayClient) -> None:
         self._client = client
         self._disconnected.clear()
         self._reader = asyncio.create_task(self._read_loop(client), name="peer-reader")
+        if self._prekeys is not None and (self._mailer is None or self._mailer.done()):
+            self._mailer = asyncio.create_task(self._mail_loop(), name="peer-mail")
         self._emit(PeerEvent("connected", self.relay_url))
 
     async def close(self) -> None:
         """Stop serving, end sessions and disconnect."""
         self._accepting = False
-        tasks = [t for t in (self._reader, self._committer) if t is not None]
-        tasks += list(self._serving)
+        tasks = [t for t in (self._reader, self._committer, self._mailer) if t is not None]
+        tasks += [*self._serving, *self._background]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._reader = self._committer = None
+        self._reader = self._committer = self._mailer = None
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.close()
@@ -215,7 +242,7 @@ class Peer(Reconciling, Outgoing, Incoming):
                 elif isinstance(message, Deliver):
                     self._route(message.sender, message.payload)
                 elif isinstance(message, Mail):
-                    pass  # left at the relay (unacknowledged) for the mail collector
+                    self._on_mail(message)
                 else:
                     # The relay dropped one of our frames (rate limit): whichever session it
                     # belonged to now has a gap, so end them all now rather than at timeout.
@@ -262,6 +289,81 @@ class Peer(Reconciling, Outgoing, Incoming):
             task.add_done_callback(self._serving.discard)
         # Anything else belongs to a session this process does not own
         # (another connection of our address, or a stale one): ignore it.
+
+    # --- live first, then the mailbox --------------------------------------------
+
+    async def is_online(self, address: str, timeout: float = 0.5) -> bool:
+        """Whether ``address`` is connected to the relay (waiting at most ``timeout`` s)."""
+        try:
+            await self._require_client().wait_online(address, timeout)
+        except PeerOffline:
+            return False
+        return True
+
+    async def deliver_or_queue(
+        self, transfers: Sequence[SignedTransfer], *, wait: float, timeout: float
+    ) -> list[SendOutcome | TransferRow]:
+        """Deliver live for ``wait`` s; leave what is still pending in the recipient's mailbox.
+
+        Returns, per transfer, its outcome (a receipt arrived) or its queued
+        row. A recipient that cannot be mailed (no valid prekey) is tried live
+        until ``timeout`` instead; then PeerOffline/SessionTimeout name what
+        stays pending. A transfer is queued only when no session completed it
+        within ``wait`` — presence alone decides nothing.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            return list(await self.deliver(transfers, timeout=min(wait, timeout)))
+        except (PeerOffline, SessionTimeout) as offline:
+            waiting = set(offline.pending)
+            remaining = [t for t in transfers if t.id in waiting]
+            try:
+                queued = {row.id: row for row in await self.queue(remaining)}
+            except MailUnavailable as no_mail:
+                left = deadline - loop.time()
+                try:
+                    if left <= 0:
+                        raise offline
+                    log.info("%s; trying live for %.0f s more", no_mail, left)
+                    delivered = await self.deliver(remaining, timeout=left)
+                except (PeerOffline, SessionTimeout) as still:
+                    who = self._name_of(transfers[0].transfer.recipient)
+                    raise MailUnavailable(
+                        f"{who} did not come online within {timeout:g} s and cannot be mailed: "
+                        f"{no_mail}",
+                        still.pending,
+                    ) from still
+                outcomes = {o.row.id: o for o in delivered}
+                return [self._settled(t, outcomes) for t in transfers]
+            return [self._settled(t, queued) for t in transfers]
+
+    async def resend_or_queue(
+        self, transfer_ids: Sequence[bytes] | None, *, wait: float, timeout: float
+    ) -> list[SendOutcome | TransferRow]:
+        """:meth:`resend` with :meth:`deliver_or_queue`: queued ones are deposited again."""
+        waiting = self.ledger.pending_outgoing()
+        if transfer_ids is not None:
+            wanted = set(transfer_ids)
+            waiting = [s for s in waiting if s.id in wanted]
+        by_recipient: dict[str, list[SignedTransfer]] = {}
+        for signed in waiting:
+            by_recipient.setdefault(signed.transfer.recipient, []).append(signed)
+        results: list[SendOutcome | TransferRow] = []
+        for batch in by_recipient.values():
+            results += await self.deliver_or_queue(batch, wait=wait, timeout=timeout)
+        return results
+
+    def _settled(
+        self, signed: SignedTransfer, known: Mapping[bytes, SendOutcome | TransferRow]
+    ) -> SendOutcome | TransferRow:
+        """What became of ``signed``: from ``known``, else its row (settled meanwhile)."""
+        found = known.get(signed.id)
+        if found is not None:
+            return found
+        row = self.ledger.get_transfer(signed.id, "out")
+        receipt = row.receipt
+        return SendOutcome(row, receipt) if receipt is not None else row
 
     def _is_contact(self, remote: str) -> bool:
         """Is ``remote`` (the relay-authenticated address) one of our pinned contacts?

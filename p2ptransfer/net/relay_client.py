@@ -261,6 +261,11 @@ class RelayClient:
             raise item.error
         return item
 
+    @property
+    def waiting(self) -> int:
+        """How many pushed frames (Deliver, Mail, ...) wait for :meth:`recv`."""
+        return self._inbox.qsize()
+
     async def wait_online(self, address: str, timeout: float) -> None:
         """Return once ``address`` is connected to the relay; PeerOffline after ``timeout`` s."""
         address = address.strip().lower()

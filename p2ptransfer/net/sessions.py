@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol import reconcile
+from ..protocol.acceptance import AcceptancePolicy
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.reconcile import Reconciliation
 from ..protocol.session import Aborted, Event, Frame, Session
@@ -98,6 +99,8 @@ class SessionHost(abc.ABC):
 
     identity: Identity
     ledger: Ledger
+    policy: AcceptancePolicy
+    _collecting: bool  # handle incoming transfers in mail (sync, receive, listen)
     stats: PeerStats
     _client: RelayClient | None
     _runs: dict[tuple[str, bytes], _SessionRun]
@@ -114,6 +117,17 @@ class SessionHost(abc.ABC):
     @abc.abstractmethod
     async def connect(self) -> None:
         """Connect and authenticate to the relay (RelayUnreachable on failure)."""
+
+    async def _drain_mail(self, timeout: float) -> None:  # noqa: B027 - a no-op unless mail runs
+        """Let mail being handled finish (its receipt deposited, acknowledged)."""
+
+    def _start_collecting(self) -> None:
+        """Handle incoming transfers in mail from now on (the mail part does it)."""
+        self._collecting = True
+
+    @abc.abstractmethod
+    def _on_recorded(self, row: TransferRow) -> None:
+        """A new incoming transfer was committed (the receiving side reports it)."""
 
     @abc.abstractmethod
     def _is_contact(self, remote: str) -> bool:

@@ -113,6 +113,11 @@ class Home:
     def ledger_path(self) -> Path:
         return self.path / "ledger.sqlite3"
 
+    @property
+    def prekeys_path(self) -> Path:
+        """The private halves of our mail prekeys (encrypted under the identity)."""
+        return self.path / "prekeys"
+
     def exists(self) -> bool:
         return self.key_path.exists()
 
@@ -130,6 +135,7 @@ class Home:
         _refuse_loose_mode(self.key_path, 0o600, InsecureKeyFile)
         _refuse_loose_mode(self.profile_path, 0o600, StorageError)
         _refuse_loose_mode(self.ledger_path, 0o600, StorageError)
+        _refuse_loose_mode(self.prekeys_path, 0o600, StorageError)
         for suffix in _LEDGER_SIDE_FILES:
             side = self.ledger_path.with_name(self.ledger_path.name + suffix)
             _refuse_loose_mode(side, 0o600, StorageError)

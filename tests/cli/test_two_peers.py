@@ -282,8 +282,11 @@ def test_timeout_leaves_pending_and_resend_completes(people: tuple[Cli, str, Cli
     (pending,) = _ledger(alice)["transfers"]
     assert pending["status"] == "pending"
     assert late.stderr == (
-        f"error: bob did not come online within 1 s; transfer {pending['id']} stays pending: "
-        "run 'p2ptransfer resend' later\n"
+        "bob is not connected: trying for 1 s, then leaving the transfer in their mailbox at "
+        "the relay\n"
+        "error: bob did not come online within 1 s and cannot be mailed: they have no prekey at "
+        "the relay (not online there since they got a version with offline delivery); transfer "
+        f"{pending['id']} stays pending: run 'p2ptransfer resend' later\n"
     )
 
     receiver = bob.background("receive", "--timeout", "45")
@@ -412,3 +415,14 @@ def test_a_restored_ledger_is_named_then_reconciled(
     assert reset.returncode == 0, reset
     assert reset.stdout.startswith("ledger OK: ")
     assert _ledger(bob)["balances"][0]["balance"] == "25.00"
+
+
+def test_online_only_never_uses_the_mailbox(people: tuple[Cli, str, Cli, str]) -> None:
+    alice, _, bob, _ = people
+    late = alice.run("send", "bob", "1.00", "EUR", "--timeout", "1", "--online-only")
+    assert late.returncode == 10
+    (pending,) = _ledger(alice)["transfers"]
+    assert late.stderr == (
+        f"error: bob did not come online within 1 s; transfer {pending['id']} stays pending: "
+        "run 'p2ptransfer resend' later\n"
+    )

@@ -160,7 +160,9 @@ def reconcile(app: App, contact: str, timeout: float, output: str) -> None:
         passphrase = app.read_passphrase()
 
         async def go() -> ReconcileReport:
-            peer = await Peer.open(app.unlock(passphrase), book, app.relay_url)
+            peer = await Peer.open(
+                app.unlock(passphrase), book, app.relay_url, prekeys_path=app.home.prekeys_path
+            )
             async with peer:
                 return await peer.reconcile(address, timeout=timeout)
 

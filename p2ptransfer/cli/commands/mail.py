@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..app import App, now_ms, pass_app
-from ..options import output_option
+from ..options import Seconds, output_option, uses_relay
+from .transfers import policy_options
+
+if TYPE_CHECKING:
+    from ...net.mail import Collected
 
 
 def _age(ms: int) -> str:
@@ -47,3 +53,59 @@ def pending(app: App, output: str) -> None:
     else:
         for row in rows:
             app.say(f"{transfer_line(row, names)} ({_age(now - row.created_at)} old)")
+
+
+@click.command()
+@click.option(
+    "--timeout", type=Seconds(min=0.1, max=3600), default=30.0, show_default=True,
+    help="Seconds to wait for the relay.",
+)  # fmt: skip
+@policy_options
+@output_option("json")
+@pass_app
+@uses_relay
+def sync(
+    app: App, timeout: float, accept_unknown: bool, currencies: tuple[str, ...], output: str
+) -> None:
+    """Collect your mail at the relay once: transfers sent while you were away, receipts.
+
+    Transfers are judged and recorded exactly as `listen` would (same
+    acceptance flags) and answered with a receipt left in the sender's
+    mailbox; receipts complete your queued transfers. Exits when done.
+    """
+    from ...net.peer import Peer
+    from ..render import Names, echo_json, transfer_json, transfer_line
+    from .transfers import acceptance_policy
+
+    with app.ledger() as ledger:
+        policy = acceptance_policy(ledger, accept_unknown, currencies)
+        passphrase = app.read_passphrase()
+
+        async def go() -> Collected:
+            peer = await Peer.open(
+                app.unlock(passphrase),
+                ledger,
+                app.relay_url,
+                policy=policy,
+                prekeys_path=app.home.prekeys_path,
+            )
+            async with peer:
+                return await peer.sync(timeout)
+
+        with app.waiting("collecting mail…"):
+            collected = app.run(go())
+        names = Names(ledger.contacts())
+    if output == "json":
+        echo_json(
+            {
+                "transfers": [transfer_json(row, names) for row in collected.transfers],
+                "receipts": [transfer_json(row, names) for row in collected.receipts],
+                "requests": [],
+            }
+        )
+        return
+    for row in [*collected.transfers, *collected.receipts]:
+        app.say(transfer_line(row, names))
+    app.note(
+        f"collected {len(collected.transfers)} transfer(s) and {len(collected.receipts)} receipt(s)"
+    )

@@ -12,7 +12,7 @@ byte leaves, and only a verified receipt completes or rejects it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -50,16 +50,51 @@ def _refused(label: str, outcome: SendOutcome) -> TransferRefused:
 
 
 def _show_outcomes(
-    app: App, outcomes: list[SendOutcome], names: Names, output: str, *, single: bool = False
+    app: App,
+    outcomes: Sequence[SendOutcome | TransferRow],
+    names: Names,
+    output: str,
+    *,
+    single: bool = False,
 ) -> None:
+    from ...net.peer import SendOutcome
     from ..render import echo_json, transfer_json, transfer_line
 
+    rows = [o.row if isinstance(o, SendOutcome) else o for o in outcomes]
     if output == "json":
-        rows = [transfer_json(o.row, names) for o in outcomes]
-        echo_json(rows[0] if single else {"transfers": rows})
-        return
-    for outcome in outcomes:
-        app.say(transfer_line(outcome.row, names))
+        records = [transfer_json(row, names) for row in rows]
+        echo_json(records[0] if single else {"transfers": records})
+    else:
+        for row in rows:
+            app.say(transfer_line(row, names))
+    if any(row.status == "queued" for row in rows):
+        app.note(
+            "queued: sealed in the recipient's mailbox at the relay. It completes when they "
+            "collect it and you collect their receipt ('p2ptransfer sync', or any 'listen')."
+        )
+
+
+def _refusals(outcomes: Sequence[SendOutcome | TransferRow]) -> list[SendOutcome]:
+    from ...net.peer import SendOutcome
+
+    return [o for o in outcomes if isinstance(o, SendOutcome) and not o.accepted]
+
+
+def mail_options(command: F) -> F:
+    """How ``send`` and ``resend`` may fall back to the recipient's relay mailbox."""
+    command = click.option(
+        "--online-only",
+        is_flag=True,
+        help="Never leave it in the mailbox: wait up to --timeout for the recipient.",
+    )(command)
+    return click.option(
+        "--wait",
+        type=Seconds(min=0.0, max=3600),
+        default=5.0,
+        show_default=True,
+        help="Seconds to try reaching the recipient directly before leaving the transfer "
+        "in their mailbox at the relay (capped by --timeout).",
+    )(command)
 
 
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
@@ -74,17 +109,30 @@ def _show_outcomes(
     show_default=True,
     help="Seconds to wait for the recipient to come online and answer.",
 )
+@mail_options
 @output_option("json")
 @pass_app
 @uses_relay
 def send(
-    app: App, recipient: str, amount: str, currency: str, memo: str, timeout: float, output: str
+    app: App,
+    recipient: str,
+    amount: str,
+    currency: str,
+    memo: str,
+    timeout: float,
+    wait: float,
+    online_only: bool,
+    output: str,
 ) -> None:
     """Send AMOUNT of CURRENCY to RECIPIENT (a contact name or an address).
 
-    Exits 0 only when the recipient's signed receipt accepted the transfer.
-    On a timeout the transfer stays pending: `p2ptransfer resend` retries it
-    with the same id, so it can never be applied twice.
+    Tries to reach RECIPIENT directly for --wait seconds; if no session
+    completes, the transfer is sealed into their mailbox at the relay and the
+    command exits 0 with status `queued` (it completes when they collect it).
+    Exits 0 with status `completed` when their signed receipt accepted it.
+    With --online-only, or when they cannot be mailed, it waits up to
+    --timeout and otherwise leaves the transfer pending: `p2ptransfer resend`
+    retries it with the same id, so it can never be applied twice.
     """
     from ...protocol.amounts import check_currency, check_memo, format_amount, parse_amount
     from ..render import Names
@@ -99,23 +147,33 @@ def send(
             raise InputError("you cannot send a transfer to yourself")
         passphrase = app.read_passphrase()
 
-        async def go() -> SendOutcome:
+        async def go() -> SendOutcome | TransferRow:
             from ...net.peer import Peer
 
-            peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url)
+            peer = await Peer.open(
+                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
+            )
             async with peer:
                 signed = peer.prepare(address, minor, code, memo)
-                # PeerOffline / SessionTimeout name the transfer that stays pending.
-                (outcome,) = await peer.deliver([signed], timeout=timeout)
-                return outcome
+                if online_only:
+                    # PeerOffline / SessionTimeout name the transfer that stays pending.
+                    (outcome,) = await peer.deliver([signed], timeout=timeout)
+                    return outcome
+                if not await peer.is_online(address):
+                    app.note(
+                        f"{label} is not connected: trying for {min(wait, timeout):g} s, then "
+                        "leaving the transfer in their mailbox at the relay"
+                    )
+                (result,) = await peer.deliver_or_queue([signed], wait=wait, timeout=timeout)
+                return result
 
         shown = f"{format_amount(minor, code)} {code}"
         with app.waiting(f"sending {shown} to {label}, waiting for a receipt…"):
-            outcome = app.run(go())
+            result = app.run(go())
         names = Names(ledger.contacts())
-    _show_outcomes(app, [outcome], names, output, single=True)  # rejected ones too: it is data
-    if not outcome.accepted:
-        raise _refused(label, outcome)
+    _show_outcomes(app, [result], names, output, single=True)  # rejected ones too: it is data
+    for refusal in _refusals([result]):
+        raise _refused(label, refusal)
 
 
 def policy_options(command: F) -> F:
@@ -146,11 +204,17 @@ def receive(
     from ..render import Names, echo_json, transfer_json, transfer_line
 
     with app.ledger() as ledger:
-        policy = _policy(ledger, accept_unknown, currencies)
+        policy = acceptance_policy(ledger, accept_unknown, currencies)
         passphrase = app.read_passphrase()
 
         async def go() -> TransferRow:
-            peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url, policy=policy)
+            peer = await Peer.open(
+                app.unlock(passphrase),
+                ledger,
+                app.relay_url,
+                policy=policy,
+                prekeys_path=app.home.prekeys_path,
+            )
             async with peer:
                 app.note(f"waiting up to {timeout:g} s for a transfer to {peer.address}")
                 return await peer.receive(timeout)
@@ -181,7 +245,7 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
     from ..render import Names
 
     with app.ledger() as ledger:
-        policy = _policy(ledger, accept_unknown, currencies)
+        policy = acceptance_policy(ledger, accept_unknown, currencies)
         view = ListenView(app, Names(ledger.contacts()))
         passphrase = app.read_passphrase()
 
@@ -198,7 +262,12 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
                 if stop.is_set():
                     return
                 async with Peer(
-                    identity, ledger, app.relay_url, policy=policy, on_event=view.on_event
+                    identity,
+                    ledger,
+                    app.relay_url,
+                    policy=policy,
+                    on_event=view.on_event,
+                    prekeys_path=app.home.prekeys_path,
                 ) as peer:
                     app.note(f"listening as {identity.address} (Ctrl-C to stop)")
                     await peer.listen(stop)
@@ -211,7 +280,9 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
     app.note(view.summary())
 
 
-def _policy(ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]) -> AcceptancePolicy:
+def acceptance_policy(
+    ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]
+) -> AcceptancePolicy:
     """What this receiver accepts: the flags, plus the per-contact limits in the ledger."""
     from ...net.peer import AcceptancePolicy
     from ...protocol.amounts import check_currency
@@ -251,14 +322,24 @@ def _nothing_to_resend(ledger: Ledger, ids: list[bytes] | None) -> str:
 @click.command()
 @click.argument("transfer_id", metavar="[ID]", required=False)
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
+@mail_options
 @output_option("json")
 @pass_app
 @uses_relay
-def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> None:
-    """Retry pending outgoing transfers (all, or the one with ID or an ID prefix).
+def resend(
+    app: App,
+    transfer_id: str | None,
+    timeout: float,
+    wait: float,
+    online_only: bool,
+    output: str,
+) -> None:
+    """Retry outgoing transfers still waiting (all, or the one with ID or an ID prefix).
 
     They go out with their original ids and signatures, so a recipient that
     already has one answers with its stored receipt and applies nothing twice.
+    One that cannot be delivered within --wait seconds is sealed (again) into
+    the recipient's mailbox, replacing what was there: status `queued`.
     """
     from ..render import Names, echo_json
 
@@ -271,12 +352,16 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
             return
         passphrase = app.read_passphrase()
 
-        async def go() -> list[SendOutcome]:
+        async def go() -> list[SendOutcome | TransferRow]:
             from ...net.peer import Peer
 
-            peer = await Peer.open(app.unlock(passphrase), ledger, app.relay_url)
+            peer = await Peer.open(
+                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
+            )
             async with peer:
-                return await peer.resend(ids, timeout=timeout)
+                if online_only:
+                    return list(await peer.resend(ids, timeout=timeout))
+                return await peer.resend_or_queue(ids, wait=wait, timeout=timeout)
 
         with app.waiting("resending pending transfers…"):
             outcomes = app.run(go())
@@ -285,7 +370,7 @@ def resend(app: App, transfer_id: str | None, timeout: float, output: str) -> No
             # Settled meanwhile (another resend, a receipt, an abandon): say so, exit 0.
             app.note(_nothing_to_resend(ledger, ids))
     _show_outcomes(app, outcomes, names, output)
-    refused = [o for o in outcomes if not o.accepted]
+    refused = _refusals(outcomes)
     if len(refused) == 1:
         raise _refused(names.show(refused[0].row.counterparty), refused[0])
     if refused:
