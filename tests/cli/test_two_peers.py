@@ -418,7 +418,7 @@ def test_a_restored_ledger_is_named_then_reconciled(
 
 
 def test_online_only_never_uses_the_mailbox(people: tuple[Cli, str, Cli, str]) -> None:
-    alice, _, bob, _ = people
+    alice, *_ = people
     late = alice.run("send", "bob", "1.00", "EUR", "--timeout", "1", "--online-only")
     assert late.returncode == 10
     (pending,) = _ledger(alice)["transfers"]
