@@ -203,6 +203,7 @@ class Mailing(SessionHost):
         prekey = await self._prekey_of(recipient)
         for signed in transfers:
             await self._deposit(recipient, prekey, MailKind.TRANSFER, signed.id, signed.encode())
+        await self._hooks.after_deposit(self, [t.id for t in transfers])
         return self.ledger.mark_queued([t.id for t in transfers], now_ms())
 
     async def _deposit(
@@ -332,6 +333,7 @@ class Mailing(SessionHost):
             self._emit(
                 PeerEvent("quarantined", f"{shown} from {transfer.sender} id {signed.id.hex()}")
             )
+        await self._hooks.after_mail_committed(self, receipt)
         # The receipt for mailed transfers is always mailed back; the mail is acknowledged
         # once the outcome is committed and the receipt's deposit confirmed (or impossible).
         with contextlib.suppress(MailUnavailable):
@@ -339,6 +341,7 @@ class Mailing(SessionHost):
             await self._deposit(
                 transfer.sender, prekey, MailKind.RECEIPT, signed.id, receipt.encode()
             )
+        await self._hooks.after_receipt_deposited(self, receipt)
         await self._ack(mail)
 
     async def _ack(self, mail: Mail) -> None:

@@ -77,6 +77,15 @@ class FaultHooks:
     async def after_commit(self, peer: SessionHost, receipts: Sequence[SignedReceipt]) -> None:
         """Receiver: transfers and receipts committed, receipts not yet sent."""
 
+    async def after_deposit(self, peer: SessionHost, transfer_ids: Sequence[bytes]) -> None:
+        """Sender: transfers deposited in the recipient's mailbox, not yet marked queued."""
+
+    async def after_mail_committed(self, peer: SessionHost, receipt: SignedReceipt) -> None:
+        """Recipient: a mailed transfer's outcome committed; its receipt not yet deposited."""
+
+    async def after_receipt_deposited(self, peer: SessionHost, receipt: SignedReceipt) -> None:
+        """Recipient: the receipt for a mailed transfer deposited; the mail not yet acked."""
+
 
 class _SessionRun:
     """A session plus the queue its frames arrive on."""
