@@ -23,6 +23,19 @@ if TYPE_CHECKING:
 __all__ = ["ListenView"]
 
 
+_DIAGNOSTICS = frozenset(
+    {
+        "duplicate",
+        "conflict",
+        "session-failed",
+        "mail-failed",  # a piece of mail could not be handled now; it stays at the relay
+        "mail-unreadable",  # sealed to a prekey whose private half is gone: dropped
+        "mail-refused",  # not a transfer its depositor may give us: dropped
+        "receipt-unknown",  # a receipt for a transfer this ledger does not hold: reconcile
+    }
+)
+
+
 class ListenView:
     """``listen``'s output: a rich Live view on a terminal, plain lines otherwise."""
 
@@ -89,7 +102,10 @@ class ListenView:
                 self.app.say(transfer_line(event.row, self.names))
         elif event.kind == "quarantined":
             self._on_stranger(event.detail)
-        elif event.kind in ("duplicate", "conflict", "session-failed"):
+        elif event.kind == "completed" and event.row is not None:
+            # One of ours, queued in a mailbox, completed by the receipt collected now.
+            self._diagnostic(f"receipt by mail: {transfer_line(event.row, self.names)}")
+        elif event.kind in _DIAGNOSTICS:
             self._diagnostic(f"{event.kind}: {event.detail}")
         if self.live is not None:
             self.live.update(self._render())

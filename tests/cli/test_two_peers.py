@@ -426,3 +426,53 @@ def test_online_only_never_uses_the_mailbox(people: tuple[Cli, str, Cli, str]) -
         f"error: bob did not come online within 1 s; transfer {pending['id']} stays pending: "
         "run 'p2ptransfer resend' later\n"
     )
+
+
+def _start_relay(data: Path) -> tuple[Background, str]:
+    relay = Background(
+        [sys.executable, "rendezvous.py", "--port", "0", "--data", str(data)], _base_env()
+    )
+    line = relay.wait_for(r"^listening on ws://", stream="out", timeout=START_TIMEOUT)
+    match = re.search(r"(ws://[0-9.]+:\d+)", line)
+    assert match, line
+    return relay, match.group(1)
+
+
+def test_a_transfer_sent_while_away_completes_after_both_were_offline(tmp_path: Path) -> None:
+    """The whole offline round trip from the command line, with a relay restart in the middle."""
+    data = tmp_path / "relay-data"
+    relay, url = _start_relay(data)
+    try:
+        alice, alice_address = _person(tmp_path, url, "alice")
+        bob, bob_address = _person(tmp_path, url, "bob")
+        alice.ok("contacts", "add", "bob", bob_address)
+        bob.ok("contacts", "add", "alice", alice_address)
+        assert bob.json("sync") == {"transfers": [], "receipts": [], "requests": []}  # online once
+        sent = alice.run("send", "bob", "12.50", "EUR", "--memo", "rent", "--wait", "1", "--json")
+        assert sent.returncode == 0, sent
+        queued = json.loads(sent.stdout)
+        assert queued["status"] == "queued"
+        assert "bob is not connected" in sent.stderr and "queued: sealed" in sent.stderr
+        assert [t["status"] for t in alice.json("pending")["transfers"]] == ["queued"]
+    finally:
+        relay.stop()  # everyone offline; the relay goes away too
+
+    relay, url = _start_relay(data)
+    try:
+        alice.relay = bob.relay = url
+        collected = bob.json("sync")
+        assert [(t["id"], t["status"], t["amount"]) for t in collected["transfers"]] == [
+            (queued["id"], "completed", "12.50")
+        ]
+        assert bob.json("sync")["transfers"] == []  # collected once
+        done = alice.json("sync")
+        assert [(t["id"], t["status"]) for t in done["receipts"]] == [(queued["id"], "completed")]
+        assert alice.json("pending") == {"transfers": []}
+    finally:
+        relay.stop()
+    (mine,) = _ledger(alice)["transfers"]
+    (theirs,) = _ledger(bob)["transfers"]
+    assert (mine["status"], theirs["status"]) == ("completed", "completed")
+    assert _ledger(bob)["balances"][0]["balance"] == "12.50"
+    for cli in (alice, bob):
+        assert cli.ok("ledger", "verify").startswith("ledger OK: ")
