@@ -405,7 +405,14 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
                 return
         # Every change to the journal is signed into the checkpoint: that needs the key.
         ledger.unlock(app.run(app.unlock(app.read_passphrase())))
+        was_queued = ledger.get_transfer(found, "out").status == "queued"
         row = ledger.mark_failed(found, now_ms())
+        if was_queued:
+            app.note(
+                "warning: it is still sealed in the recipient's mailbox at the relay; if they "
+                "collect it before it expires, it is credited to them and their receipt "
+                "completes it here"
+            )
         names = Names(ledger.contacts())
     if output == "json":
         echo_json(transfer_json(row, names))
