@@ -86,6 +86,7 @@ _CONTROL_START = ("\t", "\r")
 _STATUS_STYLE = {
     "completed": "green",
     "pending": "yellow",
+    "queued": "cyan",
     "rejected": "red",
     "failed": "red",
 }
