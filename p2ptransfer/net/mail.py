@@ -41,7 +41,7 @@ from ..protocol.acceptance import Action, decide
 from ..protocol.amounts import format_amount
 from ..protocol.envelope import Envelope, MailKind
 from ..protocol.identity import PublicIdentity
-from ..protocol.prekey import DEFAULT_CLOCK_SKEW_MS, Prekey, select_prekey
+from ..protocol.prekey import DEFAULT_CLOCK_SKEW_MS, Prekey, SignedPrekey, select_prekey
 from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
 from ..storage.ledger import TransferRow
 from ..storage.prekeys import PrekeyStore
@@ -168,8 +168,16 @@ class Mailing(SessionHost):
         self._prekeys.current(now)
         if client.mail_info is not None:
             self._prekeys.erase_expired(now, client.mail_info.max_mail_age_ms)
+        served: list[SignedPrekey] = []
         for signed in self._prekeys.published():
-            await client.publish_prekey(signed)
+            served = await client.publish_prekey(signed)
+        if any(self._prekeys.private_for(s.prekey_id) is None for s in served):
+            # The relay serves a prekey whose private half we do not hold (a home restored
+            # from an old copy): mail sealed to it could never be opened. A fresh prekey
+            # now makes ours the newest, which is what senders choose.
+            newest = max(s.prekey.not_before for s in served)
+            fresh, _private = self._prekeys.rotate(max(now, newest + 1))
+            await client.publish_prekey(fresh)
 
     async def _prekey_of(self, address: str) -> Prekey:
         """The newest valid prekey ``address`` published, checked against that address.

@@ -92,6 +92,11 @@ class PrekeyStore:
                 return newest
         return self._create(now_ms)
 
+    def rotate(self, now_ms: int) -> tuple[SignedPrekey, bytes]:
+        """A new prekey now, whatever the age of the newest (the relay serves ones we lack)."""
+        check_timestamp(now_ms, "now")
+        return self._create(now_ms)
+
     def private_for(self, prekey_id: bytes) -> bytes | None:
         """The private half of prekey ``prekey_id``; None if unknown or erased."""
         if type(prekey_id) is not bytes or len(prekey_id) != PREKEY_ID_SIZE:

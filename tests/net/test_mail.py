@@ -119,3 +119,30 @@ async def test_a_listener_collects_mail_and_the_receipt_comes_back_by_mail(
         async with peer(alice, relay.url) as sender:
             await sender.sync(timeout=10)
     assert alice.ledger.get_transfer(queued.id, "out").status is TransferStatus.COMPLETED
+
+
+async def test_a_restored_home_republishes_a_prekey_it_can_open(
+    tmp_path: Path, alice: Side, bob: Side
+) -> None:
+    """The relay serves a newer prekey than the restored home holds: a fresh one replaces it."""
+    from p2ptransfer.clock import now_ms
+    from p2ptransfer.storage.prekeys import PrekeyStore
+
+    prekeys = bob.path.with_name(bob.name + ".prekeys")
+    async with relay_with(tmp_path / "data") as relay:
+        async with peer(bob, relay.url):
+            pass
+        old_copy = prekeys.read_bytes()
+        PrekeyStore(prekeys, bob.identity).rotate(now_ms() + 60_000)  # newer, then lost
+        async with peer(bob, relay.url):
+            pass
+        prekeys.write_bytes(old_copy)  # the home comes back from the old copy
+        async with peer(bob, relay.url):
+            pass  # the relay serves a prekey this home cannot open: republished
+        async with peer(alice, relay.url) as sender:
+            (queued,) = await sender.deliver_or_queue(
+                [sender.prepare(bob.address, 500, "EUR")], wait=0.3, timeout=5
+            )
+        async with peer(bob, relay.url) as receiver:
+            collected = await receiver.sync(timeout=10)
+    assert [row.id for row in collected.transfers] == [queued.id]
