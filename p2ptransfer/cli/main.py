@@ -175,6 +175,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "sync",
         "Collect your mail at the relay once: transfers sent while you were away, receipts.",
     ),
+    "policy": LazyCommand(
+        f"{_FAMILY}.mail",
+        "policy",
+        "Show or set what you accept: from strangers or not, which currencies.",
+    ),
     "abandon": LazyCommand(
         f"{_FAMILY}.transfers",
         "abandon",

@@ -9,8 +9,9 @@ directory is pinned on first use, and a changed key is refused loudly
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
-from ..errors import AlreadyExists, InputError, NotFound, PinMismatch
+from ..errors import AlreadyExists, InputError, NotFound, PinMismatch, StorageError
 from ..protocol.amounts import check_currency
 from ..protocol.transfer import check_timestamp
 from .records import (
@@ -97,6 +98,39 @@ class ContactBook(Store):
                     "ON CONFLICT (name, currency) DO UPDATE SET max_minor = excluded.max_minor",
                     (name, code, max_minor),
                 )
+
+    def acceptance(self) -> tuple[bool, frozenset[str] | None]:
+        """The stored policy: (accept transfers from strangers?, only these currencies or None)."""
+        row = self._conn.execute(
+            "SELECT accept_unknown, currencies FROM acceptance WHERE one = 1"
+        ).fetchone()
+        if row is None:
+            return False, None
+        accept_unknown, currencies = row
+        if accept_unknown not in (0, 1) or not (currencies is None or isinstance(currencies, str)):
+            raise StorageError("the stored acceptance policy is damaged; set it again")
+        try:
+            codes = (
+                None
+                if currencies is None
+                else frozenset(check_currency(code) for code in currencies.split(","))
+            )
+        except InputError as exc:
+            raise StorageError(f"the stored acceptance policy is damaged: {exc}") from exc
+        return bool(accept_unknown), codes
+
+    def set_acceptance(self, accept_unknown: bool, currencies: Iterable[str] | None) -> None:
+        """Store the policy receiving commands use unless their flags say otherwise."""
+        codes = None if currencies is None else sorted({check_currency(c) for c in currencies})
+        if codes is not None and not codes:
+            raise InputError("accepting no currency at all would refuse every transfer")
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO acceptance (one, accept_unknown, currencies) VALUES (1, ?, ?) "
+                "ON CONFLICT (one) DO UPDATE SET accept_unknown = excluded.accept_unknown, "
+                "currencies = excluded.currencies",
+                (int(bool(accept_unknown)), None if codes is None else ",".join(codes)),
+            )
 
     def limits(self) -> dict[tuple[str, str], int]:
         """Every per-contact limit: (address, currency) -> max minor units per transfer."""

@@ -298,7 +298,19 @@ _V4 = (
     "CREATE UNIQUE INDEX transfers_recorded ON transfers (recorded_seq)",
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3, _V4]
+_V5 = (
+    # The stored acceptance policy, so every command that receives (sync, receive, listen)
+    # judges the same way unless its flags say otherwise. Policy, not history.
+    """
+    CREATE TABLE acceptance (
+        one            INTEGER PRIMARY KEY CHECK (one = 1),
+        accept_unknown INTEGER NOT NULL CHECK (accept_unknown IN (0, 1)),
+        currencies     TEXT
+    )
+    """,
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3, _V4, _V5]
 """Migration *i* brings ``user_version`` from *i* to *i + 1*; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

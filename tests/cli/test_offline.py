@@ -647,3 +647,33 @@ def test_pending_lists_what_waits_for_a_receipt(invoke: Invoke, alice: Person, b
         (second.hex(), "pending", "4.50"),
     ]
     assert all(isinstance(t["age_s"], float) and t["age_s"] >= 0 for t in listed)
+
+
+def test_the_stored_policy_is_shown_set_and_overridden(invoke: Invoke, alice: Person) -> None:
+    shown = invoke(*alice.args("policy"))
+    assert shown.code == 0
+    assert shown.out == "from strangers: refused (kept aside, not recorded)\ncurrencies: any\n"
+    changed = invoke(*alice.args("policy", "--accept-unknown", "--currency", "eur", "--json"))
+    assert changed.json() == {"accept_unknown": True, "currencies": ["EUR"]}
+    assert invoke(*alice.args("policy", "--json")).json() == changed.json()
+    back = invoke(*alice.args("policy", "--refuse-unknown", "--any-currency", "--json"))
+    assert back.json() == {"accept_unknown": False, "currencies": None}
+    bad = invoke(*alice.args("policy", "--currency", "XYZ"))
+    assert bad.code == 3 and "XYZ" in bad.err
+    clash = invoke(*alice.args("policy", "--currency", "EUR", "--any-currency"))
+    assert clash.code == 2 and "contradict" in clash.err
+    assert invoke(*alice.args("policy", "--json")).json() == back.json()  # nothing changed
+
+
+def test_receiving_commands_use_the_stored_policy_unless_told_otherwise(
+    alice: Person,
+) -> None:
+    from p2ptransfer.cli.commands.transfers import acceptance_policy
+
+    identity = Home(alice.home).load_identity(PASSPHRASE)
+    with Ledger.open(alice.home / "ledger.sqlite3", owner=identity) as ledger:
+        ledger.set_acceptance(True, ["USD"])
+        stored = acceptance_policy(ledger, None, ())
+        assert (stored.accept_unknown, stored.currencies) == (True, frozenset({"USD"}))
+        flagged = acceptance_policy(ledger, False, ("EUR",))
+        assert (flagged.accept_unknown, flagged.currencies) == (False, frozenset({"EUR"}))

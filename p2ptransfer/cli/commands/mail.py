@@ -65,7 +65,7 @@ def pending(app: App, output: str) -> None:
 @pass_app
 @uses_relay
 def sync(
-    app: App, timeout: float, accept_unknown: bool, currencies: tuple[str, ...], output: str
+    app: App, timeout: float, accept_unknown: bool | None, currencies: tuple[str, ...], output: str
 ) -> None:
     """Collect your mail at the relay once: transfers sent while you were away, receipts.
 
@@ -109,3 +109,53 @@ def sync(
     app.note(
         f"collected {len(collected.transfers)} transfer(s) and {len(collected.receipts)} receipt(s)"
     )
+
+
+@click.command()
+@click.option(
+    "--accept-unknown/--refuse-unknown",
+    default=None,
+    help="Accept (or refuse) transfers from people who are not your contacts.",
+)
+@click.option(
+    "--currency", "currencies", multiple=True, metavar="CODE",
+    help="Accept only these currencies (repeatable).",
+)  # fmt: skip
+@click.option("--any-currency", is_flag=True, help="Accept every currency again.")
+@output_option("json")
+@pass_app
+def policy(
+    app: App,
+    accept_unknown: bool | None,
+    currencies: tuple[str, ...],
+    any_currency: bool,
+    output: str,
+) -> None:
+    """Show or set what you accept: from strangers or not, which currencies.
+
+    `sync`, `receive` and `listen` judge every incoming transfer by it (their
+    own flags override it for one run); per-contact amount limits are set with
+    `contacts limit`. With no option it only shows the policy.
+    """
+    from ...protocol.amounts import check_currency
+    from ..render import echo_json
+
+    if currencies and any_currency:
+        raise click.UsageError("--currency and --any-currency contradict each other")
+    codes = [check_currency(c) for c in currencies]
+    with app.ledger() as ledger:
+        stored_unknown, stored_currencies = ledger.acceptance()
+        if accept_unknown is not None or codes or any_currency:
+            stored_unknown = stored_unknown if accept_unknown is None else accept_unknown
+            stored_currencies = (
+                None if any_currency else frozenset(codes) if codes else stored_currencies
+            )
+            ledger.set_acceptance(stored_unknown, stored_currencies)
+    shown = sorted(stored_currencies) if stored_currencies is not None else None
+    if output == "json":
+        echo_json({"accept_unknown": stored_unknown, "currencies": shown})
+        return
+    app.say(
+        f"from strangers: {'accepted' if stored_unknown else 'refused (kept aside, not recorded)'}"
+    )
+    app.say(f"currencies: {', '.join(shown) if shown is not None else 'any'}")

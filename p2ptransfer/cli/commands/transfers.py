@@ -177,16 +177,22 @@ def send(
 
 
 def policy_options(command: F) -> F:
-    """What a receiving command accepts: the same flags on ``receive`` and ``listen``."""
+    """What a receiving command accepts: the same flags on ``receive``, ``listen`` and ``sync``.
+
+    Each flag overrides the stored policy (``p2ptransfer policy``) for this run only.
+    """
     command = click.option(
         "--currency",
         "currencies",
         multiple=True,
         metavar="CODE",
-        help="Accept only these currencies (repeatable); default: any.",
+        help="Accept only these currencies (repeatable) [default: the stored policy: any].",
     )(command)
     return click.option(
-        "--accept-unknown", is_flag=True, help="Also accept transfers from people not in contacts."
+        "--accept-unknown/--refuse-unknown",
+        default=None,
+        help="Also accept (or refuse) transfers from people not in contacts "
+        "[default: the stored policy: refuse].",
     )(command)
 
 
@@ -197,7 +203,7 @@ def policy_options(command: F) -> F:
 @pass_app
 @uses_relay
 def receive(
-    app: App, timeout: float, accept_unknown: bool, currencies: tuple[str, ...], output: str
+    app: App, timeout: float, accept_unknown: bool | None, currencies: tuple[str, ...], output: str
 ) -> None:
     """Wait for the first incoming transfer, record it, show it, exit."""
     from ...net.peer import Peer
@@ -232,7 +238,7 @@ def receive(
 @policy_options
 @pass_app
 @uses_relay
-def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
+def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
 
     Reconnects by itself when the relay goes away.
@@ -281,15 +287,18 @@ def listen(app: App, accept_unknown: bool, currencies: tuple[str, ...]) -> None:
 
 
 def acceptance_policy(
-    ledger: Ledger, accept_unknown: bool, currencies: tuple[str, ...]
+    ledger: Ledger, accept_unknown: bool | None, currencies: tuple[str, ...]
 ) -> AcceptancePolicy:
-    """What this receiver accepts: the flags, plus the per-contact limits in the ledger."""
+    """What this receiver accepts: the stored policy, the flags over it, the contact limits."""
     from ...net.peer import AcceptancePolicy
     from ...protocol.amounts import check_currency
 
+    stored_unknown, stored_currencies = ledger.acceptance()
     return AcceptancePolicy(
-        accept_unknown=accept_unknown,
-        currencies=frozenset(check_currency(c) for c in currencies) if currencies else None,
+        accept_unknown=stored_unknown if accept_unknown is None else accept_unknown,
+        currencies=(
+            frozenset(check_currency(c) for c in currencies) if currencies else stored_currencies
+        ),
         limits=ledger.limits(),
     )
 
