@@ -248,6 +248,9 @@ class Mailing(SessionHost):
             except P2PTransferError as exc:  # that mail stays at the relay; next one
                 log.info("mail from %s not handled: %s", mail.sender, exc)
                 self._emit(PeerEvent("mail-failed", f"{mail.sender}: {exc}"))
+            except Exception:  # the loop boundary: one bad piece must not stop the rest
+                log.exception("mail from %s not handled", mail.sender)
+                self._emit(PeerEvent("mail-failed", f"{mail.sender}: internal error"))
             finally:
                 self._mail.task_done()
 
@@ -269,7 +272,7 @@ class Mailing(SessionHost):
         elif kind is MailKind.TRANSFER:
             if self._collecting:
                 await self._on_mailed_transfer(mail, SignedTransfer.decode(blob))
-            else:
+            elif len(self._held) < MAILBOX_SIZE:
                 self._held.append(mail)  # handled once this peer collects; else left there
         else:
             raise ProtocolError(f"mail of kind {kind} is not handled by this version")
