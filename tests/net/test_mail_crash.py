@@ -213,3 +213,34 @@ async def test_sender_killed_after_depositing_resends_into_the_same_slot(
     assert collected["receipts"] == [transfer_id]
     assert collected["events"].count("completed") == 1
     assert_settled_once(alice, bob, transfer_id)
+
+
+async def test_recipient_killed_after_depositing_its_receipt_completes_the_sender_once(
+    relay: RelayProcess, parties: tuple[Party, Party]
+) -> None:
+    """Window 3: Bob deposited the receipt and died before acknowledging the transfer."""
+    alice, bob = parties
+    url = relay.url
+    transfer_id = await queued_transfer(alice, bob, url)
+
+    await bob.killed("sync", url, "after_receipt_deposited")
+    assert [m.sender for m in await mailbox(url, bob)] == [alice.address]  # comes again
+    collected = await alice.ok("sync", url)  # the receipt was already there
+    assert collected["receipts"] == [transfer_id]
+    assert collected["events"].count("completed") == 1
+    with alice.ledger() as ledger:
+        head = ledger.head
+
+    again = await bob.ok("sync", url)  # the transfer again: answered from the stored receipt
+    assert again["transfers"] == []
+    assert await mailbox(url, bob) == []
+    (receipt_mail,) = await mailbox(url, alice)  # mailed back again, once
+    assert receipt_mail.sender == bob.address
+
+    late = await alice.ok("sync", url)  # the same receipt again: nothing new happens
+    assert late["receipts"] == []
+    assert "completed" not in late["events"]
+    assert await mailbox(url, alice) == []
+    with alice.ledger() as ledger:
+        assert ledger.head == head
+    assert_settled_once(alice, bob, transfer_id)
