@@ -244,3 +244,26 @@ async def test_recipient_killed_after_depositing_its_receipt_completes_the_sende
     with alice.ledger() as ledger:
         assert ledger.head == head
     assert_settled_once(alice, bob, transfer_id)
+
+
+async def test_mail_for_a_lost_prekey_is_dropped_and_the_resend_uses_a_fresh_one(
+    relay: RelayProcess, parties: tuple[Party, Party]
+) -> None:
+    """Bob's home lost its prekeys' private halves (restored from a backup without them)."""
+    alice, bob = parties
+    url = relay.url
+    transfer_id = await queued_transfer(alice, bob, url)
+    (bob.root / "bob.prekeys").unlink()
+
+    dropped = await bob.ok("sync", url)  # unreadable: acknowledged, a new prekey published
+    assert dropped["transfers"] == []
+    assert dropped["events"] == ["mail-unreadable"]
+    assert await mailbox(url, bob) == []
+    assert status_of(alice, transfer_id) is TransferStatus.QUEUED
+
+    resent = await alice.ok("resend", url)  # sealed to the fresh prekey
+    assert resent["results"] == [{"id": transfer_id, "status": "queued"}]
+    assert (await bob.ok("sync", url))["transfers"] == [transfer_id]
+    collected = await alice.ok("sync", url)
+    assert collected["receipts"] == [transfer_id]
+    assert_settled_once(alice, bob, transfer_id)
