@@ -291,8 +291,14 @@ class Mailing(SessionHost):
             await self._ack(mail)
             return
         receipt.verify(row.signed)
+        # Decided already: the recipient answers every copy of the transfer it sees again
+        # (a crash before its ack, our re-deposit), so the same receipt may come twice.
+        # Storing it is idempotent (a contradicting one raises); reporting it must be too.
+        decided_before = row.signed_receipt is not None
         completed = self.ledger.complete_outgoing(receipt, now_ms())
         await self._ack(mail)
+        if decided_before:
+            return
         self._collected.receipts.append(completed)
         self._emit(PeerEvent("completed", row=completed))
 
