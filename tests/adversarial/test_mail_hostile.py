@@ -258,6 +258,33 @@ async def test_a_bad_prekey_from_the_relay_is_refused_and_nothing_is_sealed(
     assert_settled(alice, bob, ONE)
 
 
+async def test_a_foreign_prekey_served_beside_the_genuine_one_is_never_sealed_to(
+    net: Net, alice: Side, bob: Side
+) -> None:
+    """The relay puts a newer prekey of its own first: the sender skips it."""
+    await online_once(bob, net.url)
+    foreign = prekey(Identity(secrets.token_bytes(32)), time.time_ns() // 1_000_000 + 60_000)
+
+    def add_foreign(frame: Frame) -> Action | None:
+        answer = frame.wire
+        if not (frame.direction == DOWN and isinstance(answer, Prekeys)):
+            return None
+        if answer.address != bob.address:
+            return None
+        served = (foreign, *answer.signed_prekeys)
+        return forward(Prekeys(answer.ref, answer.address, served).encode())
+
+    net.hop.rules.append(add_foreign)
+    (tid,) = await queue(alice, bob, net.url, ONE)
+    genuine = {p.prekey_id for p in PrekeyStore(prekeys_of(bob), bob.identity).published()}
+    (deposit,) = wire(net, Deposit, UP, alice.address)
+    assert Envelope.decode(deposit.wire.envelope).prekey_id in genuine
+    net.hop.honest()
+    assert [r.id for r in (await sync(bob, net.url)).transfers] == [tid]
+    assert [r.id for r in (await sync(alice, net.url)).receipts] == [tid]
+    assert_settled(alice, bob, ONE)
+
+
 # --- 3. another depositor -------------------------------------------------------
 
 
