@@ -17,7 +17,9 @@ way. The rules that make it end exactly once:
   by :func:`..protocol.acceptance.decide` and committed in one transaction,
   like a live one; its receipt is deposited for the sender; only then is
   the mail acknowledged. Mail seen again (a crash before the ack, a replay)
-  is answered from the stored receipt, never applied twice.
+  is answered from the stored receipt, never applied twice. Mail that does
+  not open (altered, or filed under another depositor) is acknowledged and
+  dropped: the transfer stays queued at its sender until deposited again.
 * **Receipts by mail** complete the transfer they answer after verifying
   against it; an identical one again is a no-op.
 
@@ -35,7 +37,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..clock import now_ms
-from ..errors import MailUnavailable, P2PTransferError, PrekeyError, ProtocolError
+from ..errors import (
+    DecodeError,
+    MailUnavailable,
+    P2PTransferError,
+    PrekeyError,
+    ProtocolError,
+)
 from ..protocol import envelope
 from ..protocol.acceptance import Action, decide
 from ..protocol.amounts import format_amount
@@ -255,7 +263,11 @@ class Mailing(SessionHost):
                 self._mail.task_done()
 
     async def _handle_mail(self, mail: Mail) -> None:
-        parsed = Envelope.decode(mail.envelope)
+        try:
+            parsed = Envelope.decode(mail.envelope)
+        except DecodeError:
+            await self._drop_unopenable(mail)
+            return
         private = None if self._prekeys is None else self._prekeys.private_for(parsed.prekey_id)
         if private is None:
             # Sealed to a prekey whose private half is gone (erased, or a restored home):
@@ -266,7 +278,11 @@ class Mailing(SessionHost):
                 await self._publish_prekeys()
             return
         sender = PublicIdentity.from_address(mail.sender)
-        kind, blob = envelope.open(parsed, private, sender.public_key, self._public_key)
+        try:
+            kind, blob = envelope.open(parsed, private, sender.public_key, self._public_key)
+        except ProtocolError:  # also a DecodeError: it opened to a malformed plaintext
+            await self._drop_unopenable(mail)
+            return
         if kind is MailKind.RECEIPT:
             await self._on_mailed_receipt(mail, SignedReceipt.decode(blob))
         elif kind is MailKind.TRANSFER:
@@ -276,6 +292,24 @@ class Mailing(SessionHost):
                 self._held.append(mail)  # handled once this peer collects; else left there
         else:
             raise ProtocolError(f"mail of kind {kind} is not handled by this version")
+
+    async def _drop_unopenable(self, mail: Mail) -> None:
+        """Acknowledge and drop mail that can never open here; the sender re-deposits.
+
+        Altered bytes, or a depositor other than the one it was sealed by (HPKE
+        ``info`` binds both parties): opening it again would fail the same way
+        on every connection, for as long as the relay keeps it. The
+        acknowledgement names the hash of exactly these bytes, so it cannot
+        delete an intact copy the relay still holds (one altered only on its
+        way here, or filed under the real depositor).
+        """
+        await self._ack(mail)
+        self._emit(
+            PeerEvent(
+                "mail-refused",
+                f"{mail.sender}: the mail does not open (altered, or not from this depositor)",
+            )
+        )
 
     async def _on_mailed_receipt(self, mail: Mail, receipt: SignedReceipt) -> None:
         if receipt.receipt.receiver != mail.sender:

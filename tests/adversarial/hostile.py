@@ -204,7 +204,8 @@ class HostileHop:
     # --- attacks that are not a reaction to one message -----------------------
 
     def pipe_of(self, address: str) -> _Pipe:
-        for pipe in self._pipes.values():
+        """The newest connection of ``address`` (an older one may still be closing)."""
+        for pipe in reversed(self._pipes.values()):
             if pipe.address == address:
                 return pipe
         raise LookupError(f"no connection for {address}")
@@ -362,5 +363,60 @@ def chaos(rng: random.Random, probability: float, direction: str | None = None) 
         if fault == "duplicate":
             return forward(frame.raw, frame.raw)
         return forward(frame.raw, delay=rng.uniform(0.0, 0.05))
+
+    return rule
+
+
+# --- rules on relay frames (mail) ---------------------------------------------
+
+
+def on_wire(
+    frame_type: type,
+    nth: int = 1,
+    *,
+    direction: str = DOWN,
+    peer: str | None = None,
+    then: Callable[[Frame], Action],
+    times: int = 1,
+) -> Rule:
+    """Apply ``then`` to relay frames of ``frame_type`` (Mail, Deposit, Prekeys, ...).
+
+    From the ``nth`` one going ``direction`` (on ``peer``'s connections when
+    given), ``times`` times in all; the others pass untouched.
+    """
+    seen = 0
+
+    def rule(frame: Frame) -> Action | None:
+        nonlocal seen
+        if frame.direction != direction or not isinstance(frame.wire, frame_type):
+            return None
+        if peer is not None and frame.address != peer:
+            return None
+        seen += 1
+        return then(frame) if nth <= seen < nth + times else None
+
+    return rule
+
+
+def reorder_wire(frame_type: type, direction: str = DOWN, peer: str | None = None) -> Rule:
+    """Hold the first relay frame of ``frame_type``; release it after the next frame of its pipe."""
+    held: list[Frame] = []
+    done = False
+
+    def rule(frame: Frame) -> Action | None:
+        nonlocal done
+        if done or frame.direction != direction:
+            return None
+        if peer is not None and frame.address != peer:
+            return None
+        if not held:
+            if isinstance(frame.wire, frame_type):
+                held.append(frame)
+                return drop()
+            return None
+        if frame.conn != held[0].conn:
+            return None
+        done = True
+        return forward(frame.raw, held[0].raw)
 
     return rule
