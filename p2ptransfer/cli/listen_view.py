@@ -32,6 +32,7 @@ _DIAGNOSTICS = frozenset(
         "mail-unreadable",  # sealed to a prekey whose private half is gone: dropped
         "mail-refused",  # not a transfer its depositor may give us: dropped
         "receipt-unknown",  # a receipt for a transfer this ledger does not hold: reconcile
+        "relay-lied",  # the relay served a prekey its address never signed (not used)
     }
 )
 

@@ -194,13 +194,24 @@ class Mailing(SessionHost):
         signed by any other key is a PrekeyError, refused like a changed pin.
         """
         candidates = await self._require_client().get_prekeys(address)
+        now = now_ms()
         try:
-            return select_prekey(candidates, address, now_ms(), PREKEY_SKEW_MS).prekey
+            chosen = select_prekey(candidates, address, now, PREKEY_SKEW_MS)
         except PrekeyError as exc:
             if exc.reason in ("wrong-owner", "bad-signature"):
                 raise
             why = _NO_MAIL.get(exc.reason, str(exc))
             raise MailUnavailable(why) from exc
+        for candidate in candidates:
+            # A prekey beside the genuine one that the address never signed: nothing is
+            # sealed to it, but the relay (or whoever answers for it) lied: say so.
+            try:
+                candidate.check_for(address, now, PREKEY_SKEW_MS)
+            except PrekeyError as exc:
+                if exc.reason in ("wrong-owner", "bad-signature"):
+                    log.warning("the relay served a forged prekey for %s: %s", address, exc)
+                    self._emit(PeerEvent("relay-lied", f"forged prekey for {address}"))
+        return chosen.prekey
 
     # --- sending by mail ----------------------------------------------------------
 

@@ -275,7 +275,16 @@ async def test_a_foreign_prekey_served_beside_the_genuine_one_is_never_sealed_to
         return forward(Prekeys(answer.ref, answer.address, served).encode())
 
     net.hop.rules.append(add_foreign)
-    (tid,) = await queue(alice, bob, net.url, ONE)
+    events: list[PeerEvent] = []
+    async with mailer(alice, net.url, on_event=events.append) as sender:
+        signed = sender.prepare_many(bob.address, ONE)
+        (row,) = await sender.deliver_or_queue(signed, wait=0.2, timeout=2)
+    assert isinstance(row, TransferRow) and row.status is TransferStatus.QUEUED
+    tid = row.id
+    # The lie is not used, and not kept quiet either.
+    assert [e.detail for e in events if e.kind == "relay-lied"] == [
+        f"forged prekey for {bob.address}"
+    ]
     genuine = {p.prekey_id for p in PrekeyStore(prekeys_of(bob), bob.identity).published()}
     (deposit,) = wire(net, Deposit, UP, alice.address)
     assert Envelope.decode(deposit.wire.envelope).prekey_id in genuine
