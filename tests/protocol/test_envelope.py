@@ -205,7 +205,7 @@ def padded(kind: int, length: int, body: bytes, size: int = mail.MAIL_PLAINTEXT_
 @pytest.mark.parametrize(
     ("plaintext", "message"),
     [
-        (padded(3, 3, b"abc"), "unknown kind 3"),
+        (padded(5, 3, b"abc"), "unknown kind 5"),
         (padded(0, 3, b"abc"), "unknown kind 0"),
         (padded(1, 0, b""), "length 0"),
         (padded(2, 385, b"x" * 385), "length 385 is not valid for a receipt"),
@@ -216,7 +216,7 @@ def padded(kind: int, length: int, body: bytes, size: int = mail.MAIL_PLAINTEXT_
         (padded(1, 3, b"abc", size=767), "767 bytes, not 768"),
     ],
     ids=[
-        "kind-3",
+        "kind-5",
         "kind-0",
         "empty",
         "receipt-too-long",

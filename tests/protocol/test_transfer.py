@@ -416,6 +416,7 @@ def test_transfer_is_frozen_plain_data() -> None:
         "currency": "EUR",
         "memo": "Rent for März 🏠",
         "created_at": CREATED,
+        "request_id": None,
     }
 
 
@@ -673,7 +674,13 @@ def test_reject_reason_describe(reason: RejectReason, sentence: str) -> None:
 
 def test_wire_numbers_of_statuses_and_reasons() -> None:
     assert [(s.name, s.value) for s in ReceiptStatus] == [("ACCEPTED", 1), ("REJECTED", 2)]
-    assert [r.value for r in RejectReason] == list(range(8))
+    assert [(r.name, r.value) for r in RejectReason][8:] == [
+        ("REQUEST_MISMATCH", 8),
+        ("REQUEST_PAID", 9),
+        ("REQUEST_EXPIRED", 10),
+        ("REQUEST_CANCELLED", 11),
+    ]
+    assert [r.value for r in RejectReason] == list(range(12))
 
 
 # --- idempotency ---------------------------------------------------------------------
