@@ -1,4 +1,4 @@
-"""Mail envelopes: a signed transfer or receipt sealed to the recipient's prekey.
+"""Mail envelopes: a signed message (transfer, receipt, request, answer) sealed to a prekey.
 
 When the recipient is offline, the sender deposits an :class:`Envelope` at the
 relay. It is HPKE (RFC 9180) base mode with MLKEM768-X25519, HKDF-SHA256 and
@@ -6,8 +6,8 @@ AES-256-GCM, done by pyca/cryptography (:func:`.primitives.hpke_seal`):
 
 * **Plaintext** = ``kind:u8 || length:u16be || signed bytes || zero padding``
   to exactly :data:`MAIL_PLAINTEXT_SIZE`, the same for every kind, so the
-  relay cannot tell a transfer from a receipt by its size. The signed bytes
-  are the unchanged signed transfer or signed receipt: the envelope adds
+  relay cannot tell a transfer from a receipt or a payment request by its
+  size. The signed bytes are the unchanged signed message: the envelope adds
   secrecy, the signature inside stays the proof.
 * **info** = ``"p2ptransfer-mail-v1\\x00" || sender key || recipient key ||
   prekey id`` binds version, both parties and the prekey into the key
@@ -36,6 +36,7 @@ from ..errors import DecodeError, InputError, ProtocolError
 from . import primitives
 from .encoding import Field, FixedBytes, Schema
 from .prekey import PREKEY_ID_SIZE, Prekey, PrekeyId
+from .request import SIGNED_REQUEST_ANSWER_SCHEMA, SIGNED_REQUEST_SCHEMA
 from .transfer import SIGNED_RECEIPT_SCHEMA, SIGNED_TRANSFER_SCHEMA
 
 __all__ = [
@@ -84,11 +85,15 @@ class MailKind(enum.IntEnum):
 
     TRANSFER = 1
     RECEIPT = 2
+    REQUEST = 3  # a signed payment request, payee -> payer
+    REQUEST_ANSWER = 4  # a signed decline (payer -> payee) or cancellation (payee -> payer)
 
 
 _MAX_BODY_BY_KIND = {
     MailKind.TRANSFER: SIGNED_TRANSFER_SCHEMA.max_size,
     MailKind.RECEIPT: SIGNED_RECEIPT_SCHEMA.max_size,
+    MailKind.REQUEST: SIGNED_REQUEST_SCHEMA.max_size,
+    MailKind.REQUEST_ANSWER: SIGNED_REQUEST_ANSWER_SCHEMA.max_size,
 }
 assert max(_MAX_BODY_BY_KIND.values()) <= MAX_MAIL_BODY
 
@@ -236,7 +241,7 @@ def mail_slot(key: bytes, kind: MailKind, item_id: bytes) -> bytes:
 
     ``key`` is :func:`slot_key` of the depositor; ``item_id`` the transfer id
     (a receipt uses the id of the transfer it answers; its kind keeps the two
-    slots apart).
+    slots apart), or the request id for a request and for an answer to one.
     """
     if type(key) is not bytes or len(key) != _SLOT_KEY_SIZE:
         raise ValueError(f"a slot key is {_SLOT_KEY_SIZE} bytes")

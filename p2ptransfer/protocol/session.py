@@ -32,6 +32,17 @@ and checks what can be checked without the ledger (signature, that the
 transfer's sender is the authenticated peer and its recipient is us); the
 acceptance policy and idempotency belong to the runtime and the ledger.
 
+Payment requests ride in the same sessions, in either direction: a
+``REQUEST`` record carries one :class:`~p2ptransfer.protocol.request.SignedRequest`
+(from its payee to its payer), a ``REQUEST_ANSWER`` record one
+:class:`~p2ptransfer.protocol.request.SignedRequestAnswer` (a decline from the
+payer, a cancellation from the payee). They get no receipt, so there is nobody
+to answer a bad one: a request not signed by the authenticated peer as payee,
+or not addressed to us as payer, and an answer not signed by the peer, are
+remote protocol errors that end the session. Whether an answer closes a
+request the store knows (:meth:`~p2ptransfer.protocol.request.SignedRequestAnswer.verify`)
+is the runtime's check.
+
 Pure: no I/O, no clock, no randomness; tags and ephemeral keys are passed in.
 """
 
@@ -53,6 +64,7 @@ from .channel import SecureChannel
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
 from .handshake import HandshakeResult, Initiator, Responder, Role
 from .identity import Identity, PublicIdentity
+from .request import SignedRequest, SignedRequestAnswer
 from .transfer import RejectReason, SignedReceipt, SignedTransfer
 
 __all__ = [
@@ -66,6 +78,8 @@ __all__ = [
     "ReceiptArrived",
     "ReconcileArrived",
     "RecordType",
+    "RequestAnswerArrived",
+    "RequestArrived",
     "Session",
     "SessionState",
     "TransferArrived",
@@ -92,6 +106,8 @@ class RecordType(enum.IntEnum):
     RECEIPT = 0x12
     CLOSE = 0x13
     RECONCILE = 0x14  # one message of a ledger reconciliation (protocol/reconcile.py)
+    REQUEST = 0x15  # one signed payment request, payee -> payer (protocol/request.py)
+    REQUEST_ANSWER = 0x16  # one signed decline (payer) or cancellation (payee)
 
 
 FRAME = Schema(
@@ -151,6 +167,28 @@ class ReconcileArrived:
 
 
 @dataclass(frozen=True)
+class RequestArrived:
+    """A payment request arrived: signed by the peer as payee, addressed to us as payer.
+
+    The signature is verified; what to do with it (store, quarantine a
+    stranger's, ignore a repeat) is the runtime's business.
+    """
+
+    signed: SignedRequest
+
+
+@dataclass(frozen=True)
+class RequestAnswerArrived:
+    """A decline or cancellation arrived, signed by the peer (signature verified).
+
+    Not yet matched to a request: the runtime looks the request up and calls
+    :meth:`~p2ptransfer.protocol.request.SignedRequestAnswer.verify` with it.
+    """
+
+    signed: SignedRequestAnswer
+
+
+@dataclass(frozen=True)
 class PeerClosed:
     """The peer ended the session cleanly."""
 
@@ -160,7 +198,16 @@ class Aborted:
     """The peer (or someone on the path) sent ABORT; the session is over."""
 
 
-Event = Established | TransferArrived | ReceiptArrived | ReconcileArrived | PeerClosed | Aborted
+Event = (
+    Established
+    | TransferArrived
+    | ReceiptArrived
+    | ReconcileArrived
+    | RequestArrived
+    | RequestAnswerArrived
+    | PeerClosed
+    | Aborted
+)
 
 
 def _decode_frame(payload: bytes) -> tuple[bytes, FrameKind, bytes]:
@@ -317,6 +364,17 @@ class Session:
     def send_reconcile(self, message: reconcile.Message) -> None:
         self._seal(RecordType.RECONCILE, message.encode())
 
+    def send_request(self, signed: SignedRequest) -> None:
+        """Send a payment request to the peer, who must be its payer (either role may)."""
+        self._check_outgoing(signed.request.payee, signed.request.payer, "payment request")
+        self._seal(RecordType.REQUEST, signed.encode())
+
+    def send_request_answer(self, signed: SignedRequestAnswer) -> None:
+        """Send our own decline or cancellation of a request to the peer (either role may)."""
+        if signed.answer.signer != self.identity.address:
+            raise ValueError("a request answer sent in a session must be our own")
+        self._seal(RecordType.REQUEST_ANSWER, signed.encode())
+
     def close(self) -> None:
         """End the session cleanly, telling the peer (if the session is open)."""
         if self.state is SessionState.OPEN:
@@ -330,6 +388,13 @@ class Session:
         self._fail()
 
     # --- internals ------------------------------------------------------------
+
+    def _check_outgoing(self, author: str, addressee: str, what: str) -> None:
+        """ValueError (our misuse, nothing sent) unless it is ours and for the peer."""
+        if author != self.identity.address:
+            raise ValueError(f"a {what} sent in a session must be our own")
+        if self.peer is not None and addressee != self.peer.address:
+            raise ValueError(f"this {what} is for someone other than the session's peer")
 
     def _require_live(self) -> None:
         if self.finished:
@@ -420,6 +485,10 @@ class Session:
             return [ReceiptArrived(SignedReceipt.decode(plaintext))]
         if record_type == RecordType.RECONCILE:
             return [ReconcileArrived(reconcile.decode_message(plaintext))]
+        if record_type == RecordType.REQUEST:
+            return [self._on_request(plaintext)]
+        if record_type == RecordType.REQUEST_ANSWER:
+            return [self._on_request_answer(plaintext)]
         raise ProtocolError(f"unknown record type {record_type:#04x}")
 
     def _on_transfer(self, plaintext: bytes) -> TransferArrived:
@@ -437,6 +506,24 @@ class Session:
             except P2PTransferError:
                 problem = RejectReason.INVALID
         return TransferArrived(signed, problem)
+
+    def _on_request(self, plaintext: bytes) -> RequestArrived:
+        signed = SignedRequest.decode(plaintext)
+        assert self.peer is not None
+        if signed.request.payee != self.peer.address:
+            raise ProtocolError("the peer sent a payment request that asks for someone else")
+        if signed.request.payer != self.identity.address:
+            raise ProtocolError("the peer sent a payment request addressed to someone else")
+        signed.verify()
+        return RequestArrived(signed)
+
+    def _on_request_answer(self, plaintext: bytes) -> RequestAnswerArrived:
+        signed = SignedRequestAnswer.decode(plaintext)
+        assert self.peer is not None
+        if signed.answer.signer != self.peer.address:
+            raise ProtocolError("the peer sent a request answer signed by someone else")
+        signed.verify_signature()
+        return RequestAnswerArrived(signed)
 
 
 _HANDSHAKE_STEPS: dict[tuple[Role, FrameKind], Callable[[Session, bytes], list[Event]]] = {

@@ -24,6 +24,12 @@ Why each rule is here:
   bytes: Ed25519 is deterministic). :func:`compare` tells the receiver whether
   a transfer with a known id is the same one again (answer with the stored
   receipt) or different content under a reused id (a conflict, refused).
+* **Versions are types, not optional fields.** A transfer that pays a payment
+  request (:mod:`.request`) carries the request's id, and is encoded with its
+  own schema (:data:`TRANSFER_V2_SCHEMA`, type 0x24) that has the extra field;
+  a transfer without one keeps the v1 encoding (type 0x20) byte for byte. The
+  type byte is the first byte signed and hashed, so a v1 and a v2 encoding
+  never share a signature or a digest.
 
 This module makes no randomness and reads no clock: ids and timestamps come
 from the caller, so tests pin them and check exact bytes. docs/transfer.md
@@ -60,6 +66,7 @@ __all__ = [
     "TRANSFER_ID_SIZE",
     "TRANSFER_SCHEMA",
     "TRANSFER_SIGNATURE_CONTEXT",
+    "TRANSFER_V2_SCHEMA",
     "Comparison",
     "Receipt",
     "ReceiptStatus",
@@ -106,11 +113,22 @@ TRANSFER_SCHEMA = Schema(
     ],
     max_size=512,
 )
+TRANSFER_V2_SCHEMA = Schema(
+    "transfer-v2",
+    0x24,
+    [
+        *TRANSFER_SCHEMA.fields,
+        Field(8, "request_id", FixedBytes(TRANSFER_ID_SIZE)),
+    ],
+    max_size=512,
+)
+"""A transfer that pays a payment request: v1's fields, then the request's id (tag 8)."""
 SIGNED_TRANSFER_SCHEMA = Schema(
     "signed-transfer",
     0x21,
     [
-        Field(1, "transfer", Bytes(TRANSFER_SCHEMA.max_size)),
+        # The Transfer encoding, either version (its own type byte says which).
+        Field(1, "transfer", Bytes(max(TRANSFER_SCHEMA.max_size, TRANSFER_V2_SCHEMA.max_size))),
         Field(2, "signature", FixedBytes(_SIG)),
     ],
     max_size=640,
@@ -197,6 +215,10 @@ class Transfer:
     to NFC (see :func:`.amounts.check_memo`) — so a Transfer, once built, has exactly one
     encoding. :meth:`decode` is stricter: it accepts only bytes that are
     already canonical.
+
+    ``request_id`` is the id of the payment request this transfer pays, or
+    None for an ordinary transfer. It decides the encoding: None gives the v1
+    bytes (type 0x20), an id the v2 bytes (type 0x24); see the module docstring.
     """
 
     id: TransferId
@@ -206,6 +228,7 @@ class Transfer:
     currency: str
     memo: str
     created_at: int
+    request_id: bytes | None = None
 
     def __post_init__(self) -> None:
         check_transfer_id(self.id, "a transfer id")
@@ -217,6 +240,8 @@ class Transfer:
         currency = check_currency(self.currency)
         memo = check_memo(self.memo)
         check_timestamp(self.created_at, "created_at")
+        if self.request_id is not None:
+            check_transfer_id(self.request_id, "a payment request id")
         object.__setattr__(self, "sender", sender.address)
         object.__setattr__(self, "recipient", recipient.address)
         object.__setattr__(self, "currency", currency)
@@ -247,17 +272,19 @@ class Transfer:
         return _cached(self, "_encoded", self._encode)
 
     def _encode(self) -> bytes:
-        return TRANSFER_SCHEMA.encode(
-            {
-                "id": self.id,
-                "sender": self.sender_identity.public_key,
-                "recipient": self.recipient_identity.public_key,
-                "amount": self.amount,
-                "currency": self.currency,
-                "memo": self.memo,
-                "created_at": self.created_at,
-            }
-        )
+        values: dict[str, object] = {
+            "id": self.id,
+            "sender": self.sender_identity.public_key,
+            "recipient": self.recipient_identity.public_key,
+            "amount": self.amount,
+            "currency": self.currency,
+            "memo": self.memo,
+            "created_at": self.created_at,
+        }
+        if self.request_id is None:
+            return TRANSFER_SCHEMA.encode(values)
+        values["request_id"] = self.request_id
+        return TRANSFER_V2_SCHEMA.encode(values)
 
     @classmethod
     def decode(cls, data: bytes) -> Transfer:
@@ -268,8 +295,11 @@ class Transfer:
         whose message names the field and whose ``__cause__`` is the
         InputError: bytes from a peer that are not a valid transfer are the
         peer breaking the protocol, not the local user's mistake.
+
+        Both versions decode: the first byte (0x20 or 0x24) chooses the schema.
         """
-        values = TRANSFER_SCHEMA.decode(data)
+        is_v2 = isinstance(data, bytes | bytearray | memoryview) and data[:1] == b"\x24"
+        values = (TRANSFER_V2_SCHEMA if is_v2 else TRANSFER_SCHEMA).decode(data)
         try:
             transfer = cls(
                 id=TransferId(values["id"]),
@@ -279,6 +309,7 @@ class Transfer:
                 currency=values["currency"],
                 memo=values["memo"],
                 created_at=values["created_at"],
+                request_id=values.get("request_id"),
             )
         except InputError as exc:
             raise DecodeError(f"transfer: {exc}") from exc
@@ -308,10 +339,12 @@ class Transfer:
         """True when every field except ``id`` is equal (the timestamp included).
 
         A retry re-sends the stored transfer, so even ``created_at`` is the
-        same; anything that differs is a different instruction.
+        same; anything that differs is a different instruction — the request
+        it pays (or paying none) included.
         """
         return (
-            self.sender == other.sender
+            self.request_id == other.request_id
+            and self.sender == other.sender
             and self.recipient == other.recipient
             and self.amount == other.amount
             and self.currency == other.currency
@@ -395,6 +428,10 @@ class RejectReason(enum.IntEnum):
     CONFLICT = 5
     INVALID = 6
     POLICY = 7
+    REQUEST_MISMATCH = 8
+    REQUEST_PAID = 9
+    REQUEST_EXPIRED = 10
+    REQUEST_CANCELLED = 11
 
     def describe(self) -> str:
         """A sentence for the sender's screen."""
@@ -413,6 +450,15 @@ _REASON_TEXT: Mapping[RejectReason, str] = {
     ),
     RejectReason.INVALID: "The transfer was invalid or its signature did not verify.",
     RejectReason.POLICY: "The recipient's local policy refused the transfer.",
+    RejectReason.REQUEST_MISMATCH: (
+        "The transfer does not match the payment request it names "
+        "(payer, recipient, amount or currency differ, or the recipient has no such request)."
+    ),
+    RejectReason.REQUEST_PAID: "The payment request this transfer names was already paid.",
+    RejectReason.REQUEST_EXPIRED: "The payment request this transfer names has expired.",
+    RejectReason.REQUEST_CANCELLED: (
+        "The payment request this transfer names was cancelled by the recipient or declined by you."
+    ),
 }
 
 

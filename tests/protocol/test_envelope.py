@@ -16,6 +16,12 @@ from p2ptransfer.protocol import envelope as mail
 from p2ptransfer.protocol import primitives
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.prekey import Prekey, PrekeyId, SignedPrekey
+from p2ptransfer.protocol.request import (
+    PaymentRequest,
+    RequestAnswerKind,
+    sign_answer,
+    sign_request,
+)
 from p2ptransfer.protocol.transfer import SIGNED_TRANSFER_SCHEMA
 from tests.vectors.loader import load_json_vectors, unhex
 from tests.vectors.make_mail_vectors import INPUTS, compute
@@ -141,6 +147,24 @@ def test_round_trip_every_kind_at_one_size(kind: mail.MailKind) -> None:
     assert open_as_bob(mail.Envelope.decode(wire)) == (kind, BODY)
 
 
+def test_a_signed_request_and_an_answer_travel_unchanged() -> None:
+    request = sign_request(
+        ALICE,
+        PaymentRequest(
+            bytes(16), ALICE.address, BOB.address, 10**15, "KWD", "x" * 280, 0, 90 * 86_400_000
+        ),
+    )
+    answer = sign_answer(BOB, request, RequestAnswerKind.DECLINED, 1)
+    assert open_as_bob(sealed(mail.MailKind.REQUEST, request.encode())) == (
+        mail.MailKind.REQUEST,
+        request.encode(),
+    )
+    assert open_as_bob(sealed(mail.MailKind.REQUEST_ANSWER, answer.encode())) == (
+        mail.MailKind.REQUEST_ANSWER,
+        answer.encode(),
+    )
+
+
 def test_the_largest_signed_transfer_fits() -> None:
     body = b"\x21" * SIGNED_TRANSFER_SCHEMA.max_size
     assert open_as_bob(sealed(body=body)) == (mail.MailKind.TRANSFER, body)
@@ -159,10 +183,20 @@ def test_seal_is_fresh_and_hashes_differ() -> None:
         ((mail.MailKind.TRANSFER, b""), "1 to"),
         ((mail.MailKind.RECEIPT, b"x" * 385), "1 to 384"),
         ((mail.MailKind.TRANSFER, b"x" * 641), "1 to 640"),
+        ((mail.MailKind.REQUEST, b"x" * 641), "request in mail is 1 to 640"),
+        ((mail.MailKind.REQUEST_ANSWER, b"x" * 385), "request_answer in mail is 1 to 384"),
         ((mail.MailKind.TRANSFER, bytearray(b"x")), "1 to"),
         ((9, b"x"), "MailKind"),
     ],
-    ids=["empty", "receipt-too-long", "transfer-too-long", "not-bytes", "unknown-kind"],
+    ids=[
+        "empty",
+        "receipt-too-long",
+        "transfer-too-long",
+        "request-too-long",
+        "answer-too-long",
+        "not-bytes",
+        "unknown-kind",
+    ],
 )
 def test_seal_refuses_misuse(args: tuple[Any, bytes], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -205,7 +239,7 @@ def padded(kind: int, length: int, body: bytes, size: int = mail.MAIL_PLAINTEXT_
 @pytest.mark.parametrize(
     ("plaintext", "message"),
     [
-        (padded(3, 3, b"abc"), "unknown kind 3"),
+        (padded(5, 3, b"abc"), "unknown kind 5"),
         (padded(0, 3, b"abc"), "unknown kind 0"),
         (padded(1, 0, b""), "length 0"),
         (padded(2, 385, b"x" * 385), "length 385 is not valid for a receipt"),
@@ -216,7 +250,7 @@ def padded(kind: int, length: int, body: bytes, size: int = mail.MAIL_PLAINTEXT_
         (padded(1, 3, b"abc", size=767), "767 bytes, not 768"),
     ],
     ids=[
-        "kind-3",
+        "kind-5",
         "kind-0",
         "empty",
         "receipt-too-long",

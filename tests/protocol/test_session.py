@@ -18,6 +18,13 @@ from p2ptransfer.errors import (
     ProtocolError,
 )
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.request import (
+    PaymentRequest,
+    RequestAnswerKind,
+    SignedRequest,
+    sign_answer,
+    sign_request,
+)
 from p2ptransfer.protocol.session import (
     FRAME,
     Aborted,
@@ -25,6 +32,8 @@ from p2ptransfer.protocol.session import (
     FrameKind,
     PeerClosed,
     ReceiptArrived,
+    RequestAnswerArrived,
+    RequestArrived,
     Session,
     SessionState,
     TransferArrived,
@@ -309,3 +318,105 @@ def test_second_reply_from_another_connection_of_the_responder_is_ignored():
     initiator.send_transfer(make_transfer())
     (record,) = initiator.data_to_send()
     assert isinstance(first.receive_frame(record)[0], TransferArrived)
+
+
+# --- payment requests and their answers ------------------------------------------------
+
+
+def make_request(payee: Identity = ALICE, payer: Identity = BOB, signer=None) -> SignedRequest:
+    request = PaymentRequest(
+        id=secrets.token_bytes(16),
+        payee=payee.address,
+        payer=payer.address,
+        amount=1250,
+        currency="EUR",
+        memo="dinner",
+        created_at=1_700_000_000_000,
+        expires_at=1_700_086_400_000,
+    )
+    if signer is None:
+        return sign_request(payee, request)
+    return SignedRequest(request, signer.sign(request.signing_message()))
+
+
+def test_a_request_and_its_answers_flow_both_ways():
+    """The payee may be either side of a session; so may whoever answers."""
+    pair = Pair()  # ALICE initiates, BOB responds
+    pair.handshake()
+    request = make_request(payee=ALICE, payer=BOB)
+    pair.i.send_request(request)
+    assert pair.i_to_r() == [RequestArrived(request)]
+    decline = sign_answer(BOB, request, RequestAnswerKind.DECLINED, 1_700_000_001_000)
+    pair.r.send_request_answer(decline)
+    assert pair.r_to_i() == [RequestAnswerArrived(decline)]
+
+    other = make_request(payee=BOB, payer=ALICE)
+    pair.r.send_request(other)
+    assert pair.r_to_i() == [RequestArrived(other)]
+    cancel = sign_answer(BOB, other, RequestAnswerKind.CANCELLED, 1_700_000_002_000)
+    pair.r.send_request_answer(cancel)
+    assert pair.r_to_i() == [RequestAnswerArrived(cancel)]
+    pair.i.close()
+    assert pair.i_to_r() == [PeerClosed()]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (make_request(payee=MALLORY, payer=BOB), "asks for someone else"),
+        (make_request(payee=ALICE, payer=MALLORY), "addressed to someone else"),
+        (make_request(payee=ALICE, payer=BOB, signer=MALLORY), "not signed by its payee"),
+    ],
+    ids=["payee-is-not-peer", "payer-is-not-us", "signed-by-other-key"],
+)
+def test_a_request_the_peer_may_not_send_us_ends_the_session(request_, message):
+    pair = Pair()
+    pair.handshake()
+    pair.i._seal(0x15, request_.encode())  # a hostile peer seals whatever it likes
+    with pytest.raises(ProtocolError, match=message):
+        pair.i_to_r()
+    assert pair.r.state is SessionState.ERROR
+
+
+def test_an_answer_not_signed_by_the_peer_ends_the_session():
+    pair = Pair()
+    pair.handshake()
+    request = make_request(payee=MALLORY, payer=BOB)
+    answer = sign_answer(MALLORY, request, RequestAnswerKind.CANCELLED, 1_700_000_001_000)
+    pair.i._seal(0x16, answer.encode())
+    with pytest.raises(ProtocolError, match="signed by someone else"):
+        pair.i_to_r()
+    assert pair.r.state is SessionState.ERROR
+
+
+def test_an_answer_with_a_bad_signature_ends_the_session():
+    pair = Pair()
+    pair.handshake()
+    answer = sign_answer(ALICE, make_request(), RequestAnswerKind.CANCELLED, 1_700_000_001_000)
+    forged = type(answer)(answer.answer, bytes(64))
+    pair.i._seal(0x16, forged.encode())
+    with pytest.raises(ProtocolError, match="not signed by its signer"):
+        pair.i_to_r()
+
+
+def test_a_request_record_that_does_not_decode_ends_the_session():
+    pair = Pair()
+    pair.handshake()
+    pair.i._seal(0x15, make_transfer().encode())
+    with pytest.raises(DecodeError, match="wrong message type 0x21"):
+        pair.i_to_r()
+    assert pair.r.state is SessionState.ERROR
+
+
+def test_sending_a_request_or_answer_that_is_not_ours_is_refused_and_sends_nothing():
+    pair = Pair()
+    pair.handshake()
+    with pytest.raises(ValueError, match="must be our own"):
+        pair.i.send_request(make_request(payee=BOB, payer=ALICE))
+    with pytest.raises(ValueError, match="someone other than the session's peer"):
+        pair.i.send_request(make_request(payee=ALICE, payer=MALLORY))
+    decline = sign_answer(BOB, make_request(), RequestAnswerKind.DECLINED, 1_700_000_001_000)
+    with pytest.raises(ValueError, match="must be our own"):
+        pair.i.send_request_answer(decline)
+    assert pair.i.data_to_send() == []
+    assert pair.i.is_open

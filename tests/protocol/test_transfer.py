@@ -31,7 +31,9 @@ from p2ptransfer.protocol.text import display_text_problem
 from p2ptransfer.protocol.transfer import (
     MAX_TIMESTAMP_MS,
     RECEIPT_SCHEMA,
+    SIGNED_TRANSFER_SCHEMA,
     TRANSFER_SCHEMA,
+    TRANSFER_V2_SCHEMA,
     Comparison,
     Receipt,
     ReceiptStatus,
@@ -416,6 +418,7 @@ def test_transfer_is_frozen_plain_data() -> None:
         "currency": "EUR",
         "memo": "Rent for März 🏠",
         "created_at": CREATED,
+        "request_id": None,
     }
 
 
@@ -673,7 +676,13 @@ def test_reject_reason_describe(reason: RejectReason, sentence: str) -> None:
 
 def test_wire_numbers_of_statuses_and_reasons() -> None:
     assert [(s.name, s.value) for s in ReceiptStatus] == [("ACCEPTED", 1), ("REJECTED", 2)]
-    assert [r.value for r in RejectReason] == list(range(8))
+    assert [(r.name, r.value) for r in RejectReason][8:] == [
+        ("REQUEST_MISMATCH", 8),
+        ("REQUEST_PAID", 9),
+        ("REQUEST_EXPIRED", 10),
+        ("REQUEST_CANCELLED", 11),
+    ]
+    assert [r.value for r in RejectReason] == list(range(12))
 
 
 # --- idempotency ---------------------------------------------------------------------
@@ -809,3 +818,81 @@ def test_round_trip_generated_values(transfer: Transfer, decided_at: int, accept
     assert decoded == answer
     decoded.verify(transfer)
     assert compare(transfer, again.transfer) is Comparison.SAME
+
+
+# --- v2: a transfer that pays a payment request ----------------------------------------
+
+RID = bytes(range(0x40, 0x50))
+
+
+def test_a_transfer_without_request_id_keeps_the_v1_bytes() -> None:
+    assert make().encode() == bytes.fromhex(TRANSFER_HEX)
+    assert make(request_id=None).encode() == bytes.fromhex(TRANSFER_HEX)
+
+
+def test_a_paying_transfer_is_v1_plus_the_request_id_under_type_0x24() -> None:
+    paying = make(request_id=RID)
+    body = paying.encode()
+    v1 = bytes.fromhex(TRANSFER_HEX)
+    assert body == b"\x24" + v1[1:] + b"\x08" + (16).to_bytes(4, "big") + RID
+    assert len(body) <= TRANSFER_V2_SCHEMA.max_size
+    assert paying.digest == hashlib.sha256(b"p2ptransfer-transfer-digest-v1\x00" + body).digest()
+    assert paying.digest != make().digest
+    decoded = Transfer.decode(body)
+    assert decoded == paying and decoded.request_id == RID
+    signed = sign_transfer(ALICE, paying)
+    wire = signed.encode()
+    assert wire[0] == 0x21  # the signed wrapper is the same type; its content says v2
+    again = SignedTransfer.decode(wire)
+    assert again == signed and again.encode() == wire
+    again.verify()
+
+
+def test_a_v1_signature_does_not_verify_a_v2_transfer() -> None:
+    v1 = sign_transfer(ALICE, make())
+    with pytest.raises(SignatureError):
+        SignedTransfer(make(request_id=RID), v1.signature).verify()
+
+
+def test_the_largest_signed_v2_transfer_fits_the_signed_transfer_limit() -> None:
+    largest = make(
+        id=TransferId(b"\xff" * 16),
+        amount=MAX_AMOUNT_MINOR,
+        currency="KWD",
+        memo="x" * MAX_MEMO_BYTES,
+        created_at=MAX_TIMESTAMP_MS,
+        request_id=RID,
+    )
+    assert len(sign_transfer(ALICE, largest).encode()) <= SIGNED_TRANSFER_SCHEMA.max_size == 640
+
+
+@pytest.mark.parametrize("bad", [b"", bytes(15), bytes(17), bytearray(16), "x" * 16])
+def test_a_request_id_is_16_bytes(bad: object) -> None:
+    with pytest.raises(InputError, match="payment request id must be exactly 16 bytes"):
+        make(request_id=bad)
+
+
+def test_a_v2_type_with_a_malformed_request_id_does_not_decode() -> None:
+    body = make(request_id=RID).encode()
+    with pytest.raises(DecodeError, match="field 'request_id': expected 16 bytes, got 15"):
+        Transfer.decode(body[:-21] + b"\x08" + (15).to_bytes(4, "big") + RID[:15])
+    with pytest.raises(DecodeError, match="truncated before field 'request_id'"):
+        Transfer.decode(b"\x24" + body[1:-21])  # v1 fields under the v2 type
+    with pytest.raises(DecodeError, match="transfer: 21 trailing bytes"):
+        Transfer.decode(b"\x20" + body[1:])  # the request id under the v1 type
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "result"),
+    [
+        (RID, RID, Comparison.SAME),
+        (RID, bytes(16), Comparison.CONFLICT),
+        (RID, None, Comparison.CONFLICT),
+        (None, RID, Comparison.CONFLICT),
+    ],
+    ids=["same-request", "other-request", "v2-then-v1", "v1-then-v2"],
+)
+def test_compare_takes_the_request_id_into_account(
+    a: bytes | None, b: bytes | None, result: Comparison
+) -> None:
+    assert compare(make(request_id=a), make(request_id=b)) is result
