@@ -9,6 +9,8 @@ write transaction only as a guard against a racing writer. The rules::
     same id already recorded, other content  -> CONFLICT   a signed rejection, not stored
     sender not a contact (no accept_unknown) -> QUARANTINE a signed unknown_sender
                                                            rejection, not journaled
+    pays a request we lack, or not as asked   -> RECORD     rejected request_mismatch /
+                                                           _paid / _expired / _cancelled
     otherwise                                -> RECORD     accepted, or rejected by the
                                                            policy (currency, limit)
 
@@ -23,6 +25,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .request import PaymentRequest, RequestState, check_payment
 from .transfer import Comparison, RejectReason, SignedReceipt, SignedTransfer, Transfer, compare
 
 __all__ = ["AcceptancePolicy", "Action", "Verdict", "decide"]
@@ -79,12 +82,17 @@ def decide(
     stored: tuple[SignedTransfer, SignedReceipt] | None,
     known_sender: bool,
     policy: AcceptancePolicy,
+    request: tuple[PaymentRequest, RequestState] | None = None,
+    now_ms: int = 0,
 ) -> Verdict:
     """The verdict for ``signed``; see the module docstring for the rules.
 
     ``problem`` is what the session already found wrong with the transfer
     (e.g. it names another recipient); ``stored`` is what the ledger holds
-    under its id, if anything.
+    under its id, if anything. A transfer that pays a request is first held
+    to it (:func:`.request.check_payment`, with the request as the ledger
+    holds it and the payee's clock ``now_ms``): one naming a request we do
+    not have is REQUEST_MISMATCH; the ledger checks again when it commits.
     """
     if problem is not None:
         return Verdict(Action.REFUSE, problem)
@@ -93,6 +101,12 @@ def decide(
         if compare(stored_transfer.transfer, signed.transfer) is Comparison.SAME:
             return Verdict(Action.REPEAT, stored=stored_receipt)
         return Verdict(Action.CONFLICT, RejectReason.CONFLICT)
+    if signed.transfer.request_id is not None and (known_sender or policy.accept_unknown):
+        if request is None:
+            return Verdict(Action.RECORD, RejectReason.REQUEST_MISMATCH)
+        paying = check_payment(request[0], request[1], signed.transfer, now_ms)
+        if paying is not None:
+            return Verdict(Action.RECORD, paying)
     reason = policy.judge(signed.transfer, known_sender)
     if reason is RejectReason.UNKNOWN_SENDER:
         return Verdict(Action.QUARANTINE, reason)
