@@ -315,6 +315,18 @@ class RequestBook(TransferBook):
         )
         return None
 
+    def _recovered_payment(self, conn: sqlite3.Connection, signed: SignedTransfer, at: int) -> None:
+        """Our signed acceptance of ``signed`` was recovered: an open request it pays is paid.
+
+        A request closed here otherwise (paid by another transfer, declined,
+        cancelled) is left as it is: reconciliation reports what disagrees.
+        """
+        conn.execute(
+            "UPDATE requests SET state = 'paid', paid_by = ?, updated_at = ? "
+            "WHERE id = ? AND direction = 'out' AND state = 'open'",
+            (signed.id, at, signed.transfer.request_id),
+        )
+
     # --- reading ---
 
     def get_request(self, request_id: bytes, direction: str | None = None) -> RequestRow:

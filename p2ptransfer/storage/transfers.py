@@ -521,6 +521,12 @@ class TransferBook(Store):
         """
         return RejectReason.REQUEST_MISMATCH
 
+    def _recovered_payment(self, conn: sqlite3.Connection, signed: SignedTransfer, at: int) -> None:
+        """An accepted payment was recovered (reconciliation): mark its open request paid.
+
+        Inside the write transaction; no requests are kept by this part.
+        """
+
     # --- reading ---
 
     def get_transfer(self, transfer_id: bytes, direction: str) -> TransferRow:

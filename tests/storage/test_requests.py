@@ -480,3 +480,20 @@ def test_verify_refuses_a_paid_request_without_the_transfer_that_paid_it(
             owned.verify(me)
     owned._conn.execute("UPDATE requests SET paid_by = ? WHERE id = ?", (payment.id, asked.id))
     assert owned.verify(me) == 4
+
+
+def test_a_recovered_accepted_payment_marks_its_open_request_paid(
+    owned: Ledger, me: Identity, bob: Identity
+) -> None:
+    """After a restore, reconciliation brings back the payment: the request must not reopen."""
+    asked = make_request(me, bob, 500)
+    owned.record_request(asked, AT)
+    payment = make_transfer(bob, me, 500, request_id=asked.id, created_at=T0 + 1)
+    (row,) = owned.recover([(payment, accept(me, payment, AT))], AT + 1)
+    assert row.status is TransferStatus.COMPLETED
+    stored = owned.get_request(asked.id)
+    assert (stored.state, stored.paid_by) == (RequestState.PAID, payment.id)
+    assert owned.verify(me) == 2
+    second = make_transfer(bob, me, 500, request_id=asked.id, created_at=T0 + 2)
+    ((answer, _),) = _pay(owned, me, [second])
+    assert answer.receipt.reason is RejectReason.REQUEST_PAID
