@@ -353,7 +353,10 @@ class RequestBook(TransferBook):
         """
         check_timestamp(now_ms, "now")
         _check_direction(direction)
-        wanted = None if state is None else RequestState(state)
+        try:
+            wanted = None if state is None else RequestState(state)
+        except ValueError as exc:
+            raise InputError(f"unknown request state {state!r}") from exc
         rows = self._conn.execute(
             f"SELECT {REQUEST_COLUMNS} FROM requests "  # noqa: S608
             "WHERE (? IS NULL OR direction = ?) ORDER BY created_at DESC, rowid DESC",

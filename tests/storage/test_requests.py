@@ -385,6 +385,11 @@ def test_an_expired_or_closed_request_refuses_its_payment(
     assert stored.state is RequestState.OPEN  # expiry is read, never stored
     assert owned.requests(expires_at, state=RequestState.EXPIRED) == [stored]
     assert owned.requests(expires_at, state=RequestState.OPEN) == []
+    assert owned.requests(expires_at, state="expired") == [stored]
+    with pytest.raises(InputError, match=r"^unknown request state 'gone'$"):
+        owned.requests(expires_at, state="gone")
+    with pytest.raises(InputError, match=r"^direction is 'in' or 'out'$"):
+        owned.requests(expires_at, direction="both")
 
 
 def test_a_rejected_payment_stays_rejected_and_an_ordinary_transfer_ignores_requests(
