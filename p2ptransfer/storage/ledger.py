@@ -11,8 +11,10 @@ The money part is an append-only **journal**; everything else is derived::
 parts together, each in its own module: :mod:`.contacts` (trust decisions),
 :mod:`.transfers` (the write path), :mod:`.recovery` (what reconciliation reads and
 restores), :mod:`.quarantine` (strangers' refused
-transfers, outside the chain), :mod:`.journal` (the legal moves, the owner and
-the verifying walk) and :mod:`.checkpoint` (the owner's signed head, which
+transfers, outside the chain), :mod:`.requests` (payment requests both ways,
+outside the chain; paid in the transaction that records the paying
+transfer), :mod:`.journal` (the legal moves, the owner and the verifying
+walk) and :mod:`.checkpoint` (the owner's signed head, which
 makes a rollback visible).
 
 **Owner.** Opened with the owner's :class:`~..protocol.identity.Identity`, a
@@ -41,6 +43,7 @@ from .journal import OWNER_TRANSFER_ID, apply_entry, find_owner, owner_record
 from .quarantine import QuarantineBook, QuarantinedTransfer
 from .records import Contact, HandlePin, TransferRow, TransferStatus, check_contact_name
 from .recovery import Recovery
+from .requests import RequestBook, RequestRow, check_requests
 from .schema import EntryKind
 from .store import BUSY_TIMEOUT_MS, PendingWrites, connect
 
@@ -50,6 +53,7 @@ __all__ = [
     "HandlePin",
     "Ledger",
     "QuarantinedTransfer",
+    "RequestRow",
     "TransferRow",
     "TransferStatus",
     "apply_entry",
@@ -65,7 +69,7 @@ def _public(owner: Owner) -> PublicIdentity:
     )
 
 
-class Ledger(ContactBook, Recovery, QuarantineBook):
+class Ledger(ContactBook, Recovery, RequestBook, QuarantineBook):
     """One peer's ledger file. Not thread-safe: use it from one thread (the event loop)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -228,8 +232,10 @@ class Ledger(ContactBook, Recovery, QuarantineBook):
         continuity from 1, the link to the previous hash, its own hash, every
         signature, the legality of its move, that it is the owner's) up to
         the recorded head; that the transfers table is exactly what the
-        journal implies; and that the signed checkpoint names an entry of
-        this journal. The first problem raises LedgerIntegrityError with
+        journal implies; that the signed checkpoint names an entry of this
+        journal; and that every request marked paid names a completed
+        incoming transfer that pays it (requests are outside the chain: this
+        is consistency, not history). The first problem raises LedgerIntegrityError with
         ``row`` = the seq of the first bad journal entry (None when no entry
         is to blame).
         """
@@ -252,6 +258,7 @@ class Ledger(ContactBook, Recovery, QuarantineBook):
                 )
             journal.compare_table(conn, state)
             self._check_checkpoint(conn, owner_key, last_seq)
+            check_requests(conn)
         return last_seq
 
     def _check_owner(self, owner: Owner, owner_key: bytes | None, last_seq: int) -> None:

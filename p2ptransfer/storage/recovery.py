@@ -70,7 +70,9 @@ class Recovery(TransferBook):
         Needs a ledger that knows its owner (to tell in from out). An id the
         ledger already holds settled is left alone (the caller reports a
         disagreement); an outgoing one still pending or failed takes the
-        receipt, as it would have had it arrived.
+        receipt, as it would have had it arrived. A recovered incoming
+        transfer we accepted that pays one of our requests still open marks
+        it paid, in the same transaction (the receipt we signed says so).
         """
         check_timestamp(at)
         if self._owner_key is None:
@@ -88,6 +90,8 @@ class Recovery(TransferBook):
                         conn, EntryKind.IN_RECORDED, signed.id, at, None, signed=signed,
                         receipt=receipt,
                     )  # fmt: skip
+                    if signed.transfer.request_id is not None and receipt.receipt.accepted:
+                        self._recovered_payment(conn, signed, at)
                 else:
                     if current is None:
                         current = self._append(

@@ -14,7 +14,8 @@ Why the schema looks the way it does (docs/ledger.md has the full story):
   off the *end* of the journal is detected too, not only gaps in the middle.
 * Balances are never stored: they are a SUM over completed transfers.
 * ``contacts`` and ``handle_pins`` are local trust decisions, not money: they
-  are ordinary mutable tables, outside the journal.
+  are ordinary mutable tables, outside the journal. So are ``requests``: the
+  money a request asks for is the journaled transfer that pays it.
 
 Migrations are an ordered list; migration *i* takes ``PRAGMA user_version``
 from *i* to *i + 1* and runs in one transaction together with that version
@@ -310,7 +311,36 @@ _V5 = (
     """,
 )
 
-MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3, _V4, _V5]
+_V6 = (
+    # Payment requests, both directions. Policy-like state outside the journal: the money is
+    # the journaled transfer that pays one (it carries the request id in its signed bytes);
+    # this table says what was asked and how it ended. 'expired' is never stored: it is read
+    # from expires_at and the clock.
+    """
+    CREATE TABLE requests (
+        id             BLOB    NOT NULL CHECK (length(id) = 16),
+        direction      TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+        counterparty   TEXT    NOT NULL,
+        amount_minor   INTEGER NOT NULL CHECK (amount_minor > 0),
+        currency       TEXT    NOT NULL,
+        memo           TEXT    NOT NULL,
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL CHECK (expires_at > created_at),
+        state          TEXT    NOT NULL
+                       CHECK (state IN ('open', 'paid', 'declined', 'cancelled')),
+        paid_by        BLOB    CHECK (paid_by IS NULL OR length(paid_by) = 16),
+        signed_request BLOB    NOT NULL,
+        signed_answer  BLOB,
+        updated_at     INTEGER NOT NULL,
+        PRIMARY KEY (id, direction),
+        CHECK ((state = 'paid') = (paid_by IS NOT NULL)),
+        CHECK ((state IN ('declined', 'cancelled')) = (signed_answer IS NOT NULL))
+    )
+    """,
+    "CREATE INDEX requests_created ON requests (created_at)",
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 """Migration *i* brings ``user_version`` from *i* to *i + 1*; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from ..errors import InputError, NotFound, StorageError, TransferConflict
 from ..protocol.transfer import (
     Comparison,
+    RejectReason,
     SignedReceipt,
     SignedTransfer,
     check_timestamp,
@@ -31,6 +32,7 @@ from .records import (
     TransferRow,
     TransferStatus,
     canonical_address,
+    reason_text,
     row_from_sql,
 )
 from .schema import EntryKind
@@ -390,6 +392,7 @@ class TransferBook(Store):
         at: int,
         *,
         on_conflict: Callable[[SignedTransfer], SignedReceipt] | None = None,
+        on_request: Callable[[SignedTransfer, RejectReason], SignedReceipt] | None = None,
     ) -> list[Recorded]:
         """Group commit: record many incoming transfers in ONE transaction (one fsync).
 
@@ -402,6 +405,17 @@ class TransferBook(Store):
         be a *rejection* of that transfer (typically ``reject(identity,
         signed, RejectReason.CONFLICT, at)``). Without ``on_conflict`` a
         conflict raises TransferConflict and nothing of the batch is written.
+
+        **Payments of requests.** A new item whose transfer carries a
+        ``request_id`` and whose receipt accepts it is judged here, under the
+        write lock, against our request of that id (``check_payment``; no such
+        request is REQUEST_MISMATCH). If it passes, the request is marked paid
+        by this transfer in this same transaction; if not, the item is recorded
+        with the rejection ``on_request(signed, reason)`` returns (a rejection
+        of that transfer for that reason, checked), called inside the
+        transaction — so two transfers paying one request, in one batch or
+        from two processes, are never both accepted. Without ``on_request``
+        such an item raises InputError and nothing of the batch is written.
         """
         check_timestamp(at)
         for pair in items:
@@ -420,6 +434,8 @@ class TransferBook(Store):
             for signed, receipt in items:
                 known = self._current(conn, signed.id, "in")
                 if known is None:
+                    if signed.transfer.request_id is not None and receipt.receipt.accepted:
+                        receipt = self._payment_answer(conn, signed, receipt, at, on_request)
                     row = self._append(
                         conn,
                         EntryKind.IN_RECORDED,
@@ -461,6 +477,55 @@ class TransferBook(Store):
                 result = answer
             out.append(Recorded(result, new_row))
         return out
+
+    def _payment_answer(
+        self,
+        conn: sqlite3.Connection,
+        signed: SignedTransfer,
+        receipt: SignedReceipt,
+        at: int,
+        on_request: Callable[[SignedTransfer, RejectReason], SignedReceipt] | None,
+    ) -> SignedReceipt:
+        """The receipt to record for a new accepted transfer that pays a request.
+
+        ``receipt`` itself when the request takes the payment (it is then
+        marked paid, in this transaction), else the checked rejection from
+        ``on_request``.
+        """
+        reason = self._settle_request(conn, signed, at)
+        if reason is None:
+            return receipt
+        request_id = signed.transfer.request_id
+        assert request_id is not None
+        if on_request is None:
+            raise InputError(
+                f"transfer {signed.id.hex()} cannot pay payment request {request_id.hex()} "
+                f"({reason_text(reason)}); nothing was recorded"
+            )
+        answer = on_request(signed, reason)
+        answer.verify(signed)
+        if answer.receipt.accepted or answer.receipt.reason is not reason:
+            raise ValueError(
+                f"on_request must return a rejection of that transfer for {reason_text(reason)}"
+            )
+        return answer
+
+    def _settle_request(
+        self, conn: sqlite3.Connection, signed: SignedTransfer, at: int
+    ) -> RejectReason | None:
+        """Why our request refuses ``signed`` as its payment, or None once marked paid by it.
+
+        Inside the write transaction. This part of the ledger keeps no
+        requests, so every payment names an unknown one; :class:`.requests.
+        RequestBook` looks them up.
+        """
+        return RejectReason.REQUEST_MISMATCH
+
+    def _recovered_payment(self, conn: sqlite3.Connection, signed: SignedTransfer, at: int) -> None:
+        """An accepted payment was recovered (reconciliation): mark its open request paid.
+
+        Inside the write transaction; no requests are kept by this part.
+        """
 
     # --- reading ---
 
