@@ -180,6 +180,21 @@ COMMANDS: dict[str, LazyCommand] = {
         "policy",
         "Show or set what you accept: from strangers or not, which currencies.",
     ),
+    "request": LazyCommand(
+        f"{_FAMILY}.requests",
+        "request",
+        "Ask CONTACT to pay you AMOUNT of CURRENCY: a signed, single-use, expiring request.",
+    ),
+    "requests": LazyCommand(
+        f"{_FAMILY}.requests",
+        "requests",
+        "List payment requests, yours and to you, with their state.",
+    ),
+    "pay": LazyCommand(
+        f"{_FAMILY}.requests",
+        "pay",
+        "Pay REQUEST (an id from `p2ptransfer requests`, or a pasted p2ptreq1... code).",
+    ),
     "abandon": LazyCommand(
         f"{_FAMILY}.transfers",
         "abandon",

@@ -23,7 +23,14 @@ from ..clock import now_ms
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol.acceptance import AcceptancePolicy, Action, decide
 from ..protocol.amounts import format_amount
-from ..protocol.session import Established, ReconcileArrived, TransferArrived, abort_frame
+from ..protocol.session import (
+    Established,
+    ReconcileArrived,
+    RequestAnswerArrived,
+    RequestArrived,
+    TransferArrived,
+    abort_frame,
+)
 from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
 from ..storage.ledger import TransferRow
 from .sessions import (
@@ -125,6 +132,10 @@ class Incoming(SessionHost):
                         self._emit(PeerEvent("session", event.peer.address))
                     elif isinstance(event, ReconcileArrived):
                         await self._answer_reconcile(run, event.message)
+                    elif isinstance(event, RequestArrived):
+                        self._on_request(run.remote, event.signed)
+                    elif isinstance(event, RequestAnswerArrived):
+                        self._on_request_answer(event.signed)
                     elif isinstance(event, TransferArrived):
                         run.unanswered += 1
                         if run.unanswered > _MAX_UNANSWERED:
@@ -196,6 +207,8 @@ class Incoming(SessionHost):
                 stored=known_ids.get(signed.id),
                 known_sender=known,
                 policy=self.policy,
+                request=self._request_for(signed, decided_at),
+                now_ms=decided_at,
             )
             if verdict.action is Action.REPEAT:
                 assert verdict.stored is not None
@@ -220,6 +233,7 @@ class Incoming(SessionHost):
                 to_store,
                 decided_at,
                 on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
+                on_request=lambda s, why: reject(self.identity, s, why, decided_at),
             )
             for index, (receipt, row) in zip(store_index, stored, strict=True):
                 answers[index] = (answers[index][0], receipt)

@@ -50,6 +50,7 @@ from ..protocol.amounts import format_amount
 from ..protocol.envelope import Envelope, MailKind
 from ..protocol.identity import PublicIdentity
 from ..protocol.prekey import DEFAULT_CLOCK_SKEW_MS, Prekey, SignedPrekey, select_prekey
+from ..protocol.request import SignedRequest, SignedRequestAnswer
 from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
 from ..storage.ledger import TransferRow
 from ..storage.prekeys import PrekeyStore
@@ -296,6 +297,15 @@ class Mailing(SessionHost):
             return
         if kind is MailKind.RECEIPT:
             await self._on_mailed_receipt(mail, SignedReceipt.decode(blob))
+        elif kind is MailKind.REQUEST:
+            if self._collecting:
+                self._on_request(mail.sender, SignedRequest.decode(blob))
+                await self._ack(mail)
+            elif len(self._held) < MAILBOX_SIZE:
+                self._held.append(mail)
+        elif kind is MailKind.REQUEST_ANSWER:
+            self._on_request_answer(SignedRequestAnswer.decode(blob))
+            await self._ack(mail)
         elif kind is MailKind.TRANSFER:
             if self._collecting:
                 await self._on_mailed_transfer(mail, SignedTransfer.decode(blob))
@@ -372,6 +382,8 @@ class Mailing(SessionHost):
             stored=known,
             known_sender=self._is_contact(transfer.sender),
             policy=self.policy,
+            request=self._request_for(signed, decided_at),
+            now_ms=decided_at,
         )
         if verdict.action is Action.REPEAT:
             assert verdict.stored is not None
@@ -385,6 +397,7 @@ class Mailing(SessionHost):
                 [(signed, receipt)],
                 decided_at,
                 on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
+                on_request=lambda s, why: reject(self.identity, s, why, decided_at),
             )
             if row is not None:
                 self._collected.transfers.append(row)

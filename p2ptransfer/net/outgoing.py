@@ -60,13 +60,29 @@ class SendOutcome:
 class Outgoing(SessionHost):
     """Sending: sign and store transfers as pending, deliver them, store their receipts."""
 
-    def prepare(self, recipient: str, amount: int, currency: str, memo: str = "") -> SignedTransfer:
-        """Sign a new transfer and commit it as pending: from here it can only end once."""
-        (signed,) = self.prepare_many(recipient, [(amount, currency, memo)])
+    def prepare(
+        self,
+        recipient: str,
+        amount: int,
+        currency: str,
+        memo: str = "",
+        *,
+        request_id: bytes | None = None,
+    ) -> SignedTransfer:
+        """Sign a new transfer and commit it as pending: from here it can only end once.
+
+        With ``request_id`` the transfer pays that payment request (it must
+        match it exactly: payee, amount, currency).
+        """
+        (signed,) = self.prepare_many(recipient, [(amount, currency, memo)], request_id=request_id)
         return signed
 
     def prepare_many(
-        self, recipient: str, items: Iterable[tuple[int, str, str]]
+        self,
+        recipient: str,
+        items: Iterable[tuple[int, str, str]],
+        *,
+        request_id: bytes | None = None,
     ) -> list[SignedTransfer]:
         """Sign new transfers and commit them all as pending in one transaction."""
         created_at = now_ms()
@@ -81,6 +97,7 @@ class Outgoing(SessionHost):
                     currency=currency,
                     memo=memo,
                     created_at=created_at,
+                    request_id=request_id,
                 ),
             )
             for amount, currency, memo in items

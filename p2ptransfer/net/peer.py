@@ -58,10 +58,11 @@ from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
 from ..storage.prekeys import PrekeyStore
 from .incoming import COMMIT_QUEUE, Incoming
-from .mail import MAILBOX_SIZE, Collected, Mailing
+from .mail import MAILBOX_SIZE, Collected
 from .outgoing import Outgoing, SendOutcome
 from .reconcile import ReconcileReport, Reconciling
 from .relay_client import Deliver, Mail, Offline, RelayClient
+from .requests import Requesting
 from .sessions import (
     DEFAULT_WINDOW,
     MAX_BATCH,
@@ -93,7 +94,7 @@ _MAX_SESSIONS_PER_REMOTE = 8
 _MAX_STRANGER_SESSIONS = 16  # incoming sessions from non-contacts, all together
 
 
-class Peer(Reconciling, Mailing, Outgoing, Incoming):
+class Peer(Reconciling, Requesting, Outgoing, Incoming):
     """One identity connected to one relay; see the module docstring for the rules."""
 
     def __init__(

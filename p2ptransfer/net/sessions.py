@@ -27,6 +27,7 @@ from ..protocol import reconcile
 from ..protocol.acceptance import AcceptancePolicy
 from ..protocol.identity import Identity, PublicIdentity
 from ..protocol.reconcile import Reconciliation
+from ..protocol.request import PaymentRequest, RequestState, SignedRequest, SignedRequestAnswer
 from ..protocol.session import Aborted, Event, Frame, Session
 from ..protocol.transfer import SignedReceipt, SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
@@ -141,6 +142,20 @@ class SessionHost(abc.ABC):
     @abc.abstractmethod
     def _is_contact(self, remote: str) -> bool:
         """Is ``remote`` (a relay-authenticated address) one of our pinned contacts?"""
+
+    def _request_for(
+        self, signed: SignedTransfer, now_ms: int
+    ) -> tuple[PaymentRequest, RequestState] | None:
+        """The request ``signed`` pays, as our ledger holds it (None: none, or no request)."""
+        return None
+
+    def _on_request(self, sender: str, signed: SignedRequest) -> None:
+        """A payment request arrived (the Requesting part keeps it)."""
+        raise ProtocolError("this peer does not take payment requests")
+
+    def _on_request_answer(self, signed: SignedRequestAnswer) -> None:
+        """A decline or cancellation arrived (the Requesting part records it)."""
+        raise ProtocolError("this peer does not take payment requests")
 
     async def _answer_reconcile(self, run: _SessionRun, message: reconcile.Message) -> None:
         """Responder: a reconcile message arrived (the Reconciling part answers it)."""

@@ -110,6 +110,7 @@ def mail_options(command: F) -> F:
     help="Seconds to wait for the recipient to come online and answer.",
 )
 @mail_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @output_option("json")
 @pass_app
 @uses_relay
@@ -122,6 +123,7 @@ def send(
     timeout: float,
     wait: float,
     online_only: bool,
+    yes: bool,
     output: str,
 ) -> None:
     """Send AMOUNT of CURRENCY to RECIPIENT (a contact name or an address).
@@ -145,6 +147,20 @@ def send(
         address, label = resolve_recipient(ledger, recipient)
         if address == own.address:
             raise InputError("you cannot send a transfer to yourself")
+        if not yes and stdin_is_tty():
+            contact = ledger.contact_for_address(address)
+            app.note(f"send {format_amount(minor, code)} {code} to {label}")
+            app.note(f"  address  {address}")
+            if memo:
+                app.note(f"  memo     {memo}")
+            if contact is None or not contact.verified:
+                app.note(
+                    "  WARNING: you never compared safety numbers with this recipient "
+                    "('p2ptransfer contacts verify NAME')"
+                )
+            if not click.confirm("send it?", default=False, err=True):
+                app.note("not sent; nothing was signed or recorded")
+                return
         passphrase = app.read_passphrase()
 
         async def go() -> SendOutcome | TransferRow:
