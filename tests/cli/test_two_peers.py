@@ -476,3 +476,85 @@ def test_a_transfer_sent_while_away_completes_after_both_were_offline(tmp_path: 
     assert _ledger(bob)["balances"][0]["balance"] == "12.50"
     for cli in (alice, bob):
         assert cli.ok("ledger", "verify").startswith("ledger OK: ")
+
+
+# --- payment requests ---------------------------------------------------------------
+
+
+def _on_a_terminal(cli: Cli, *args: str, answer: str) -> subprocess.CompletedProcess[str]:
+    """Run a command with stdin on a real pseudo-terminal and type ``answer`` into it."""
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            cli.argv(*args),
+            cwd=ROOT,
+            env=cli.env(),
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(secondary)
+        os.write(primary, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=STEP_TIMEOUT)
+    finally:
+        os.close(primary)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_bob_asks_alice_pays_once(people: tuple[Cli, str, Cli, str]) -> None:
+    alice, _, bob, _ = people
+    listener = alice.background("listen")
+    try:
+        listener.wait_for("listening as")
+        asked = bob.json("request", "alice", "12.50", "EUR", "--memo", "dinner", "--expires", "2h")
+    finally:
+        listener.stop()
+    assert (asked["state"], asked["direction"], asked["delivery"]) == ("open", "out", "delivered")
+    assert asked["code"].startswith("p2ptreq1")
+    (mine,) = alice.json("requests")["requests"]
+    assert (mine["id"], mine["direction"], mine["amount"], mine["counterparty_name"]) == (
+        asked["id"], "in", "12.50", "bob",
+    )  # fmt: skip
+
+    # No terminal and no --yes: refused, nothing signed or written.
+    blind = alice.run("pay", asked["id"][:8])
+    assert blind.returncode == 2 and "--yes" in blind.stderr
+    # On a terminal, "n" pays nothing.
+    declined = _on_a_terminal(alice, "pay", asked["id"][:8], answer="n")
+    assert declined.returncode == 0, declined
+    assert "pay 12.50 EUR to bob" in declined.stderr
+    assert "WARNING: you never compared safety numbers" in declined.stderr
+    assert "not paid; nothing was signed or recorded" in declined.stderr
+    assert _ledger(alice)["transfers"] == []
+
+    listener = bob.background("listen")
+    try:
+        listener.wait_for("listening as")
+        paid = _on_a_terminal(alice, "pay", asked["code"], "--json", answer="y")
+        assert paid.returncode == 0, paid
+        assert json.loads(paid.stdout)["status"] == "completed"
+        again = alice.run("pay", asked["code"], "--yes")
+        assert again.returncode == 3
+        assert "already paid from this ledger" in again.stderr
+    finally:
+        listener.stop()
+    (theirs,) = bob.json("requests")["requests"]
+    assert theirs["state"] == "paid"
+    assert theirs["paid_by"] == json.loads(paid.stdout)["id"]
+    assert _ledger(bob)["balances"][0]["balance"] == "12.50"
+    for cli in (alice, bob):
+        assert cli.ok("ledger", "verify").startswith("ledger OK: ")
+
+
+def test_send_asks_before_signing_on_a_terminal(people: tuple[Cli, str, Cli, str]) -> None:
+    alice, *_ = people
+    kept = _on_a_terminal(alice, "send", "bob", "5.00", "EUR", "--memo", "tea", answer="n")
+    assert kept.returncode == 0, kept
+    assert "send 5.00 EUR to bob" in kept.stderr and "memo     tea" in kept.stderr
+    assert "WARNING: you never compared safety numbers" in kept.stderr
+    assert "not sent; nothing was signed or recorded" in kept.stderr
+    assert _ledger(alice)["transfers"] == []
