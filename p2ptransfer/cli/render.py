@@ -71,11 +71,18 @@ TRANSFER_FIELDS = (
     "reason",
     "created_at",
     "updated_at",
+    "request_id",
 )
 
 CSV_COLUMNS = (
-    *(name for name in TRANSFER_FIELDS if name not in ("counterparty_name", "amount_minor")),
-    "counterparty_name",  # added later: new columns go at the end, scripts index by position
+    *(
+        name
+        for name in TRANSFER_FIELDS
+        if name not in ("counterparty_name", "amount_minor", "request_id")
+    ),
+    # Added later: new columns go at the end, because scripts index them by position.
+    "counterparty_name",
+    "request_id",
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -244,7 +251,13 @@ def transfer_json(row: TransferRow, names: Names) -> dict[str, object]:
         "reason": _reason_text(row),
         "created_at": iso_time(row.created_at),
         "updated_at": iso_time(row.updated_at),
+        "request_id": _request_id(row),
     }
+
+
+def _request_id(row: TransferRow) -> str | None:
+    """The payment request a transfer pays (hex), if it pays one."""
+    return None if row.request_id is None else row.request_id.hex()
 
 
 def transfer_line(row: TransferRow, names: Names) -> str:
@@ -254,9 +267,11 @@ def transfer_line(row: TransferRow, names: Names) -> str:
     memo = f" ({row.memo})" if row.memo else ""
     reason = _reason_text(row)
     status = f"{row.status}: {reason}" if reason and row.status != "completed" else row.status
+    paying = _request_id(row)
+    pays = f" pays request {paying}" if paying is not None else ""
     line = (
         f"{row.direction} {amount} {row.currency} {arrow} {names.show(row.counterparty)}"
-        f"{memo} [{status}] id {row.id.hex()}"
+        f"{memo} [{status}] id {row.id.hex()}{pays}"
     )
     return escape_for_terminal(line)
 

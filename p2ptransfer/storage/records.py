@@ -19,6 +19,7 @@ from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
 from ..protocol.text import check_display_text
 from ..protocol.transfer import (
+    TRANSFER_V2_SCHEMA,
     RejectReason,
     SignedReceipt,
     SignedTransfer,
@@ -38,6 +39,7 @@ __all__ = [
     "row_from_sql",
 ]
 
+_INNER_TYPE_AT = 6  # a signed transfer: type byte, field 1's tag and u32 length, the transfer
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ADDRESS_PREFIX = "p2pt1"
 _MAX_NOTE = 1000
@@ -163,6 +165,18 @@ class TransferRow:
         if self.signed_receipt is None:
             return None
         return SignedReceipt.decode(self.signed_receipt)
+
+    @cached_property
+    def request_id(self) -> bytes | None:
+        """The payment request this transfer pays, None if it pays none.
+
+        Only a version-2 transfer can carry one; its type byte sits at a fixed
+        offset of the signed bytes, so other rows are answered without decoding.
+        """
+        blob = self.signed_transfer
+        if len(blob) <= _INNER_TYPE_AT or blob[_INNER_TYPE_AT] != TRANSFER_V2_SCHEMA.type_id:
+            return None
+        return self.signed.transfer.request_id
 
     @property
     def amount(self) -> str:

@@ -37,6 +37,7 @@ def test_json_and_csv_of_a_ledger_exact(tmp_path: Path) -> None:
         "reason": None,
         "created_at": "2026-01-01T00:00:00.000Z",
         "updated_at": "2026-01-01T00:00:01.234Z",
+        "request_id": None,
     }
     assert [(r["amount"], r["status"], r["reason"]) for r in records[1:]] == [
         ("5", "pending", None),
@@ -50,13 +51,13 @@ def test_json_and_csv_of_a_ledger_exact(tmp_path: Path) -> None:
 
     assert csv_text(ledger.transfers(), names) == (
         "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at,"
-        "counterparty_name\r\n"
+        "counterparty_name,request_id\r\n"
         f'{paid.id.hex()},in,{bob.address},12.50,EUR,"Caf\u00e9, ""the"" bill",completed,,'
-        "2026-01-01T00:00:00.000Z,2026-01-01T00:00:01.234Z,bob\r\n"
+        "2026-01-01T00:00:00.000Z,2026-01-01T00:00:01.234Z,bob,\r\n"
         f"{sent.id.hex()},out,{bob.address},5,JPY,'=1+2,pending,,"
-        "2026-01-01T00:01:00.000Z,2026-01-01T00:01:00.001Z,bob\r\n"
+        "2026-01-01T00:01:00.000Z,2026-01-01T00:01:00.001Z,bob,\r\n"
         f"{refused.id.hex()},out,{bob.address},0.001,BHD,,rejected,over_limit,"
-        "2026-01-01T00:02:00.000Z,2026-01-01T00:02:00.500Z,bob\r\n"
+        "2026-01-01T00:02:00.000Z,2026-01-01T00:02:00.500Z,bob,\r\n"
     )
     ledger.close()
 
@@ -64,5 +65,17 @@ def test_json_and_csv_of_a_ledger_exact(tmp_path: Path) -> None:
 def test_csv_of_no_transfers() -> None:
     assert csv_text([], Names([])) == (
         "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at,"
-        "counterparty_name\r\n"
+        "counterparty_name,request_id\r\n"
     )
+
+
+def test_a_payment_names_its_request(tmp_path: Path) -> None:
+    me, bob = new_identity(), new_identity()
+    with Ledger.open(tmp_path / "ledger.sqlite3", owner=me) as ledger:
+        paying = make_transfer(me, bob, amount=500, request_id=bytes(range(16)))
+        ledger.record_outgoing(paying, T0)
+        (row,) = ledger.transfers()
+    names = Names([])
+    assert row.request_id == bytes(range(16))
+    assert transfer_json(row, names)["request_id"] == bytes(range(16)).hex()
+    assert csv_text([row], names).splitlines()[1].endswith("," + bytes(range(16)).hex())

@@ -350,7 +350,7 @@ def test_empty_ledger(invoke: Invoke, alice: Person) -> None:
     csv_run = invoke(*alice.args("ledger", "--csv"))
     assert csv_run.out.splitlines() == [
         "id,direction,counterparty,amount,currency,memo,status,reason,created_at,updated_at,"
-        "counterparty_name"
+        "counterparty_name,request_id"
     ]
     text = invoke(*alice.args("ledger"))
     assert text.code == 0
@@ -399,6 +399,7 @@ def test_ledger_shows_pending_transfers(invoke: Invoke, alice: Person, bob: Pers
                 "reason": None,
                 "created_at": "2026-09-21T14:13:21.250Z",
                 "updated_at": "2026-09-21T14:13:20.500Z",
+                "request_id": None,
             }
         ],
         "balances": [],
