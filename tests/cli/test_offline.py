@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from p2ptransfer.cli import app as app_module
 from p2ptransfer.cli import cli
-from p2ptransfer.protocol.identity import PublicIdentity, safety_number
+from p2ptransfer.protocol.identity import Identity, PublicIdentity, safety_number
 from p2ptransfer.protocol.transfer import Transfer, TransferId, sign_transfer
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger
@@ -678,3 +678,49 @@ def test_receiving_commands_use_the_stored_policy_unless_told_otherwise(
         assert (stored.accept_unknown, stored.currencies) == (True, frozenset({"USD"}))
         flagged = acceptance_policy(ledger, False, ("EUR",))
         assert (flagged.accept_unknown, flagged.currencies) == (False, frozenset({"EUR"}))
+
+
+def _code_from(payee: Identity, payer: str, amount: int = 1250) -> str:
+    from p2ptransfer.clock import now_ms
+    from p2ptransfer.protocol.request import PaymentRequest, request_code, sign_request
+
+    created = now_ms()
+    return request_code(
+        sign_request(
+            payee,
+            PaymentRequest(
+                id=bytes(16),
+                payee=payee.address,
+                payer=payer,
+                amount=amount,
+                currency="EUR",
+                memo="",
+                created_at=created,
+                expires_at=created + 86_400_000,
+            ),
+        )
+    )
+
+
+def test_pay_refuses_before_signing_anything(invoke: Invoke, alice: Person, bob: Person) -> None:
+    """Unpinned payee, someone else's request, a tampered code: refused, nothing written."""
+    from p2ptransfer.protocol import bech32m
+
+    bob_key = Home(bob.home).load_identity(PASSPHRASE)
+    before = snapshot(alice.home)
+    unknown = invoke(*alice.args("pay", _code_from(bob_key, alice.address), "--yes"))
+    assert unknown.code == 3
+    assert "is not one of your contacts" in unknown.err and "--accept-unknown" in unknown.err
+    assert snapshot(alice.home) == before
+    invoke(*alice.args("contacts", "add", "bob", bob.address))
+    before = snapshot(alice.home)
+    carol = Identity(bytes(range(32)))
+    not_mine = invoke(*alice.args("pay", _code_from(bob_key, carol.address), "--yes"))
+    assert not_mine.code == 3 and "not yours to pay" in not_mine.err
+    # A code whose amount was changed after signing: the signature no longer holds.
+    code = _code_from(bob_key, alice.address)
+    words = bech32m.decode(code, "p2ptreq", max_length=None)
+    tampered = bech32m.encode("p2ptreq", [*words[:40], words[40] ^ 1, *words[41:]], max_length=None)
+    forged = invoke(*alice.args("pay", tampered, "--yes"))
+    assert forged.code == 3, forged.err
+    assert snapshot(alice.home) == before
