@@ -163,3 +163,35 @@ async def test_an_expired_or_cancelled_request_is_refused_and_records_nothing_pa
         RequestState.OPEN,
         RequestState.CANCELLED,
     }
+
+
+async def test_a_decline_and_a_cancel_reach_the_other_side(
+    tmp_path: Path, alice: Side, bob: Side
+) -> None:
+    from p2ptransfer.protocol.request import RequestAnswerKind, sign_answer
+
+    declined, cancelled = ask(bob, alice, 100), ask(bob, alice, 200)
+    async with relay_with(tmp_path / "data") as relay:
+        async with peer(alice, relay.url):
+            pass  # both have prekeys: answers can go by mail too
+        async with peer(bob, relay.url) as payee:
+            for signed in (declined, cancelled):
+                payee.ledger.record_request(signed, now_ms())
+        async with listening(alice, relay.url), peer(bob, relay.url) as payee:
+            for signed in (declined, cancelled):
+                assert await payee.send_request(signed, wait=5) == "delivered"
+            withdraw = sign_answer(bob.identity, cancelled, RequestAnswerKind.CANCELLED, now_ms())
+            payee.ledger.answer_request(withdraw, now_ms())
+            assert await payee.send_request_answer(withdraw, alice.address, wait=5) == ("delivered")
+        # Alice declines while Bob listens.
+        async with listening(bob, relay.url), peer(alice, relay.url) as payer:
+            refusal = sign_answer(alice.identity, declined, RequestAnswerKind.DECLINED, now_ms())
+            payer.ledger.answer_request(refusal, now_ms())
+            assert await payer.send_request_answer(refusal, bob.address, wait=5) == "delivered"
+    states = {r.id: r.state for r in bob.ledger.requests(now_ms())}
+    assert states == {
+        declined.request.id: RequestState.DECLINED,
+        cancelled.request.id: RequestState.CANCELLED,
+    }
+    theirs = {r.id: r.state for r in alice.ledger.requests(now_ms())}
+    assert theirs == states
