@@ -34,6 +34,7 @@ from ..errors import InputError, NotFound, PassphraseUnavailable
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ..net.peer import Peer
     from ..protocol.identity import Identity, PublicIdentity
     from ..storage.home import Home
     from ..storage.ledger import Ledger
@@ -190,6 +191,18 @@ class App:
         raise PassphraseUnavailable(
             f"no passphrase available: set {PASSPHRASE_ENV}, pass --passphrase-file FILE, "
             "or run the command on a terminal"
+        )
+
+    async def open_peer(self, ledger: Ledger, passphrase: str, **options: Any) -> Peer:
+        """This home's peer on the relay: the key unlocked while connecting, mail enabled."""
+        from ..net.peer import Peer
+
+        return await Peer.open(
+            self.unlock(passphrase),
+            ledger,
+            self.relay_url,
+            prekeys_path=self.home.prekeys_path,
+            **options,
         )
 
     async def unlock(self, passphrase: str) -> Identity:

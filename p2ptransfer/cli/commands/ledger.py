@@ -150,7 +150,6 @@ def reconcile(app: App, contact: str, timeout: float, output: str) -> None:
     are named: settle them together).
     """
     from ...errors import TransferConflict
-    from ...net.peer import Peer
     from ..render import Names, echo_json, transfer_json, transfer_line
 
     with app.ledger() as book:
@@ -160,9 +159,7 @@ def reconcile(app: App, contact: str, timeout: float, output: str) -> None:
         passphrase = app.read_passphrase()
 
         async def go() -> ReconcileReport:
-            peer = await Peer.open(
-                app.unlock(passphrase), book, app.relay_url, prekeys_path=app.home.prekeys_path
-            )
+            peer = await app.open_peer(book, passphrase)
             async with peer:
                 return await peer.reconcile(address, timeout=timeout)
 

@@ -73,7 +73,6 @@ def sync(
     acceptance flags) and answered with a receipt left in the sender's
     mailbox; receipts complete your queued transfers. Exits when done.
     """
-    from ...net.peer import Peer
     from ..render import Names, echo_json, transfer_json, transfer_line
     from .transfers import acceptance_policy
 
@@ -82,13 +81,7 @@ def sync(
         passphrase = app.read_passphrase()
 
         async def go() -> Collected:
-            peer = await Peer.open(
-                app.unlock(passphrase),
-                ledger,
-                app.relay_url,
-                policy=policy,
-                prekeys_path=app.home.prekeys_path,
-            )
+            peer = await app.open_peer(ledger, passphrase, policy=policy)
             async with peer:
                 return await peer.sync(timeout)
 

@@ -96,11 +96,8 @@ def request(
         passphrase = app.read_passphrase()
 
         async def go() -> tuple[SignedRequest, str]:
-            from ...net.peer import Peer
 
-            peer = await Peer.open(
-                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
-            )
+            peer = await app.open_peer(ledger, passphrase)
             async with peer:
                 created = now_ms()
                 signed = sign_request(
@@ -185,11 +182,8 @@ def _answer(app: App, prefix: str, direction: str, wait: float, output: str) -> 
         passphrase = app.read_passphrase()
 
         async def go() -> str:
-            from ...net.peer import Peer
 
-            peer = await Peer.open(
-                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
-            )
+            peer = await app.open_peer(ledger, passphrase)
             async with peer:
                 answer = sign_answer(peer.identity, row.signed, kind, now_ms())
                 ledger.answer_request(answer, now_ms())
@@ -312,11 +306,8 @@ def pay(
         passphrase = app.read_passphrase()
 
         async def go() -> SendOutcome | TransferRow:
-            from ...net.peer import Peer
 
-            peer = await Peer.open(
-                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
-            )
+            peer = await app.open_peer(ledger, passphrase)
             async with peer:
                 if known is None:
                     ledger.record_request(signed, now_ms())

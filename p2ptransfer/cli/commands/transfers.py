@@ -164,11 +164,8 @@ def send(
         passphrase = app.read_passphrase()
 
         async def go() -> SendOutcome | TransferRow:
-            from ...net.peer import Peer
 
-            peer = await Peer.open(
-                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
-            )
+            peer = await app.open_peer(ledger, passphrase)
             async with peer:
                 signed = peer.prepare(address, minor, code, memo)
                 if online_only:
@@ -222,7 +219,6 @@ def receive(
     app: App, timeout: float, accept_unknown: bool | None, currencies: tuple[str, ...], output: str
 ) -> None:
     """Wait for the first incoming transfer, record it, show it, exit."""
-    from ...net.peer import Peer
     from ..render import Names, echo_json, transfer_json, transfer_line
 
     with app.ledger() as ledger:
@@ -230,13 +226,7 @@ def receive(
         passphrase = app.read_passphrase()
 
         async def go() -> TransferRow:
-            peer = await Peer.open(
-                app.unlock(passphrase),
-                ledger,
-                app.relay_url,
-                policy=policy,
-                prekeys_path=app.home.prekeys_path,
-            )
+            peer = await app.open_peer(ledger, passphrase, policy=policy)
             async with peer:
                 app.note(f"waiting up to {timeout:g} s for a transfer to {peer.address}")
                 return await peer.receive(timeout)
@@ -378,11 +368,8 @@ def resend(
         passphrase = app.read_passphrase()
 
         async def go() -> list[SendOutcome | TransferRow]:
-            from ...net.peer import Peer
 
-            peer = await Peer.open(
-                app.unlock(passphrase), ledger, app.relay_url, prekeys_path=app.home.prekeys_path
-            )
+            peer = await app.open_peer(ledger, passphrase)
             async with peer:
                 if online_only:
                     return list(await peer.resend(ids, timeout=timeout))
