@@ -7,10 +7,12 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from p2ptransfer.net.peer import AcceptancePolicy, FaultHooks, Peer
+from p2ptransfer.net.relay import RelayConfig, RelayServer
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.storage.ledger import Ledger
 
@@ -70,3 +72,20 @@ async def listening(
         stop.set()
         await peer.close()  # first: listen() then has no half-open session to drain
         await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def relay_with_data(data: Path) -> AsyncIterator[RelayServer]:
+    """A relay on 127.0.0.1 that keeps handles and mailboxes in ``data`` (a restart keeps them)."""
+    server = RelayServer(RelayConfig(host="127.0.0.1", port=0, data_dir=data))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def mail_peer(side: Side, url: str, **options: Any) -> Peer:
+    """``side``'s peer with offline delivery on (its prekeys beside its ledger)."""
+    prekeys = side.path.with_name(side.name + ".prekeys")
+    return Peer(side.identity, side.ledger, url, prekeys_path=prekeys, **options)

@@ -9,34 +9,27 @@ transfer completes. Both ledgers agree and verify.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from p2ptransfer.errors import MailUnavailable
 from p2ptransfer.net.peer import Peer, SendOutcome
-from p2ptransfer.net.relay import RelayConfig, RelayServer
+from p2ptransfer.net.relay import RelayServer
 from p2ptransfer.protocol.acceptance import AcceptancePolicy
 from p2ptransfer.storage.ledger import TransferRow, TransferStatus
-from tests.peers import Side, listening
+from tests.peers import Side, listening, mail_peer, relay_with_data
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@contextlib.asynccontextmanager
-async def relay_with(data: Path) -> AsyncIterator[RelayServer]:
-    server = RelayServer(RelayConfig(host="127.0.0.1", port=0, data_dir=data))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
+def peer(side: Side, url: str, **options: Any) -> Peer:
+    return mail_peer(side, url, **options)
 
 
-def peer(side: Side, url: str, **options: object) -> Peer:
-    prekeys = side.path.with_name(side.name + ".prekeys")
-    return Peer(side.identity, side.ledger, url, prekeys_path=prekeys, **options)  # type: ignore[arg-type]
+def relay_with(data: Path) -> contextlib.AbstractAsyncContextManager[RelayServer]:
+    return relay_with_data(data)
 
 
 async def test_a_transfer_sent_while_away_completes_after_both_were_offline(

@@ -11,12 +11,13 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from p2ptransfer.clock import now_ms
 from p2ptransfer.net.peer import Peer, SendOutcome
-from p2ptransfer.net.relay import RelayConfig, RelayServer
+from p2ptransfer.net.relay import RelayServer
 from p2ptransfer.protocol.request import (
     PaymentRequest,
     RequestState,
@@ -25,25 +26,18 @@ from p2ptransfer.protocol.request import (
 )
 from p2ptransfer.protocol.transfer import RejectReason
 from p2ptransfer.storage.ledger import TransferRow, TransferStatus
-from tests.peers import Side
+from tests.peers import Side, mail_peer, relay_with_data
 
 pytestmark = pytest.mark.timeout(60)
 HOUR = 3_600_000
 
 
-@contextlib.asynccontextmanager
-async def relay_with(data: Path) -> AsyncIterator[RelayServer]:
-    server = RelayServer(RelayConfig(host="127.0.0.1", port=0, data_dir=data))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
+def peer(side: Side, url: str, **options: Any) -> Peer:
+    return mail_peer(side, url, **options)
 
 
-def peer(side: Side, url: str) -> Peer:
-    prekeys = side.path.with_name(side.name + ".prekeys")
-    return Peer(side.identity, side.ledger, url, prekeys_path=prekeys)
+def relay_with(data: Path) -> contextlib.AbstractAsyncContextManager[RelayServer]:
+    return relay_with_data(data)
 
 
 @contextlib.asynccontextmanager
