@@ -176,7 +176,11 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
             open_timeout=options.get("connect_timeout", 10.0),
             ssl=options.get("ssl"),
         )
-        peer = cls(pending.result(), ledger, relay_url, **options)
+        try:
+            peer = cls(pending.result(), ledger, relay_url, **options)
+        except BaseException:  # e.g. a ledger that belongs to another identity
+            await client.close()
+            raise
         peer._attach(client)
         await peer._after_connect()
         return peer
