@@ -23,6 +23,7 @@ from ..clock import now_ms
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol.acceptance import AcceptancePolicy, Action, decide
 from ..protocol.amounts import format_amount
+from ..protocol.receipt import RejectReason, SignedReceipt, accept, reject
 from ..protocol.session import (
     Established,
     ReconcileArrived,
@@ -31,7 +32,7 @@ from ..protocol.session import (
     TransferArrived,
     abort_frame,
 )
-from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
+from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import TransferRow
 from .sessions import (
     DEFAULT_WINDOW,

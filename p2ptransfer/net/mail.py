@@ -50,8 +50,9 @@ from ..protocol.amounts import format_amount
 from ..protocol.envelope import Envelope, MailKind
 from ..protocol.identity import PublicIdentity
 from ..protocol.prekey import DEFAULT_CLOCK_SKEW_MS, Prekey, SignedPrekey, select_prekey
+from ..protocol.receipt import RejectReason, SignedReceipt, accept, reject
 from ..protocol.request import SignedRequest, SignedRequestAnswer
-from ..protocol.transfer import RejectReason, SignedReceipt, SignedTransfer, accept, reject
+from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import TransferRow
 from ..storage.prekeys import PrekeyStore
 from .relay_client import Mail

@@ -32,8 +32,9 @@ from ..errors import (
     SessionTimeout,
 )
 from ..protocol.identity import PublicIdentity
+from ..protocol.receipt import SignedReceipt
 from ..protocol.session import Aborted, PeerClosed, ReceiptArrived, Session
-from ..protocol.transfer import SignedReceipt, SignedTransfer, Transfer, sign_transfer
+from ..protocol.transfer import SignedTransfer, Transfer, sign_transfer
 from ..storage.ledger import TransferRow
 from .sessions import SessionHost, _left
 

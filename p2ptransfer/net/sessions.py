@@ -26,10 +26,11 @@ from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeo
 from ..protocol import reconcile
 from ..protocol.acceptance import AcceptancePolicy
 from ..protocol.identity import Identity, PublicIdentity
+from ..protocol.receipt import SignedReceipt
 from ..protocol.reconcile import Reconciliation
 from ..protocol.request import PaymentRequest, RequestState, SignedRequest, SignedRequestAnswer
 from ..protocol.session import Aborted, Event, Frame, Session
-from ..protocol.transfer import SignedReceipt, SignedTransfer
+from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
 from .relay_client import RelayClient
 

@@ -25,8 +25,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .receipt import RejectReason, SignedReceipt
 from .request import PaymentRequest, RequestState, check_payment
-from .transfer import Comparison, RejectReason, SignedReceipt, SignedTransfer, Transfer, compare
+from .transfer import Comparison, SignedTransfer, Transfer, compare
 
 __all__ = ["AcceptancePolicy", "Action", "Verdict", "decide"]
 

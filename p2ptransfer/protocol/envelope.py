@@ -36,8 +36,9 @@ from ..errors import DecodeError, InputError, ProtocolError
 from . import primitives
 from .encoding import Field, FixedBytes, Schema
 from .prekey import PREKEY_ID_SIZE, Prekey, PrekeyId
+from .receipt import SIGNED_RECEIPT_SCHEMA
 from .request import SIGNED_REQUEST_ANSWER_SCHEMA, SIGNED_REQUEST_SCHEMA
-from .transfer import SIGNED_RECEIPT_SCHEMA, SIGNED_TRANSFER_SCHEMA
+from .transfer import SIGNED_TRANSFER_SCHEMA
 
 __all__ = [
     "ENVELOPE_HASH_CONTEXT",

@@ -43,13 +43,8 @@ from ..errors import DecodeError, ProtocolError
 from . import primitives
 from .encoding import Bytes, Field, Schema, UInt
 from .handshake import Role
-from .transfer import (
-    SIGNED_RECEIPT_SCHEMA,
-    SIGNED_TRANSFER_SCHEMA,
-    TRANSFER_ID_SIZE,
-    SignedReceipt,
-    SignedTransfer,
-)
+from .receipt import SIGNED_RECEIPT_SCHEMA, SignedReceipt
+from .transfer import SIGNED_TRANSFER_SCHEMA, TRANSFER_ID_SIZE, SignedTransfer
 
 __all__ = [
     "DIGEST_CONTEXT",

@@ -25,7 +25,7 @@ Why each rule is here:
   clock to be tolerant of. The payer's clock only informs the payer.
 * **Exact match.** A paying transfer must name the request's payer as
   sender, its payee as recipient, and exactly its amount and currency;
-  anything else is :attr:`.transfer.RejectReason.REQUEST_MISMATCH`. The memo
+  anything else is :attr:`.receipt.RejectReason.REQUEST_MISMATCH`. The memo
   is free (the payer may write its own).
 * **Bounded.** A request is valid for at most :data:`MAX_EXPIRY_MS` (90
   days), so neither side keeps an open obligation forever.
@@ -54,8 +54,8 @@ from . import bech32m, primitives
 from .amounts import MAX_MEMO_BYTES, check_amount, check_currency, check_memo
 from .encoding import Bytes, Field, FixedBytes, Schema, Text, UInt
 from .identity import ADDRESS_HRP, Identity, PublicIdentity
+from .receipt import RejectReason
 from .transfer import (
-    RejectReason,
     Transfer,
     _cached,
     _check_signature,

@@ -24,7 +24,7 @@ changes what was recorded.
 
 Inside OPEN, records carry whole signed messages: a ``TRANSFER`` record one
 :class:`~p2ptransfer.protocol.transfer.SignedTransfer`, a ``RECEIPT`` record one
-:class:`~p2ptransfer.protocol.transfer.SignedReceipt`. Transfers flow only from
+:class:`~p2ptransfer.protocol.receipt.SignedReceipt`. Transfers flow only from
 initiator to responder and receipts only back: a transfer arriving at the
 initiator, or a receipt at the responder, is a remote protocol error and
 moves the session to ERROR like any other bad record. This module decodes them
@@ -64,8 +64,9 @@ from .channel import SecureChannel
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
 from .handshake import HandshakeResult, Initiator, Responder, Role
 from .identity import Identity, PublicIdentity
+from .receipt import RejectReason, SignedReceipt
 from .request import SignedRequest, SignedRequestAnswer
-from .transfer import RejectReason, SignedReceipt, SignedTransfer
+from .transfer import SignedTransfer
 
 __all__ = [
     "TAG_SIZE",

@@ -37,7 +37,8 @@ from typing import Any
 from ..errors import DecodeError, LedgerIntegrityError, P2PTransferError
 from ..protocol.encoding import Field, FixedBytes, Schema
 from ..protocol.identity import Identity, PublicIdentity
-from ..protocol.transfer import SignedReceipt, SignedTransfer
+from ..protocol.receipt import SignedReceipt
+from ..protocol.transfer import SignedTransfer
 from . import schema
 from .records import ROW_COLUMNS, TransferRow, TransferStatus, reason_text
 from .schema import GENESIS_HASH, EntryKind, JournalEntry

@@ -21,7 +21,8 @@ from functools import cached_property
 
 from ..errors import InputError
 from ..protocol.amounts import format_amount
-from ..protocol.transfer import SignedReceipt, SignedTransfer, check_timestamp
+from ..protocol.receipt import SignedReceipt
+from ..protocol.transfer import SignedTransfer, check_timestamp
 from .store import Store
 
 __all__ = ["QUARANTINE_LIMIT", "QuarantineBook", "QuarantinedTransfer"]

@@ -17,13 +17,9 @@ from typing import Any
 from ..errors import InputError, LedgerIntegrityError
 from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
+from ..protocol.receipt import RejectReason, SignedReceipt
 from ..protocol.text import check_display_text
-from ..protocol.transfer import (
-    TRANSFER_V2_SCHEMA,
-    RejectReason,
-    SignedReceipt,
-    SignedTransfer,
-)
+from ..protocol.transfer import TRANSFER_V2_SCHEMA, SignedTransfer
 
 __all__ = [
     "ROW_COLUMNS",

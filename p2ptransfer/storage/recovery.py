@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..errors import InputError
+from ..protocol.receipt import SignedReceipt
 from ..protocol.reconcile import Item, receipt_digest
-from ..protocol.transfer import SignedReceipt, SignedTransfer, check_timestamp
+from ..protocol.transfer import SignedTransfer, check_timestamp
 from .records import (
     ROW_COLUMNS,
     TransferRow,

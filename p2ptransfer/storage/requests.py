@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import InputError, LedgerIntegrityError, NotFound, TransferConflict
 from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
+from ..protocol.receipt import RejectReason
 from ..protocol.request import (
     RequestAnswerKind,
     RequestState,
@@ -40,12 +41,7 @@ from ..protocol.request import (
     SignedRequestAnswer,
     check_payment,
 )
-from ..protocol.transfer import (
-    RejectReason,
-    SignedTransfer,
-    check_timestamp,
-    check_transfer_id,
-)
+from ..protocol.transfer import SignedTransfer, check_timestamp, check_transfer_id
 from .transfers import TransferBook
 
 __all__ = ["REQUEST_COLUMNS", "RequestBook", "RequestRow", "check_requests"]

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 from ..protocol import primitives
 from ..protocol.encoding import Bytes, Field, FixedBytes, Schema, UInt
-from ..protocol.transfer import SIGNED_RECEIPT_SCHEMA, SIGNED_TRANSFER_SCHEMA, TRANSFER_ID_SIZE
+from ..protocol.receipt import SIGNED_RECEIPT_SCHEMA
+from ..protocol.transfer import SIGNED_TRANSFER_SCHEMA, TRANSFER_ID_SIZE
 
 __all__ = [
     "ENTRY_HASH_CONTEXT",

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import InputError, NotFound, StorageError, TransferConflict
+from ..protocol.receipt import RejectReason, SignedReceipt
 from ..protocol.transfer import (
     Comparison,
-    RejectReason,
-    SignedReceipt,
     SignedTransfer,
     check_timestamp,
     check_transfer_id,

@@ -23,7 +23,8 @@ from p2ptransfer.protocol import primitives
 from p2ptransfer.protocol.channel import SecureChannel
 from p2ptransfer.protocol.handshake import Initiator, Responder
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import Transfer, accept, sign_transfer
+from p2ptransfer.protocol.receipt import accept
+from p2ptransfer.protocol.transfer import Transfer, sign_transfer
 from p2ptransfer.storage.ledger import Ledger
 
 SIZES = (256, 16 * 1024)

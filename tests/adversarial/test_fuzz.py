@@ -25,6 +25,7 @@ from p2ptransfer.errors import P2PTransferError
 from p2ptransfer.net.relay import RelayConfig, RelayServer
 from p2ptransfer.net.relay_client import Deliver, RelayClient
 from p2ptransfer.protocol import handshake, session, transfer
+from p2ptransfer.protocol import receipt as receipts
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.relay_wire import (
     Challenge,
@@ -67,7 +68,7 @@ def _samples() -> list[tuple[str, Callable[[bytes], object], bytes]]:
         created_at=1,
     )
     signed = transfer.sign_transfer(me, t)
-    receipt = transfer.accept(you, signed, 2)
+    receipt = receipts.accept(you, signed, 2)
     hello = session.Session.initiate(
         me,
         you.public,
@@ -80,8 +81,8 @@ def _samples() -> list[tuple[str, Callable[[bytes], object], bytes]]:
     return [
         ("transfer", transfer.Transfer.decode, t.encode()),
         ("signed-transfer", transfer.SignedTransfer.decode, signed.encode()),
-        ("receipt", transfer.Receipt.decode, receipt.receipt.encode()),
-        ("signed-receipt", transfer.SignedReceipt.decode, receipt.encode()),
+        ("receipt", receipts.Receipt.decode, receipt.receipt.encode()),
+        ("signed-receipt", receipts.SignedReceipt.decode, receipt.encode()),
         ("session-frame", session.FRAME.decode, hello),
         ("handshake-init", handshake.HANDSHAKE_INIT.decode, init),
         ("relay-auth", decode_client_frame, auth.encode()),

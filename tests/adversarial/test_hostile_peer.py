@@ -22,6 +22,13 @@ from p2ptransfer.net.peer import Peer, now_ms
 from p2ptransfer.net.relay import RelayConfig, RelayServer
 from p2ptransfer.net.relay_client import Deliver, RelayClient
 from p2ptransfer.protocol.identity import Identity, PublicIdentity
+from p2ptransfer.protocol.receipt import (
+    ReceiptStatus,
+    RejectReason,
+    SignedReceipt,
+    accept,
+    sign_receipt,
+)
 from p2ptransfer.protocol.session import (
     Aborted,
     Event,
@@ -34,12 +41,7 @@ from p2ptransfer.protocol.transfer import (
     SIGNED_TRANSFER_SCHEMA,
     TRANSFER_SCHEMA,
     TRANSFER_SIGNATURE_CONTEXT,
-    ReceiptStatus,
-    RejectReason,
-    SignedReceipt,
     Transfer,
-    accept,
-    sign_receipt,
     sign_transfer,
 )
 from p2ptransfer.storage.ledger import TransferStatus

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from p2ptransfer.cli import cli
 from p2ptransfer.errors import LedgerIntegrityError, LedgerOwnerMismatch
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import accept
+from p2ptransfer.protocol.receipt import accept
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger
 from tests.storage.builders import T0, make_transfer, new_identity, restore, snapshot

@@ -24,8 +24,8 @@ from p2ptransfer.net.peer import Peer
 from p2ptransfer.net.relay import RelayConfig, RelayServer
 from p2ptransfer.net.relay_client import RelayClient
 from p2ptransfer.protocol.identity import Identity, PublicIdentity
+from p2ptransfer.protocol.receipt import RejectReason
 from p2ptransfer.protocol.session import Session
-from p2ptransfer.protocol.transfer import RejectReason
 from p2ptransfer.storage.quarantine import QUARANTINE_LIMIT
 
 pytestmark = pytest.mark.timeout(90)

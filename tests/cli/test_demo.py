@@ -9,7 +9,7 @@ import pytest
 
 from p2ptransfer.demo import ALICE_TO_BOB, BOB_TO_ALICE, run_demo
 from p2ptransfer.net.peer import SendOutcome
-from p2ptransfer.protocol.transfer import RejectReason
+from p2ptransfer.protocol.receipt import RejectReason
 from p2ptransfer.storage.ledger import Contact, Ledger, TransferRow
 
 from .conftest import Invoke

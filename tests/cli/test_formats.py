@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from p2ptransfer.cli.render import Names, balances_json, csv_text, transfer_json
-from p2ptransfer.protocol.transfer import RejectReason, accept, reject
+from p2ptransfer.protocol.receipt import RejectReason, accept, reject
 from p2ptransfer.storage.ledger import Contact, Ledger
 from tests.storage.builders import T0, make_transfer, new_identity
 

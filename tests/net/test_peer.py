@@ -15,13 +15,8 @@ from p2ptransfer.errors import PeerOffline, PinMismatch, WrongPassphrase
 from p2ptransfer.net.peer import AcceptancePolicy, FaultHooks, Peer, SendOutcome
 from p2ptransfer.net.relay import RelayServer
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    SignedReceipt,
-    SignedTransfer,
-    Transfer,
-    sign_transfer,
-)
+from p2ptransfer.protocol.receipt import RejectReason, SignedReceipt
+from p2ptransfer.protocol.transfer import SignedTransfer, Transfer, sign_transfer
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from tests.peers import Side, listening
 

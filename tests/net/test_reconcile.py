@@ -14,7 +14,7 @@ import pytest
 
 from p2ptransfer.errors import LedgerIntegrityError, NotFound, ProtocolError
 from p2ptransfer.net.peer import Peer
-from p2ptransfer.protocol.transfer import RejectReason, accept, reject
+from p2ptransfer.protocol.receipt import RejectReason, accept, reject
 from p2ptransfer.storage.ledger import Ledger
 from tests.peers import Side, listening
 from tests.storage.builders import T0, make_transfer, restore, snapshot

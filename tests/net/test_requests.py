@@ -18,13 +18,13 @@ import pytest
 from p2ptransfer.clock import now_ms
 from p2ptransfer.net.peer import Peer, SendOutcome
 from p2ptransfer.net.relay import RelayServer
+from p2ptransfer.protocol.receipt import RejectReason
 from p2ptransfer.protocol.request import (
     PaymentRequest,
     RequestState,
     SignedRequest,
     sign_request,
 )
-from p2ptransfer.protocol.transfer import RejectReason
 from p2ptransfer.storage.ledger import TransferRow, TransferStatus
 from tests.peers import Side, mail_peer, relay_with_data
 

@@ -8,15 +8,9 @@ import pytest
 
 from p2ptransfer.protocol.acceptance import AcceptancePolicy, Action, Verdict, decide
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.receipt import RejectReason, accept
 from p2ptransfer.protocol.request import PaymentRequest, RequestState
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    SignedTransfer,
-    Transfer,
-    TransferId,
-    accept,
-    sign_transfer,
-)
+from p2ptransfer.protocol.transfer import SignedTransfer, Transfer, TransferId, sign_transfer
 from tests.storage.builders import T0, make_transfer, new_identity
 
 ALICE, BOB = new_identity(), new_identity()

@@ -10,6 +10,7 @@ import pytest
 from p2ptransfer.errors import DecodeError, ProtocolError
 from p2ptransfer.protocol.handshake import Role
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.receipt import RejectReason, SignedReceipt, accept, reject, sign_receipt
 from p2ptransfer.protocol.reconcile import (
     MAX_ITEMS,
     Done,
@@ -20,14 +21,7 @@ from p2ptransfer.protocol.reconcile import (
     decode_message,
     receipt_digest,
 )
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    SignedReceipt,
-    SignedTransfer,
-    accept,
-    reject,
-    sign_receipt,
-)
+from p2ptransfer.protocol.transfer import SignedTransfer
 from tests.storage.builders import T0, make_transfer
 
 

@@ -20,6 +20,7 @@ from p2ptransfer.errors import (
 )
 from p2ptransfer.protocol import bech32m
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.receipt import RejectReason
 from p2ptransfer.protocol.request import (
     MAX_EXPIRY_MS,
     MAX_REQUEST_CODE_LENGTH,
@@ -39,12 +40,7 @@ from p2ptransfer.protocol.request import (
     sign_answer,
     sign_request,
 )
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    Transfer,
-    TransferId,
-    sign_transfer,
-)
+from p2ptransfer.protocol.transfer import Transfer, TransferId, sign_transfer
 
 ALICE = Identity(bytes(range(32)))  # the payee
 BOB = Identity(bytes(range(32, 64)))  # the payer

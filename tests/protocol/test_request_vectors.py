@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from p2ptransfer.protocol import bech32m
+from p2ptransfer.protocol.receipt import RejectReason
 from p2ptransfer.protocol.request import (
     PaymentRequest,
     RequestAnswer,
@@ -32,7 +33,7 @@ from p2ptransfer.protocol.request import (
     check_payment,
     parse_request_code,
 )
-from p2ptransfer.protocol.transfer import RejectReason, SignedTransfer
+from p2ptransfer.protocol.transfer import SignedTransfer
 from tests.vectors.loader import load_json_vectors, unhex
 from tests.vectors.make_request_vectors import INPUTS, compute
 

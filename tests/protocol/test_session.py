@@ -18,6 +18,7 @@ from p2ptransfer.errors import (
     ProtocolError,
 )
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.receipt import RejectReason, accept
 from p2ptransfer.protocol.request import (
     PaymentRequest,
     RequestAnswerKind,
@@ -41,7 +42,7 @@ from p2ptransfer.protocol.session import (
     frame_tag,
     is_session_start,
 )
-from p2ptransfer.protocol.transfer import RejectReason, SignedTransfer, Transfer, accept
+from p2ptransfer.protocol.transfer import SignedTransfer, Transfer
 
 ALICE = Identity(bytes(range(32)))
 BOB = Identity(bytes(range(1, 33)))

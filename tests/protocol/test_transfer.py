@@ -27,25 +27,27 @@ from p2ptransfer.errors import (
 from p2ptransfer.protocol.amounts import MAX_AMOUNT_MINOR, MAX_MEMO_BYTES, check_memo
 from p2ptransfer.protocol.currencies import CURRENCY_EXPONENTS
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.text import display_text_problem
-from p2ptransfer.protocol.transfer import (
-    MAX_TIMESTAMP_MS,
+from p2ptransfer.protocol.receipt import (
     RECEIPT_SCHEMA,
-    SIGNED_TRANSFER_SCHEMA,
-    TRANSFER_SCHEMA,
-    TRANSFER_V2_SCHEMA,
-    Comparison,
     Receipt,
     ReceiptStatus,
     RejectReason,
     SignedReceipt,
+    accept,
+    reject,
+    sign_receipt,
+)
+from p2ptransfer.protocol.text import display_text_problem
+from p2ptransfer.protocol.transfer import (
+    MAX_TIMESTAMP_MS,
+    SIGNED_TRANSFER_SCHEMA,
+    TRANSFER_SCHEMA,
+    TRANSFER_V2_SCHEMA,
+    Comparison,
     SignedTransfer,
     Transfer,
     TransferId,
-    accept,
     compare,
-    reject,
-    sign_receipt,
     sign_transfer,
 )
 

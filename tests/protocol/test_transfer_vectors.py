@@ -25,17 +25,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from p2ptransfer.protocol.identity import Identity, PublicIdentity
-from p2ptransfer.protocol.transfer import (
-    TRANSFER_SCHEMA,
+from p2ptransfer.protocol.receipt import (
     Receipt,
     ReceiptStatus,
     RejectReason,
     SignedReceipt,
+    accept,
+    reject,
+)
+from p2ptransfer.protocol.transfer import (
+    TRANSFER_SCHEMA,
     SignedTransfer,
     Transfer,
     TransferId,
-    accept,
-    reject,
     sign_transfer,
 )
 from tests.vectors.loader import load_json_vectors, unhex

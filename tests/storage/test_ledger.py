@@ -24,16 +24,16 @@ from p2ptransfer.errors import (
     TransferConflict,
 )
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import (
+from p2ptransfer.protocol.receipt import (
     Receipt,
     ReceiptStatus,
     RejectReason,
     SignedReceipt,
-    SignedTransfer,
     accept,
     reject,
     sign_receipt,
 )
+from p2ptransfer.protocol.transfer import SignedTransfer
 from p2ptransfer.storage import schema
 from p2ptransfer.storage.home import Home
 from p2ptransfer.storage.ledger import Ledger, TransferStatus

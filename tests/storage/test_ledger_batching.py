@@ -15,13 +15,8 @@ import pytest
 
 from p2ptransfer.errors import TransferConflict
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    Transfer,
-    accept,
-    reject,
-    sign_transfer,
-)
+from p2ptransfer.protocol.receipt import RejectReason, accept, reject
+from p2ptransfer.protocol.transfer import Transfer, sign_transfer
 from p2ptransfer.storage import transfers as transfers_module
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from p2ptransfer.storage.schema import EntryKind

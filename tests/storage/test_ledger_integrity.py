@@ -19,13 +19,8 @@ from pathlib import Path
 import pytest
 
 from p2ptransfer.errors import LedgerIntegrityError, StorageError
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    SignedTransfer,
-    Transfer,
-    accept,
-    reject,
-)
+from p2ptransfer.protocol.receipt import RejectReason, accept, reject
+from p2ptransfer.protocol.transfer import SignedTransfer, Transfer
 from p2ptransfer.storage import schema
 from p2ptransfer.storage.ledger import Ledger
 from p2ptransfer.storage.schema import GENESIS_HASH, EntryKind
@@ -328,7 +323,8 @@ _CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
     from p2ptransfer.protocol.identity import Identity
-    from p2ptransfer.protocol.transfer import Transfer, TransferId, accept, sign_transfer
+    from p2ptransfer.protocol.receipt import accept
+    from p2ptransfer.protocol.transfer import Transfer, TransferId, sign_transfer
     from p2ptransfer.storage.ledger import Ledger
     from p2ptransfer.storage.schema import EntryKind
 

@@ -9,7 +9,7 @@ import pytest
 
 from p2ptransfer.errors import LedgerIntegrityError, NotFound
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import RejectReason, accept, reject
+from p2ptransfer.protocol.receipt import RejectReason, accept, reject
 from p2ptransfer.storage import schema
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from tests.storage.builders import T0, make_transfer

@@ -25,6 +25,7 @@ from p2ptransfer.errors import (
     TransferConflict,
 )
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.receipt import RejectReason, SignedReceipt, accept, reject
 from p2ptransfer.protocol.request import (
     RequestAnswerKind,
     RequestState,
@@ -32,13 +33,7 @@ from p2ptransfer.protocol.request import (
     sign_answer,
     sign_request,
 )
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    SignedReceipt,
-    SignedTransfer,
-    accept,
-    reject,
-)
+from p2ptransfer.protocol.transfer import SignedTransfer
 from p2ptransfer.storage import schema
 from p2ptransfer.storage.ledger import Ledger, TransferStatus
 from tests.storage.builders import T0, make_request, make_transfer, new_identity

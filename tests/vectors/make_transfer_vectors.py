@@ -18,14 +18,8 @@ from typing import Any
 
 from p2ptransfer.protocol.amounts import MAX_AMOUNT_MINOR
 from p2ptransfer.protocol.identity import Identity
-from p2ptransfer.protocol.transfer import (
-    RejectReason,
-    Transfer,
-    TransferId,
-    accept,
-    reject,
-    sign_transfer,
-)
+from p2ptransfer.protocol.receipt import RejectReason, accept, reject
+from p2ptransfer.protocol.transfer import Transfer, TransferId, sign_transfer
 from tests.vectors.loader import VECTORS_DIR
 
 FILE = VECTORS_DIR / "transfer_v1.json"
