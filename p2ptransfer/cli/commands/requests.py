@@ -10,6 +10,7 @@ import click
 from ...errors import InputError, NetworkError, NotFound
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..options import Seconds, output_option, uses_relay
+from ..outcomes import refusals, refused, show_outcomes
 from . import complete_contact, resolve_recipient
 
 if TYPE_CHECKING:
@@ -320,11 +321,9 @@ def pay(
         with app.waiting(f"paying {who}…"):
             result = app.run(go())
         names = Names(ledger.contacts())
-    from .transfers import _refusals, _refused, _show_outcomes
-
-    _show_outcomes(app, [result], names, output, single=True)
-    for refusal in _refusals([result]):
-        raise _refused(names.show(req.payee), refusal)
+    show_outcomes(app, [result], names, output, single=True)
+    for refusal in refusals([result]):
+        raise refused(names.show(req.payee), refusal)
 
 
 def _known(ledger: Ledger, request_id: bytes) -> RequestRow | None:

@@ -12,7 +12,7 @@ byte leaves, and only a verified receipt completes or rejects it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -24,6 +24,7 @@ from ...errors import (
 )
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..options import Seconds, output_option, uses_relay
+from ..outcomes import refusals, refused, show_outcomes
 from . import complete_contact, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,53 +32,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 if TYPE_CHECKING:
     from ...net.peer import AcceptancePolicy, SendOutcome
     from ...storage.ledger import Ledger, TransferRow
-    from ..render import Names
 
 _TIMEOUT = Seconds(min=0.1, max=24 * 3600)
-
-
-def _sentence_case(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _refused(label: str, outcome: SendOutcome) -> TransferRefused:
-    reason = outcome.receipt.receipt.reason
-    return TransferRefused(
-        reason.name.lower(),
-        f"{label} rejected the transfer {outcome.row.id.hex()}: "
-        f"{_sentence_case(reason.describe())}",
-    )
-
-
-def _show_outcomes(
-    app: App,
-    outcomes: Sequence[SendOutcome | TransferRow],
-    names: Names,
-    output: str,
-    *,
-    single: bool = False,
-) -> None:
-    from ...net.peer import SendOutcome
-    from ..render import echo_json, transfer_json, transfer_line
-
-    rows = [o.row if isinstance(o, SendOutcome) else o for o in outcomes]
-    if output == "json":
-        records = [transfer_json(row, names) for row in rows]
-        echo_json(records[0] if single else {"transfers": records})
-    else:
-        for row in rows:
-            app.say(transfer_line(row, names))
-    if any(row.status == "queued" for row in rows):
-        app.note(
-            "queued: sealed in the recipient's mailbox at the relay. It completes when they "
-            "collect it and you collect their receipt ('p2ptransfer sync', or any 'listen')."
-        )
-
-
-def _refusals(outcomes: Sequence[SendOutcome | TransferRow]) -> list[SendOutcome]:
-    from ...net.peer import SendOutcome
-
-    return [o for o in outcomes if isinstance(o, SendOutcome) and not o.accepted]
 
 
 def mail_options(command: F) -> F:
@@ -184,9 +140,9 @@ def send(
         with app.waiting(f"sending {shown} to {label}, waiting for a receipt…"):
             result = app.run(go())
         names = Names(ledger.contacts())
-    _show_outcomes(app, [result], names, output, single=True)  # rejected ones too: it is data
-    for refusal in _refusals([result]):
-        raise _refused(label, refusal)
+    show_outcomes(app, [result], names, output, single=True)  # rejected ones too: it is data
+    for refusal in refusals([result]):
+        raise refused(label, refusal)
 
 
 def policy_options(command: F) -> F:
@@ -381,13 +337,13 @@ def resend(
         if not outcomes:
             # Settled meanwhile (another resend, a receipt, an abandon): say so, exit 0.
             app.note(_nothing_to_resend(ledger, ids))
-    _show_outcomes(app, outcomes, names, output)
-    refused = _refusals(outcomes)
-    if len(refused) == 1:
-        raise _refused(names.show(refused[0].row.counterparty), refused[0])
-    if refused:
+    show_outcomes(app, outcomes, names, output)
+    rejected = refusals(outcomes)
+    if len(rejected) == 1:
+        raise refused(names.show(rejected[0].row.counterparty), rejected[0])
+    if rejected:
         raise TransferRefused(
-            "several", f"{len(refused)} of {len(outcomes)} resent transfers were rejected"
+            "several", f"{len(rejected)} of {len(outcomes)} resent transfers were rejected"
         )
 
 
