@@ -626,7 +626,7 @@ def test_contact_limit_is_stored_validated_and_removable(
     assert unknown.code == 9 and "no contact named 'carol'" in unknown.err
     with Ledger.open(Home(alice.home).ledger_path) as ledger:
         assert ledger.limits() == {(bob.address, "EUR"): 10_000}
-    assert invoke(*alice.args("contacts", "limit", "bob", "EUR")).code == 0
+    assert invoke(*alice.args("contacts", "limit", "bob", "EUR", "--clear")).code == 0
     with Ledger.open(Home(alice.home).ledger_path) as ledger:
         assert ledger.limits() == {}
 

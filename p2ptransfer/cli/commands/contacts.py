@@ -1,4 +1,4 @@
-"""``contacts add|list|show|verify|remove``: the people you pin, and how you check them."""
+"""``contacts add|list|show|verify|remove|limit``: the people you pin, and how you check them."""
 
 from __future__ import annotations
 
@@ -102,13 +102,18 @@ def _safety(app: App, contact: Contact) -> str:
 @pass_app
 def show(app: App, name: str, output: str) -> None:
     """Show one contact, with the safety number to compare."""
+    from ...protocol.amounts import format_amount
     from ..render import contact_json, echo_json, iso_time
 
     with app.ledger() as ledger:
         contact = ledger.get_contact(name)
+        limits = {
+            code: format_amount(minor, code)
+            for code, minor in _limits_of(ledger.limits(), contact.address).items()
+        }
     number = _safety(app, contact)
     if output == "json":
-        echo_json({**contact_json(contact), "safety_number": number})
+        echo_json({**contact_json(contact), "safety_number": number, "limits": limits})
         return
     data = contact_json(contact)
     for key in ("name", "address", "fingerprint"):
@@ -119,6 +124,8 @@ def show(app: App, name: str, output: str) -> None:
     if contact.note:
         app.say(f"{'note':<14}{contact.note}")
     app.say(f"{'safety number':<14}{number}")
+    shown = ", ".join(f"{amount} {code}" for code, amount in limits.items())
+    app.say(f"{'limits':<14}{shown + ' per transfer' if shown else 'none'}")
 
 
 @contacts.command("verify")
@@ -161,20 +168,39 @@ def remove(app: App, name: str) -> None:
 @click.argument("name", shell_complete=complete_contact)
 @click.argument("currency")
 @click.argument("amount", required=False)
+@click.option("--clear", is_flag=True, help="Remove the limit on CURRENCY from NAME.")
 @pass_app
-def limit(app: App, name: str, currency: str, amount: str | None) -> None:
-    """Accept at most AMOUNT of CURRENCY per transfer from NAME (no AMOUNT: no limit).
+def limit(app: App, name: str, currency: str, amount: str | None, clear: bool) -> None:
+    """Show, set (AMOUNT) or remove (--clear) NAME's per-transfer limit in CURRENCY.
 
     Larger transfers are answered with a signed rejection (over_limit) by
-    `receive` and `listen`, and recorded as rejected on both sides.
+    `receive` and `listen`, and recorded as rejected on both sides. Without
+    AMOUNT or --clear nothing changes: typing the short form to look a limit
+    up must never remove it.
     """
+    if clear and amount is not None:
+        raise click.UsageError("give either AMOUNT or --clear (not both)")
     from ...protocol.amounts import check_currency, format_amount, parse_amount
 
     code = check_currency(currency)
     minor = None if amount is None else parse_amount(amount, code)
     with app.ledger() as ledger:
-        ledger.set_limit(name, code, minor)
-    if minor is None:
-        app.note(f"no limit on {code} from {name}")
+        if clear or minor is not None:
+            ledger.set_limit(name, code, minor)
+            shown = minor
+        else:
+            shown = _limits_of(ledger.limits(), ledger.get_contact(name).address).get(code)
+    if shown is None:
+        (app.note if clear else app.say)(f"no limit on {code} from {name}")
     else:
-        app.note(f"{name} may send at most {format_amount(minor, code)} {code} per transfer")
+        text = f"{name} may send at most {format_amount(shown, code)} {code} per transfer"
+        (app.say if amount is None else app.note)(text)
+
+
+def _limits_of(limits: dict[tuple[str, str], int], address: str) -> dict[str, int]:
+    """One contact's limits, currency -> max minor units, in currency order."""
+    return {
+        currency: max_minor
+        for (owner, currency), max_minor in sorted(limits.items())
+        if owner == address
+    }
