@@ -246,6 +246,24 @@ class DispatchGroup(click.Group):
             self.add_command(lazy.load(), cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = click.utils.make_str(args[0]) if args else ""
+            if ctx.resilient_parsing or name.startswith("-") or name in COMMANDS:
+                raise
+            # A typo (sned, recieve, contact): name the commands meant. Only
+            # the names are compared, so nothing heavy is imported.
+            from .commands import did_you_mean
+
+            hint = did_you_mean(name, self.list_commands(ctx))
+            if hint is None:
+                raise
+            raise click.UsageError(f"No such command {name!r}; {hint}", ctx) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _listing(ctx):
             super().format_commands(ctx, formatter)

@@ -177,8 +177,17 @@ class ContactBook(Store):
         canonical, _ = canonical_address(address)
         return self._contact_row(self._conn, "address", canonical)
 
-    @staticmethod
-    def _no_contact(name: str) -> str:
+    def _no_contact(self, name: str) -> str:
+        """The not-found sentence, naming the contact probably meant (case first, then spelling)."""
+        import difflib
+
+        names = [row[0] for row in self._conn.execute("SELECT name FROM contacts ORDER BY name")]
+        meant = [other for other in names if other.casefold() == name.casefold()]
+        meant = meant or difflib.get_close_matches(name, names, n=3)
+        if meant:
+            quoted = [repr(other) for other in meant]
+            listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+            return f"no contact named {name!r}; did you mean {listed}?"
         return f"no contact named {name!r}; 'p2ptransfer contacts list' shows your contacts"
 
     @staticmethod

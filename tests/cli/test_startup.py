@@ -63,6 +63,8 @@ HELP = [
 USAGE_ERRORS = [
     [],
     ["bogus"],
+    ["sned", "bob", "1", "EUR"],
+    ["contact", "list"],
     ["--relay"],
     ["send"],
     ["send", "bob", "1"],

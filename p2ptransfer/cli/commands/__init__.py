@@ -9,6 +9,7 @@ click, :mod:`p2ptransfer.errors` and the light CLI modules (:mod:`..app`,
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import click
@@ -30,6 +31,25 @@ def check_name(name: str, what: str = "a name") -> str:
     from ...storage.home import check_display_name
 
     return check_display_name(name, what)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """``did you mean 'bob'?`` for a near miss of ``word`` among ``choices``, else None.
+
+    A difference of case alone wins (``Bob`` for ``bob``); then up to three
+    close spellings, most alike first (``sned`` for ``send``).
+    """
+    import difflib
+
+    names = sorted(set(choices))
+    found = [name for name in names if name.casefold() == word.casefold() and name != word]
+    if not found:
+        found = difflib.get_close_matches(word, names, n=3)
+    if not found:
+        return None
+    quoted = [repr(name) for name in found]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f"did you mean {listed}?"
 
 
 def complete_contact(
@@ -66,4 +86,7 @@ def resolve_recipient(ledger: Ledger, text: str) -> tuple[str, str]:
         public = PublicIdentity.from_address(text)
         known = ledger.contact_for_address(public.address)
         return public.address, known.name if known is not None else short_address(public.address)
+    hint = did_you_mean(text, (contact.name for contact in ledger.contacts()))
+    if hint is not None:
+        raise NotFound(f"no contact named {text!r}; {hint}")
     raise NotFound(f"no contact named {text!r}; give a contact name or an address (p2pt1…)")
