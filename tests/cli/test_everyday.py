@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import Invoke, Person
+from .test_offline import _pending_transfer
 
 
 def test_contacts_limit_without_amount_reads_and_changes_nothing(
@@ -72,3 +73,51 @@ def test_a_near_miss_contact_name_names_the_contact_meant(
     assert far.err == (
         "error: no contact named 'zed'; give a contact name or an address (p2pt1…)\n"
     )
+
+
+def _ask_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("p2ptransfer.cli.commands.transfers.stdin_is_tty", lambda: True)
+
+
+def test_abandon_asks_with_the_amount_and_recipient(
+    invoke: Invoke, alice: Person, bob: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke(*alice.args("contacts", "add", "bob", bob.address))
+    tid = _pending_transfer(alice, bob.address, 1250, "lunch")
+    _ask_on_a_terminal(monkeypatch)
+    kept = invoke(*alice.args("abandon", tid.hex()[:6]), input="n\n")
+    question = f"mark 12.50 EUR to bob (id {tid.hex()[:8]}…) as failed? [y/N]: "
+    assert (kept.code, kept.err) == (0, f"{question}n\ntransfer {tid.hex()} stays pending\n")
+    done = invoke(*alice.args("abandon", tid.hex()[:6]), input="y\n")
+    assert (done.code, done.err) == (0, f"{question}y\n")
+    assert done.out == f"out 12.50 EUR to bob (lunch) [failed] id {tid.hex()}\n"
+    again = invoke(*alice.args("abandon", tid.hex()[:6]))
+    assert (again.code, again.out) == (0, "")
+    assert again.err == f"transfer {tid.hex()} is already abandoned\n"
+
+
+def test_abandon_all_asks_once_listing_them(
+    invoke: Invoke, alice: Person, bob: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    invoke(*alice.args("contacts", "add", "bob", bob.address))
+    none = invoke(*alice.args("abandon", "--all", "--yes"))
+    assert (none.code, none.err) == (0, "nothing to abandon: no pending outgoing transfers\n")
+    first = _pending_transfer(alice, bob.address, 300, "one")
+    second = _pending_transfer(alice, bob.address, 450, "two")
+    lines = [
+        f"out 3.00 EUR to bob (one) [pending] id {first.hex()}",
+        f"out 4.50 EUR to bob (two) [pending] id {second.hex()}",
+    ]
+    piped = invoke(*alice.args("abandon", "--all"))
+    assert piped.code == 0
+    assert piped.err.endswith("they stay pending; to abandon them, add --yes\n")
+    _ask_on_a_terminal(monkeypatch)
+    kept = invoke(*alice.args("abandon", "--all"), input="n\n", env={"COLUMNS": "200"})
+    listing = "".join(f"  {line}\n" for line in lines)
+    assert kept.err == f"{listing}mark these 2 transfers as failed? [y/N]: n\nthey stay pending\n"
+    done = invoke(*alice.args("abandon", "--all", "--yes"), env={"COLUMNS": "200"})
+    assert (done.code, done.err) == (0, "")
+    assert done.out == "".join(f"{line}\n" for line in lines).replace("[pending]", "[failed]")
+    assert invoke(*alice.args("pending", "--json")).json() == {"transfers": []}
+    both = invoke(*alice.args("abandon", first.hex(), "--all"))
+    assert both.code == 2 and "Error: give either ID or --all (not both)" in both.err

@@ -606,8 +606,8 @@ def test_abandon_marks_a_pending_transfer_failed_and_resend_skips_it(
     assert done.code == 0, done
     assert (done.json()["id"], done.json()["status"]) == (signed.id.hex(), "failed")
     again = invoke(*alice.args("abandon", prefix, "--yes"))
-    assert again.code == 9
-    assert again.err == f"error: no pending outgoing transfer with id {prefix}\n"
+    assert again.code == 0
+    assert again.err == f"transfer {signed.id.hex()} is already abandoned\n"
     assert invoke(*alice.args("resend")).err == "nothing to resend: no pending outgoing transfers\n"
     assert "Traceback" not in done.out + done.err + again.err
 

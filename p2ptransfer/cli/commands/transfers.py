@@ -32,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 if TYPE_CHECKING:
     from ...net.peer import AcceptancePolicy, SendOutcome
     from ...storage.ledger import Ledger, TransferRow
+    from ..render import Names
 
 _TIMEOUT = Seconds(min=0.1, max=24 * 3600)
 
@@ -348,11 +349,12 @@ def resend(
 
 
 @click.command()
-@click.argument("transfer_id", metavar="ID")
+@click.argument("transfer_id", metavar="[ID]", required=False)
+@click.option("--all", "all_", is_flag=True, help="Abandon every pending or queued transfer.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @output_option("json")
 @pass_app
-def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
+def abandon(app: App, transfer_id: str | None, all_: bool, yes: bool, output: str) -> None:
     """Give up on pending outgoing transfer ID (or an ID prefix): it becomes failed.
 
     Only you can do this; a timeout never does. It is a statement about your
@@ -360,29 +362,95 @@ def abandon(app: App, transfer_id: str, yes: bool, output: str) -> None:
     still completes it here whenever it arrives (a resend fetches it). Asks
     for your passphrase: every change to your ledger is signed.
     """
+    if (transfer_id is None) == (not all_):
+        raise click.UsageError("give either ID or --all (not both)")
     from ..render import Names, echo_json, transfer_json, transfer_line
 
     with app.ledger() as ledger:
-        (found,) = _match_pending(ledger, transfer_id) or []
-        if not yes:
-            if not stdin_is_tty():
-                app.note(f"transfer {found.hex()} stays pending; to abandon it, add --yes")
+        names = Names(ledger.contacts())
+        if all_:
+            rows = ledger.waiting_outgoing()
+            if not rows:
+                app.note("nothing to abandon: no pending outgoing transfers")
+                if output == "json":
+                    echo_json({"transfers": []})
                 return
-            if not click.confirm(f"mark transfer {found.hex()} as failed?", err=True):
-                app.note(f"transfer {found.hex()} stays pending")
+            question = f"mark these {_count(rows)} as failed?"
+            for row in [] if yes else rows:  # what the question is about
+                app.note(f"  {transfer_line(row, names)}")
+        else:
+            assert transfer_id is not None
+            settled = _already_abandoned(ledger, transfer_id)
+            if settled is not None:
+                app.note(f"transfer {settled.id.hex()} is already abandoned")
+                if output == "json":
+                    echo_json(transfer_json(settled, names))
+                return
+            (found,) = _match_pending(ledger, transfer_id) or []
+            rows = [ledger.get_transfer(found, "out")]
+            question = f"mark {_describe(rows[0], names)} as failed?"
+        if not yes:
+            what = f"transfer {rows[0].id.hex()} stays" if len(rows) == 1 else "they stay"
+            if not stdin_is_tty():
+                app.note(
+                    f"{what} pending; to abandon {'it' if len(rows) == 1 else 'them'}, add --yes"
+                )
+                return
+            if not click.confirm(question, err=True):
+                app.note(f"{what} pending")
                 return
         # Every change to the journal is signed into the checkpoint: that needs the key.
         ledger.unlock(app.run(app.unlock(app.read_passphrase())))
-        was_queued = ledger.get_transfer(found, "out").status == "queued"
-        row = ledger.mark_failed(found, now_ms())
-        if was_queued:
+        done = []
+        queued = 0
+        for row in rows:
+            status = ledger.get_transfer(row.id, "out").status
+            if all_ and status not in ("pending", "queued"):
+                continue  # settled meanwhile (a receipt, another abandon): leave it as it is
+            queued += status == "queued"
+            done.append(ledger.mark_failed(row.id, now_ms()))
+        if queued:
+            where = "the recipient's mailbox" if queued == 1 else "the recipients' mailboxes"
+            it = "it" if queued == 1 else f"{queued} of them"
             app.note(
-                "warning: it is still sealed in the recipient's mailbox at the relay; if they "
-                "collect it before it expires, it is credited to them and their receipt "
-                "completes it here"
+                f"warning: {it} {'is' if queued == 1 else 'are'} still sealed in {where} at the "
+                "relay; if they collect it before it expires, it is credited to them and their "
+                "receipt completes it here"
             )
-        names = Names(ledger.contacts())
     if output == "json":
-        echo_json(transfer_json(row, names))
+        if all_:
+            echo_json({"transfers": [transfer_json(row, names) for row in done]})
+        else:
+            echo_json(transfer_json(done[0], names))
     else:
-        app.say(transfer_line(row, names))
+        for row in done:
+            app.say(transfer_line(row, names))
+
+
+def _count(rows: list[TransferRow]) -> str:
+    return "1 transfer" if len(rows) == 1 else f"{len(rows)} transfers"
+
+
+def _describe(row: TransferRow, names: Names) -> str:
+    """``12.50 EUR to bob (id 93731a2b…)``: what a confirmation question names."""
+    from ...protocol.amounts import format_amount
+    from ...protocol.text import escape_for_terminal
+
+    amount = format_amount(row.amount_minor, row.currency)
+    who = escape_for_terminal(names.show(row.counterparty))
+    return f"{amount} {row.currency} to {who} (id {row.id.hex()[:8]}…)"
+
+
+def _already_abandoned(ledger: Ledger, prefix: str) -> TransferRow | None:
+    """The one outgoing transfer ``prefix`` names if it is failed already (abandoned), else None.
+
+    A second ``abandon`` of the same id is not a mistake worth an error: the
+    transfer is where the user wants it.
+    """
+    text = prefix.strip().lower()
+    if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+        return None  # _match_pending says what is wrong with it
+    rows = [r for r in ledger.transfers() if r.direction == "out" and r.id.hex().startswith(text)]
+    if len(rows) == 1 and rows[0].status == "failed":
+        return rows[0]
+    return None
