@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from .conftest import Invoke, Person
@@ -121,3 +123,21 @@ def test_abandon_all_asks_once_listing_them(
     assert invoke(*alice.args("pending", "--json")).json() == {"transfers": []}
     both = invoke(*alice.args("abandon", first.hex(), "--all"))
     assert both.code == 2 and "Error: give either ID or --all (not both)" in both.err
+
+
+def test_a_busy_relay_port_is_one_line_in_our_style(
+    invoke: Invoke, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2ptransfer.cli.commands.relay import main as rendezvous_main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        expected = f"error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+        run = invoke("relay", "--port", str(port), "--log-level", "error", passphrase=None)
+        assert (run.code, run.out, run.err) == (10, "", expected)
+        with pytest.raises(SystemExit) as exit_:  # the same command as rendezvous.py
+            rendezvous_main(["--port", str(port), "--log-level", "error"])
+        assert exit_.value.code == 10
+        assert capsys.readouterr().err == expected

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ...errors import NetworkError, P2PTransferError
 from ..app import App, pass_app
 
 if TYPE_CHECKING:
@@ -132,12 +133,18 @@ def _run(**options: Any) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     configure_logging(config.log_format, config.log_level)
+    from ..main import CommandFailed  # one style of error for `p2ptransfer relay` and rendezvous.py
+
     try:
         import asyncio
 
         asyncio.run(run_relay(config))
+    except P2PTransferError as exc:
+        raise CommandFailed(str(exc), exc.exit_code) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
+        raise CommandFailed(
+            f"cannot listen on {config.host}:{config.port}: {exc}", NetworkError.exit_code
+        ) from exc
 
 
 @functools.cache

@@ -7,10 +7,13 @@ asyncio and the server are imported inside :func:`run_relay`, so the command's
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 from collections.abc import Callable
 
+from ...errors import NetworkError
 from .config import RelayConfig
 
 __all__ = ["run_relay"]
@@ -37,13 +40,41 @@ async def run_relay(config: RelayConfig, *, ready: Callable[[str], None] | None 
 
     server = RelayServer(config)
     try:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            import ssl
+
+            if isinstance(exc, ssl.SSLError) or exc.errno is None:
+                raise
+            # Bound the relay's port already? Then it was the separate metrics listener.
+            host, port = (
+                (config.host, config.port)
+                if server.port == 0
+                else (config.metrics_host, config.metrics_port)
+            )
+            raise _bind_error(exc, host, port) from exc
         (ready or _print_ready)(server.url)
         await stop.wait()
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await server.close()
+
+
+_REASONS = {
+    errno.EADDRINUSE: "address already in use",
+    errno.EACCES: "permission denied",
+    errno.EADDRNOTAVAIL: "this machine has no such address",
+}
+
+
+def _bind_error(exc: OSError, host: str, port: int | None) -> NetworkError:
+    """``cannot listen on 127.0.0.1:8765: address already in use``: the sentence, no errno."""
+    assert exc.errno is not None
+    reason = _REASONS.get(exc.errno) or os.strerror(exc.errno).lower()
+    shown = f"[{host}]" if ":" in host else host
+    return NetworkError(f"cannot listen on {shown}:{port}: {reason}")
 
 
 def _print_ready(url: str) -> None:
