@@ -77,3 +77,25 @@ def test_demo_command(invoke: Invoke, tmp_path: Path) -> None:
     assert "rejected: The amount is above the limit the recipient accepts." in run.out
     assert "alice's ledger verified" in run.out and "bob's ledger verified" in run.out
     assert "Removed" in run.out
+
+
+def test_demo_keep_says_how_to_use_the_kept_homes(invoke: Invoke, tmp_path: Path) -> None:
+    keep = tmp_path / "kept"
+    run = invoke("demo", "--keep", str(keep), passphrase=None, env={"COLUMNS": "120"})
+    assert run.code == 0, run
+    tail = run.out.splitlines()[-5:]
+    assert tail == [
+        f"Kept both homes in {keep}. Look inside with, for example:",
+        f"  P2PTRANSFER_HOME={keep / 'alice'} p2ptransfer ledger",
+        f"  P2PTRANSFER_HOME={keep / 'bob'} p2ptransfer ledger verify",
+        f"  p2ptransfer --home {keep / 'alice'} contacts list",
+        "Their keys are locked with random passphrases that were not kept: the homes can be "
+        "read and verified, not used to send.",
+    ]
+    for line in tail[1:3]:  # the commands it prints work as printed
+        assignment, _, args = line.strip().partition(" p2ptransfer ")
+        home = assignment.removeprefix("P2PTRANSFER_HOME=")
+        used = invoke(*args.split(), passphrase=None, env={"P2PTRANSFER_HOME": home})
+        assert used.code == 0, used
+    listed = invoke("--home", str(keep / "alice"), "contacts", "list", "--json", passphrase=None)
+    assert [c["name"] for c in listed.json()["contacts"]] == ["bob"]

@@ -94,6 +94,23 @@ def demo(app: App, keep_dir: Path | None) -> None:
     from ..demo_report import ConsoleReport
 
     app.run(run_demo(ConsoleReport(app), keep_dir=keep_dir))
+    if keep_dir is not None:
+        _explain_kept(app, keep_dir)
+
+
+def _explain_kept(app: App, keep_dir: Path) -> None:
+    """How to look into the kept homes: the flag is for inspecting, so say how."""
+    import shlex
+
+    alice, bob = (shlex.quote(str(keep_dir.resolve() / name)) for name in ("alice", "bob"))
+    app.say(f"Kept both homes in {keep_dir}. Look inside with, for example:")
+    app.say(f"  P2PTRANSFER_HOME={alice} p2ptransfer ledger")
+    app.say(f"  P2PTRANSFER_HOME={bob} p2ptransfer ledger verify")
+    app.say(f"  p2ptransfer --home {alice} contacts list")
+    app.say(
+        "Their keys are locked with random passphrases that were not kept: the homes can be "
+        "read and verified, not used to send."
+    )
 
 
 def _limit_options(defaults: RelayConfig) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
