@@ -56,6 +56,7 @@ DEFAULT_RELAY = "ws://127.0.0.1:8765"
 RELAY_ENV = "P2PTRANSFER_RELAY"
 PASSPHRASE_ENV = "P2PTRANSFER_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 _MAX_PASSPHRASE_FILE = 4096
+MIN_PASSPHRASE_CHARS = 12  # shorter ones are warned about (an offline guess is cheap)
 PASSPHRASE_TRIES = 3  # at a terminal: a typo costs a retry, not the whole command
 
 
@@ -203,6 +204,42 @@ class App:
         if confirm or not self.home.exists():
             return value  # a new passphrase (init), or no key file to check it against
         return self._checked(value)
+
+    def read_new_passphrase(
+        self, *, new_file: Path | None = None, label: str = "Passphrase", scripted: bool = True
+    ) -> str:
+        """The passphrase for a key file about to be written (``init``, ``passwd``).
+
+        From ``new_file``, else (when ``scripted``: ``init``) the usual
+        environment or ``--passphrase-file``, else asked twice at a terminal.
+        One shorter than :data:`MIN_PASSPHRASE_CHARS` gets a warning; at a
+        terminal the user must also confirm it (or type another), while a
+        script's passphrase is used as given.
+        """
+        for _ in range(PASSPHRASE_TRIES):
+            if new_file is not None:
+                value, typed = self.read_passphrase_file(new_file), False
+            elif scripted and (os.environ.get(PASSPHRASE_ENV) or self.passphrase_file is not None):
+                value, typed = self.read_passphrase(), False
+            elif stdin_is_tty():
+                value, typed = prompt_passphrase(label, confirm=True), True
+            elif scripted:
+                return self.read_passphrase()  # raises the usual "no passphrase available"
+            else:
+                raise PassphraseUnavailable(
+                    "no new passphrase available: pass --new-passphrase-file FILE, "
+                    "or run the command on a terminal"
+                )
+            if len(value) >= MIN_PASSPHRASE_CHARS:
+                return value
+            self.note(
+                f"warning: this passphrase is short ({len(value)} characters); "
+                f"{MIN_PASSPHRASE_CHARS} or more are much harder to guess "
+                "if your key file is ever copied"
+            )
+            if not typed or click.confirm("use it anyway?", default=False, err=True):
+                return value
+        raise PassphraseUnavailable("no passphrase chosen; nothing was written")
 
     def _checked(self, value: str) -> str:
         """``value`` once it opens the key file; a wrong one is asked for again."""

@@ -82,3 +82,32 @@ def test_a_passphrase_file_others_can_read_is_warned_about_once(
     )  # fmt: skip
     assert quiet.code == 0, quiet
     assert "warning" not in quiet.err, quiet
+
+
+SHORT_WARNING = (
+    "warning: this passphrase is short (5 characters); 12 or more are much harder to guess "
+    "if your key file is ever copied\n"
+)
+
+
+def test_init_warns_about_a_short_passphrase_from_a_script(invoke: Invoke, tmp_path: Path) -> None:
+    run = invoke("--home", str(tmp_path / "h"), "init", "--name", "al", passphrase="short")
+    assert run.code == 0, run
+    assert run.err.startswith(SHORT_WARNING), run
+
+
+def test_init_at_a_terminal_asks_before_using_a_short_passphrase(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    again = "Repeat for confirmation: "
+    done = converse(
+        ["--home", str(home), "init", "--name", "al"],
+        child_env(),
+        [(ASK, "short"), (again, "short"), ("[y/N]:", "n"), (ASK, "short"), (again, "short"),
+         ("[y/N]:", "y")],
+    )  # fmt: skip
+    assert done.returncode == 0, done
+    assert done.stderr.startswith(
+        f"Passphrase: \nRepeat for confirmation: \n{SHORT_WARNING}use it anyway? [y/N]: "
+        f"Passphrase: \nRepeat for confirmation: \n{SHORT_WARNING}use it anyway? [y/N]: "
+        f"created a new identity in {home}\n"
+    ), done

@@ -52,7 +52,7 @@ def init(app: App, name: str | None, output: str) -> None:
         raise AlreadyExists(f"an identity already exists in {home.path}; refusing to overwrite it")
     display = check_name(name if name is not None else _default_name(), "the name")
     params = kdf_params_from_env()  # a bad P2PTRANSFER_KDF_LOG_N fails before any prompt
-    passphrase = app.read_passphrase(confirm=True)
+    passphrase = app.read_new_passphrase()
     with app.waiting("creating and encrypting your key…"):
         identity = home.create_identity(passphrase, display, params)
     Ledger.open(home.ledger_path, owner=identity).close()  # records its owner, signed
