@@ -111,3 +111,62 @@ def test_init_at_a_terminal_asks_before_using_a_short_passphrase(tmp_path: Path)
         f"Passphrase: \nRepeat for confirmation: \n{SHORT_WARNING}use it anyway? [y/N]: "
         f"created a new identity in {home}\n"
     ), done
+
+
+def _verify_with(person: Person, invoke: Invoke, passphrase: str) -> int:
+    return invoke(
+        *person.args("ledger", "verify", "--reset-checkpoint"), passphrase=passphrase
+    ).code
+
+
+def test_passwd_from_a_script_keeps_the_identity(
+    alice: Person, invoke: Invoke, tmp_path: Path
+) -> None:
+    new = tmp_path / "new"
+    new.write_text("a much longer new passphrase\n")
+    new.chmod(0o600)
+    run = invoke(*alice.args("passwd", "--new-passphrase-file", str(new)))
+    assert run.code == 0, run
+    key = alice.home / "identity.key"
+    assert run.out == f"changed the passphrase of {key}\n"
+    assert run.err == f"your address is unchanged: {alice.address}\n"
+    assert invoke(*alice.args("whoami", "--json")).json()["address"] == alice.address
+    assert (key.stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in alice.home.iterdir() if p.name.startswith(".")) == []
+    assert _verify_with(alice, invoke, PASSPHRASE) == 4
+    assert _verify_with(alice, invoke, "a much longer new passphrase") == 0
+
+
+def test_passwd_with_a_wrong_old_passphrase_changes_nothing(
+    alice: Person, invoke: Invoke, tmp_path: Path
+) -> None:
+    new = tmp_path / "new"
+    new.write_text("a much longer new passphrase\n")
+    new.chmod(0o600)
+    key = alice.home / "identity.key"
+    before = key.read_bytes()
+    run = invoke(*alice.args("passwd", "--new-passphrase-file", str(new)), passphrase="nope")
+    assert (run.code, run.out, run.err) == (4, "", "error: wrong passphrase for this key file\n")
+    assert key.read_bytes() == before
+    no_source = invoke(*alice.args("passwd"))
+    assert (no_source.code, no_source.err) == (
+        4,
+        "error: no new passphrase available: pass --new-passphrase-file FILE, "
+        "or run the command on a terminal\n",
+    )
+    assert key.read_bytes() == before
+
+
+def test_passwd_at_a_terminal(alice: Person, invoke: Invoke) -> None:
+    new = "another long passphrase"
+    done = converse(
+        [*alice.args("passwd")],
+        child_env(),
+        [(ASK, PASSPHRASE), ("New passphrase: ", new), ("Repeat for confirmation: ", new)],
+    )
+    assert done.returncode == 0, done
+    assert done.stderr == (
+        "Passphrase: \nNew passphrase: \nRepeat for confirmation: \n"
+        f"your address is unchanged: {alice.address}\n"
+    )
+    assert _verify_with(alice, invoke, new) == 0
