@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..clock import now_ms
-from ..errors import InputError, NotFound, PassphraseUnavailable
+from ..errors import InputError, NotFound, PassphraseUnavailable, WrongPassphrase
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,6 +56,8 @@ DEFAULT_RELAY = "ws://127.0.0.1:8765"
 RELAY_ENV = "P2PTRANSFER_RELAY"
 PASSPHRASE_ENV = "P2PTRANSFER_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 _MAX_PASSPHRASE_FILE = 4096
+MIN_PASSPHRASE_CHARS = 12  # shorter ones are warned about (an offline guess is cheap)
+PASSPHRASE_TRIES = 3  # at a terminal: a typo costs a retry, not the whole command
 
 
 def stdin_is_tty() -> bool:
@@ -106,6 +109,9 @@ class App:
         self._home = home
         self._out = out
         self._err = err
+        self._warned_files: set[Path] = set()
+        # The identity a typed passphrase was checked against, so unlock() runs scrypt once.
+        self._unlocked: tuple[str, Identity] | None = None
 
     @property
     def relay_url(self) -> str:
@@ -175,6 +181,12 @@ class App:
         The order follows issue 5 (environment first); security.md lists the
         file first. A terminal prompt is used only when stdin is a terminal;
         with no source at all the command fails before anything is written.
+
+        A passphrase typed at a terminal is checked against the key file at
+        once (before any network work), and a wrong one is asked for again,
+        :data:`PASSPHRASE_TRIES` times in all, then WrongPassphrase. One from
+        the environment or a file is never retried: a script would only fail
+        the same way again.
         """
         env = os.environ.get(PASSPHRASE_ENV)
         if env:
@@ -182,16 +194,77 @@ class App:
                 self.note(f"{PASSPHRASE_ENV} is set: it is used and --passphrase-file is ignored")
             return env
         if self.passphrase_file is not None:
-            return _read_passphrase_file(self.passphrase_file)
-        if stdin_is_tty():
-            value: str = click.prompt(
-                "Passphrase", hide_input=True, confirmation_prompt=confirm, err=True
+            return self.read_passphrase_file(self.passphrase_file)
+        if not stdin_is_tty():
+            raise PassphraseUnavailable(
+                f"no passphrase available: set {PASSPHRASE_ENV}, pass --passphrase-file FILE, "
+                "or run the command on a terminal"
             )
-            return value
-        raise PassphraseUnavailable(
-            f"no passphrase available: set {PASSPHRASE_ENV}, pass --passphrase-file FILE, "
-            "or run the command on a terminal"
-        )
+        value = prompt_passphrase("Passphrase", confirm=confirm)
+        if confirm or not self.home.exists():
+            return value  # a new passphrase (init), or no key file to check it against
+        return self._checked(value)
+
+    def read_new_passphrase(
+        self, *, new_file: Path | None = None, label: str = "Passphrase", scripted: bool = True
+    ) -> str:
+        """The passphrase for a key file about to be written (``init``, ``passwd``).
+
+        From ``new_file``, else (when ``scripted``: ``init``) the usual
+        environment or ``--passphrase-file``, else asked twice at a terminal.
+        One shorter than :data:`MIN_PASSPHRASE_CHARS` gets a warning; at a
+        terminal the user must also confirm it (or type another), while a
+        script's passphrase is used as given.
+        """
+        for _ in range(PASSPHRASE_TRIES):
+            if new_file is not None:
+                value, typed = self.read_passphrase_file(new_file), False
+            elif scripted and (os.environ.get(PASSPHRASE_ENV) or self.passphrase_file is not None):
+                value, typed = self.read_passphrase(), False
+            elif stdin_is_tty():
+                value, typed = prompt_passphrase(label, confirm=True), True
+            elif scripted:
+                return self.read_passphrase()  # raises the usual "no passphrase available"
+            else:
+                raise PassphraseUnavailable(
+                    "no new passphrase available: pass --new-passphrase-file FILE, "
+                    "or run the command on a terminal"
+                )
+            if len(value) >= MIN_PASSPHRASE_CHARS:
+                return value
+            self.note(
+                f"warning: this passphrase is short ({len(value)} characters); "
+                f"{MIN_PASSPHRASE_CHARS} or more are much harder to guess "
+                "if your key file is ever copied"
+            )
+            if not typed or click.confirm("use it anyway?", default=False, err=True):
+                return value
+        raise PassphraseUnavailable("no passphrase chosen; nothing was written")
+
+    def _checked(self, value: str) -> str:
+        """``value`` once it opens the key file; a wrong one is asked for again."""
+        for tries_left in range(PASSPHRASE_TRIES - 1, -1, -1):
+            try:
+                with self.waiting("checking the passphrase…"):
+                    self._unlocked = (value, self.home.load_identity(value))
+                return value
+            except WrongPassphrase:
+                if not tries_left:
+                    raise
+            self.note(f"wrong passphrase, try again ({tries_left} left)")
+            value = prompt_passphrase("Passphrase")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read_passphrase_file(self, path: Path) -> str:
+        """The passphrase in ``path``, with a warning (once) if others may read the file."""
+        text, mode = _read_passphrase_file(path)
+        if os.name == "posix" and mode & 0o077 and path not in self._warned_files:
+            self._warned_files.add(path)
+            self.note(
+                f"warning: passphrase file {path} is accessible by other users "
+                f"(mode {mode:04o}); run 'chmod 600 {path}'"
+            )
+        return text
 
     async def open_peer(self, ledger: Ledger, passphrase: str, **options: Any) -> Peer:
         """This home's peer on the relay: the key unlocked while connecting, mail enabled."""
@@ -208,8 +281,14 @@ class App:
     async def unlock(self, passphrase: str) -> Identity:
         """Open the key file in a worker thread, so scrypt runs beside other async setup."""
         import asyncio
+        import hmac
 
         home = self.require_home()
+        if self._unlocked is not None and hmac.compare_digest(
+            self._unlocked[0].encode("utf-8", "surrogatepass"),
+            passphrase.encode("utf-8", "surrogatepass"),
+        ):
+            return self._unlocked[1]  # already checked at the prompt: no second scrypt
         return await asyncio.to_thread(home.load_identity, passphrase)
 
     # --- running and waiting ----------------------------------------------------
@@ -262,9 +341,17 @@ def _check_relay_url(url: str) -> None:
         raise click.BadParameter(str(exc), ctx=ctx, param_hint=[hint]) from None
 
 
-def _read_passphrase_file(path: Path) -> str:
+def prompt_passphrase(label: str, *, confirm: bool = False) -> str:
+    """A hidden prompt on the terminal (stderr), asked twice when ``confirm``."""
+    value: str = click.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
+    return value
+
+
+def _read_passphrase_file(path: Path) -> tuple[str, int]:
+    """The passphrase in ``path`` and the file's permission bits."""
     try:
         with path.open("rb") as fh:
+            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
             data = fh.read(_MAX_PASSPHRASE_FILE + 1)
     except OSError as exc:
         raise PassphraseUnavailable(
@@ -285,7 +372,7 @@ def _read_passphrase_file(path: Path) -> str:
         text = text[:-1]
     if not text:
         raise PassphraseUnavailable(f"passphrase file {path} is empty")
-    return text
+    return text, mode
 
 
 pass_app = click.make_pass_decorator(App)

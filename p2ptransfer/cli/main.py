@@ -125,6 +125,11 @@ COMMANDS: dict[str, LazyCommand] = {
         "init",
         "Create your identity (key file, passphrase-protected) and an empty ledger.",
     ),
+    "passwd": LazyCommand(
+        f"{_FAMILY}.identity",
+        "passwd",
+        "Change the passphrase of your key file; your identity and address stay the same.",
+    ),
     "whoami": LazyCommand(
         f"{_FAMILY}.identity",
         "whoami",

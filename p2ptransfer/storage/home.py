@@ -189,6 +189,31 @@ class Home:
         self._write_new(self.key_path, data)
         return identity
 
+    def change_passphrase(self, old: str, new: str, params: KdfParams | None = None) -> Identity:
+        """Seal the same identity under ``new`` (fresh salt and nonce); WrongPassphrase for ``old``.
+
+        The new key file is written beside the old one (O_EXCL, 0600, fsync),
+        renamed over it, and the directory synced: a crash leaves the old key
+        file or the new one, never a mix, and the address never changes.
+        """
+        identity = self.load_identity(old)  # a wrong old passphrase writes nothing
+        data = seal_key_file(
+            identity,
+            new,
+            salt=secrets.token_bytes(SALT_SIZE),
+            nonce=secrets.token_bytes(12),
+            params=params or kdf_params_from_env(),
+        )
+        tmp = self.path / f".identity.{secrets.token_hex(8)}.tmp"
+        self._write_new(tmp, data)
+        try:
+            os.replace(tmp, self.key_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot replace {self.key_path}: {exc.strerror}") from exc
+        _fsync_directory(self.path)
+        return identity
+
     def _write_new(self, path: Path, data: bytes) -> None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -265,6 +290,20 @@ class Home:
         if not isinstance(name, str):
             raise StorageError(f"{self.profile_path} is damaged: name is not text")
         return name
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename in ``path`` durable (POSIX); best effort where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _refuse_loose_mode(

@@ -144,12 +144,13 @@ def test_init_prompts_twice_on_a_terminal(
 ) -> None:
     monkeypatch.setattr(app_module, "stdin_is_tty", lambda: True)
     home = tmp_path / "tty"
-    run = invoke("--home", str(home), "init", passphrase=None, input="typed\ntyped\n")
+    typed = "typed at the terminal"
+    run = invoke("--home", str(home), "init", passphrase=None, input=f"{typed}\n{typed}\n")
     assert run.code == 0, run
     assert "Passphrase:" in run.err
     assert "Repeat for confirmation:" in run.err
     assert "typed" not in run.out + run.err
-    Home(home).load_identity("typed")
+    Home(home).load_identity(typed)
 
 
 def test_init_rejects_bad_kdf_setting_before_prompting(invoke: Invoke, tmp_path: Path) -> None:

@@ -118,6 +118,29 @@ def test_wrong_passphrase(created: tuple[Home, str]) -> None:
         home.load_identity(PASSPHRASE + "!")
 
 
+def test_change_passphrase_keeps_the_identity_and_replaces_the_file(
+    created: tuple[Home, str], umask_000: None
+) -> None:
+    home, address = created
+    before = home.key_path.read_bytes()
+    assert home.change_passphrase(PASSPHRASE, "new words", FAST).address == address
+    assert home.key_path.read_bytes() != before
+    assert mode(home.key_path) == 0o600
+    assert home.load_identity("new words").address == address
+    with pytest.raises(WrongPassphrase):
+        home.load_identity(PASSPHRASE)
+    assert sorted(p.name for p in home.path.iterdir()) == ["identity.key", "profile.json"]
+
+
+def test_change_passphrase_with_the_wrong_one_writes_nothing(created: tuple[Home, str]) -> None:
+    home, _ = created
+    before = home.key_path.read_bytes()
+    with pytest.raises(WrongPassphrase):
+        home.change_passphrase("not it", "new words", FAST)
+    assert home.key_path.read_bytes() == before
+    assert sorted(p.name for p in home.path.iterdir()) == ["identity.key", "profile.json"]
+
+
 def test_refuses_to_overwrite_an_identity(created: tuple[Home, str]) -> None:
     home, address = created
     before = home.key_path.read_bytes()

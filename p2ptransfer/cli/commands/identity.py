@@ -1,7 +1,8 @@
-"""``init``, ``whoami``, ``register`` and ``unregister``: who this home is, its handles."""
+"""``init``, ``passwd``, ``whoami``, ``register``, ``unregister``: who this home is, its handles."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -52,13 +53,41 @@ def init(app: App, name: str | None, output: str) -> None:
         raise AlreadyExists(f"an identity already exists in {home.path}; refusing to overwrite it")
     display = check_name(name if name is not None else _default_name(), "the name")
     params = kdf_params_from_env()  # a bad P2PTRANSFER_KDF_LOG_N fails before any prompt
-    passphrase = app.read_passphrase(confirm=True)
+    passphrase = app.read_new_passphrase()
     with app.waiting("creating and encrypting your key…"):
         identity = home.create_identity(passphrase, display, params)
     Ledger.open(home.ledger_path, owner=identity).close()  # records its owner, signed
     _show_identity(app, display, identity.public, output)
     app.note(f"created a new identity in {home.path}")
     app.note("share your address; the other person runs: p2ptransfer contacts add NAME ADDRESS")
+
+
+@click.command()
+@click.option(
+    "--new-passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Read the new passphrase from FILE (for scripts); else it is asked twice.",
+)
+@pass_app
+def passwd(app: App, new_passphrase_file: Path | None) -> None:
+    """Change the passphrase of your key file; your identity and address stay the same.
+
+    The current passphrase comes as for every command (P2PTRANSFER_PASSPHRASE,
+    --passphrase-file or a prompt); afterwards only the new one opens the key.
+    """
+    from ...storage.home import kdf_params_from_env
+
+    home = app.require_home()
+    params = kdf_params_from_env()  # a bad P2PTRANSFER_KDF_LOG_N fails before any prompt
+    old = app.read_passphrase()
+    new = app.read_new_passphrase(
+        new_file=new_passphrase_file, label="New passphrase", scripted=False
+    )
+    with app.waiting("re-encrypting your key…"):
+        identity = home.change_passphrase(old, new, params)
+    app.say(f"changed the passphrase of {home.key_path}")
+    app.note(f"your address is unchanged: {identity.public.address}")
 
 
 @click.command()

@@ -1,0 +1,93 @@
+"""Talk to ``python -m p2ptransfer`` through a real pseudo-terminal, prompt by prompt.
+
+Hidden prompts (getpass) flush whatever was typed ahead when they turn echo
+off, so each answer is typed only after its prompt has appeared on stderr.
+The child gets a session of its own: it has no controlling terminal, so
+getpass reads the pseudo-terminal on stdin and can never reach the terminal
+the tests themselves run in. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[2]
+STEP_TIMEOUT = 30.0
+
+
+@dataclass
+class _Collected:
+    chunks: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def text(self) -> str:
+        with self.lock:
+            return b"".join(self.chunks).decode("utf-8", "replace")
+
+
+def _pump(stream: IO[bytes], into: _Collected) -> None:
+    while chunk := stream.read1(4096):  # type: ignore[attr-defined]
+        with into.lock:
+            into.chunks.append(chunk)
+
+
+def converse(
+    args: list[str], env: dict[str, str], steps: list[tuple[str, str]]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``p2ptransfer ARGS``; per (prompt, answer): wait for prompt on stderr, type answer."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2ptransfer", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    out, err = _Collected(), _Collected()
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    try:
+        seen = 0
+        for prompt, answer in steps:
+            deadline = time.monotonic() + STEP_TIMEOUT
+            while (at := err.text().find(prompt, seen)) < 0:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"no prompt {prompt!r}; stderr so far: {err.text()!r}")
+                time.sleep(0.02)
+            seen = at + len(prompt)
+            os.write(primary, answer.encode() + b"\n")
+        proc.wait(timeout=STEP_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pump in pumps:
+            pump.join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+        os.close(primary)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.text(), err.text())
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without P2PTRANSFER_* settings, cheap keys, no colour, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PTRANSFER_")}
+    env.pop("FORCE_COLOR", None)
+    env.update(P2PTRANSFER_KDF_LOG_N="10", NO_COLOR="1", PYTHONUNBUFFERED="1", **extra)
+    return env
