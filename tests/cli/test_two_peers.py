@@ -558,3 +558,26 @@ def test_send_asks_before_signing_on_a_terminal(people: tuple[Cli, str, Cli, str
     assert "WARNING: you never compared safety numbers" in kept.stderr
     assert "not sent; nothing was signed or recorded" in kept.stderr
     assert _ledger(alice)["transfers"] == []
+
+
+def test_ctrl_c_during_send_names_the_transfer_that_stays_pending(
+    people: tuple[Cli, str, Cli, str],
+) -> None:
+    alice, *_ = people
+    sending = alice.background("send", "bob", "4.00", "EUR", "--online-only", "--timeout", "60")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:  # until the transfer is pending in the ledger
+            if _ledger(alice)["transfers"]:
+                break
+            time.sleep(0.1)
+        sending.proc.send_signal(signal.SIGINT)
+        assert sending.finish(timeout=20) == 130
+    finally:
+        sending.stop()
+    (pending,) = _ledger(alice)["transfers"]
+    assert pending["status"] == "pending"
+    assert (
+        f"interrupted: transfer {pending['id']} stays pending — 'p2ptransfer resend' delivers it, "
+        f"'p2ptransfer abandon {pending['id'][:8]}' gives up on it"
+    ) in sending.err

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..render import Names
 
 _TIMEOUT = Seconds(min=0.1, max=24 * 3600)
+WAITING = ("pending", "queued")  # statuses of an outgoing transfer still without a receipt
 
 
 def mail_options(command: F) -> F:
@@ -119,12 +120,13 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
+        prepared: list[bytes] = []  # the transfer's id, once it is pending in the ledger
 
         async def go() -> SendOutcome | TransferRow:
-
             peer = await app.open_peer(ledger, passphrase)
             async with peer:
                 signed = peer.prepare(address, minor, code, memo)
+                prepared.append(signed.id)
                 if online_only:
                     # PeerOffline / SessionTimeout name the transfer that stays pending.
                     (outcome,) = await peer.deliver([signed], timeout=timeout)
@@ -138,8 +140,17 @@ def send(
                 return result
 
         shown = f"{format_amount(minor, code)} {code}"
-        with app.waiting(f"sending {shown} to {label}, waiting for a receipt…"):
-            result = app.run(go())
+        try:
+            with app.waiting(f"sending {shown} to {label}, waiting for a receipt…"):
+                result = app.run(go())
+        except KeyboardInterrupt:
+            if prepared and ledger.get_transfer(prepared[0], "out").status in WAITING:
+                tid = prepared[0].hex()
+                app.note(
+                    f"interrupted: transfer {tid} stays pending — 'p2ptransfer resend' "
+                    f"delivers it, 'p2ptransfer abandon {tid[:8]}' gives up on it"
+                )
+            raise
         names = Names(ledger.contacts())
     show_outcomes(app, [result], names, output, single=True)  # rejected ones too: it is data
     for refusal in refusals([result]):
