@@ -22,8 +22,7 @@ import logging
 from ..clock import now_ms
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol.acceptance import AcceptancePolicy, Action, decide
-from ..protocol.amounts import format_amount
-from ..protocol.receipt import RejectReason, SignedReceipt, accept, reject
+from ..protocol.receipt import SignedReceipt
 from ..protocol.session import (
     Established,
     ReconcileArrived,
@@ -211,16 +210,10 @@ class Incoming(SessionHost):
                 request=self._request_for(signed, decided_at),
                 now_ms=decided_at,
             )
+            receipt = self._receipt_for(signed, verdict, decided_at)
             if verdict.action is Action.REPEAT:
-                assert verdict.stored is not None
-                answers.append((run, verdict.stored))
                 self._emit(PeerEvent("duplicate", signed.id.hex()))
-                continue
-            if verdict.reason is None:
-                receipt = accept(self.identity, signed, decided_at)
-            else:
-                receipt = reject(self.identity, signed, verdict.reason, decided_at)
-            if verdict.action is Action.CONFLICT:
+            elif verdict.action is Action.CONFLICT:
                 self._emit(PeerEvent("conflict", signed.id.hex()))
             elif verdict.action is Action.QUARANTINE:
                 quarantine_index.append(len(answers))
@@ -230,24 +223,15 @@ class Incoming(SessionHost):
                 to_store.append((signed, receipt))
             answers.append((run, receipt))
         if to_store:
-            stored = self.ledger.record_incoming_batch(
-                to_store,
-                decided_at,
-                on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
-                on_request=lambda s, why: reject(self.identity, s, why, decided_at),
-            )
+            stored = self._commit_incoming(to_store, decided_at)
             for index, (receipt, row) in zip(store_index, stored, strict=True):
                 answers[index] = (answers[index][0], receipt)
                 if row is not None:  # written now (not a repeat or a loser within the batch)
                     self._on_recorded(row)
         if to_quarantine:
-            kept = self.ledger.quarantine_many(to_quarantine, decided_at)
+            kept = self._quarantine(to_quarantine, decided_at)
             for index, receipt in zip(quarantine_index, kept, strict=True):
                 answers[index] = (answers[index][0], receipt)
-            for signed, _ in to_quarantine:
-                t = signed.transfer
-                shown = f"{format_amount(t.amount, t.currency)} {t.currency}"
-                self._emit(PeerEvent("quarantined", f"{shown} from {t.sender} id {t.id.hex()}"))
         await self._hooks.after_commit(self, [r for _, r in answers])
         for run, receipt in answers:
             await self._answer(run, receipt)

@@ -46,11 +46,10 @@ from ..errors import (
 )
 from ..protocol import envelope
 from ..protocol.acceptance import Action, decide
-from ..protocol.amounts import format_amount
 from ..protocol.envelope import Envelope, MailKind
 from ..protocol.identity import PublicIdentity
 from ..protocol.prekey import DEFAULT_CLOCK_SKEW_MS, Prekey, SignedPrekey, select_prekey
-from ..protocol.receipt import RejectReason, SignedReceipt, accept, reject
+from ..protocol.receipt import RejectReason, SignedReceipt
 from ..protocol.request import SignedRequest, SignedRequestAnswer
 from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import TransferRow
@@ -386,29 +385,14 @@ class Mailing(SessionHost):
             request=self._request_for(signed, decided_at),
             now_ms=decided_at,
         )
-        if verdict.action is Action.REPEAT:
-            assert verdict.stored is not None
-            receipt = verdict.stored
-        elif verdict.reason is None:
-            receipt = accept(self.identity, signed, decided_at)
-        else:
-            receipt = reject(self.identity, signed, verdict.reason, decided_at)
+        receipt = self._receipt_for(signed, verdict, decided_at)
         if verdict.action is Action.RECORD:
-            ((receipt, row),) = self.ledger.record_incoming_batch(
-                [(signed, receipt)],
-                decided_at,
-                on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, decided_at),
-                on_request=lambda s, why: reject(self.identity, s, why, decided_at),
-            )
+            ((receipt, row),) = self._commit_incoming([(signed, receipt)], decided_at)
             if row is not None:
                 self._collected.transfers.append(row)
                 self._on_recorded(row)
         elif verdict.action is Action.QUARANTINE:
-            (receipt,) = self.ledger.quarantine_many([(signed, receipt)], decided_at)
-            shown = f"{format_amount(transfer.amount, transfer.currency)} {transfer.currency}"
-            self._emit(
-                PeerEvent("quarantined", f"{shown} from {transfer.sender} id {signed.id.hex()}")
-            )
+            (receipt,) = self._quarantine([(signed, receipt)], decided_at)
         await self._hooks.after_mail_committed(self, receipt)
         # The receipt for mailed transfers is always mailed back; the mail is acknowledged
         # once the outcome is committed and the receipt's deposit confirmed (or impossible).

@@ -24,14 +24,16 @@ from typing import Any
 
 from ..errors import NetworkError, P2PTransferError, ProtocolError, SessionTimeout
 from ..protocol import reconcile
-from ..protocol.acceptance import AcceptancePolicy
+from ..protocol.acceptance import AcceptancePolicy, Action, Verdict
+from ..protocol.amounts import format_amount
 from ..protocol.identity import Identity, PublicIdentity
-from ..protocol.receipt import SignedReceipt
+from ..protocol.receipt import RejectReason, SignedReceipt, accept, reject
 from ..protocol.reconcile import Reconciliation
 from ..protocol.request import PaymentRequest, RequestState, SignedRequest, SignedRequestAnswer
 from ..protocol.session import Aborted, Event, Frame, Session
 from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
+from ..storage.transfers import Recorded
 from .relay_client import RelayClient
 
 __all__ = ["FaultHooks", "PeerEvent", "PeerStats", "SessionHost"]
@@ -143,6 +145,40 @@ class SessionHost(abc.ABC):
     @abc.abstractmethod
     def _is_contact(self, remote: str) -> bool:
         """Is ``remote`` (a relay-authenticated address) one of our pinned contacts?"""
+
+    # --- the receiver's moves, the same for live and mailed transfers --------------
+
+    def _receipt_for(self, signed: SignedTransfer, verdict: Verdict, at: int) -> SignedReceipt:
+        """The receipt a verdict calls for: the stored one for a repeat, else ours, signed now."""
+        if verdict.action is Action.REPEAT:
+            assert verdict.stored is not None
+            return verdict.stored
+        if verdict.reason is None:
+            return accept(self.identity, signed, at)
+        return reject(self.identity, signed, verdict.reason, at)
+
+    def _commit_incoming(
+        self, items: Sequence[tuple[SignedTransfer, SignedReceipt]], at: int
+    ) -> list[Recorded]:
+        """Record incoming transfers in one transaction; a conflict or an unmet request is
+        answered, inside it, with our signed rejection instead."""
+        return self.ledger.record_incoming_batch(
+            items,
+            at,
+            on_conflict=lambda s: reject(self.identity, s, RejectReason.CONFLICT, at),
+            on_request=lambda s, why: reject(self.identity, s, why, at),
+        )
+
+    def _quarantine(
+        self, items: Sequence[tuple[SignedTransfer, SignedReceipt]], at: int
+    ) -> list[SignedReceipt]:
+        """Keep strangers' transfers aside (not journaled); return the answers to send."""
+        answers = self.ledger.quarantine_many(items, at)
+        for signed, _ in items:
+            t = signed.transfer
+            shown = f"{format_amount(t.amount, t.currency)} {t.currency}"
+            self._emit(PeerEvent("quarantined", f"{shown} from {t.sender} id {t.id.hex()}"))
+        return answers
 
     def _request_for(
         self, signed: SignedTransfer, now_ms: int
