@@ -128,17 +128,23 @@ class Outgoing(SessionHost):
         self, transfer_ids: Iterable[bytes] | None = None, *, timeout: float = 60.0
     ) -> list[SendOutcome]:
         """Retry pending outgoing transfers (all, or the given ids) with their original bytes."""
-        pending = self.ledger.pending_outgoing()
-        if transfer_ids is not None:
-            wanted = set(transfer_ids)
-            pending = [p for p in pending if p.id in wanted]
-        by_recipient: dict[str, list[SignedTransfer]] = {}
-        for signed in pending:
-            by_recipient.setdefault(signed.transfer.recipient, []).append(signed)
         outcomes: list[SendOutcome] = []
-        for batch in by_recipient.values():
+        for batch in self._waiting_by_recipient(transfer_ids):
             outcomes += await self.deliver(batch, timeout=timeout)
         return outcomes
+
+    def _waiting_by_recipient(
+        self, transfer_ids: Iterable[bytes] | None
+    ) -> list[list[SignedTransfer]]:
+        """The outgoing transfers still waiting (all, or these ids), one list per recipient."""
+        waiting = self.ledger.pending_outgoing()
+        if transfer_ids is not None:
+            wanted = set(transfer_ids)
+            waiting = [s for s in waiting if s.id in wanted]
+        by_recipient: dict[str, list[SignedTransfer]] = {}
+        for signed in waiting:
+            by_recipient.setdefault(signed.transfer.recipient, []).append(signed)
+        return list(by_recipient.values())
 
     async def deliver(
         self, transfers: Sequence[SignedTransfer], *, timeout: float = 60.0

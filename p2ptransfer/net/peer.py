@@ -347,15 +347,8 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         self, transfer_ids: Sequence[bytes] | None, *, wait: float, timeout: float
     ) -> list[SendOutcome | TransferRow]:
         """:meth:`resend` with :meth:`deliver_or_queue`: queued ones are deposited again."""
-        waiting = self.ledger.pending_outgoing()
-        if transfer_ids is not None:
-            wanted = set(transfer_ids)
-            waiting = [s for s in waiting if s.id in wanted]
-        by_recipient: dict[str, list[SignedTransfer]] = {}
-        for signed in waiting:
-            by_recipient.setdefault(signed.transfer.recipient, []).append(signed)
         results: list[SendOutcome | TransferRow] = []
-        for batch in by_recipient.values():
+        for batch in self._waiting_by_recipient(transfer_ids):
             results += await self.deliver_or_queue(batch, wait=wait, timeout=timeout)
         return results
 

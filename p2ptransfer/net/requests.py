@@ -58,12 +58,11 @@ class Requesting(Mailing):
             self._emit(PeerEvent("request-refused", f"{sender}: not a contact"))
             return
         try:
-            row = self.ledger.record_request(signed, now_ms())
+            self.ledger.record_request(signed, now_ms())
         except P2PTransferError as exc:
             self._emit(PeerEvent("request-refused", f"{sender}: {exc}"))
             return
         self._emit(PeerEvent("request", f"{sender} {request.id.hex()}"))
-        del row
 
     def _on_request_answer(self, signed: SignedRequestAnswer) -> None:
         """A decline (from a payer) or cancellation (from a payee) of one of our requests."""
@@ -85,28 +84,23 @@ class Requesting(Mailing):
         neither worked (the request stays open here; its text code works on
         any channel).
         """
-        payer = signed.request.payer
-        return await self._hand_over(
-            payer, MailKind.REQUEST, signed.request.id, signed.encode(), signed, wait
-        )
+        return await self._hand_over(signed.request.payer, signed.request.id, signed, wait)
 
     async def send_request_answer(
         self, signed: SignedRequestAnswer, to: str, *, wait: float = 5.0
     ) -> str:
         """Tell ``to`` that we decline (or cancel) a request, live and/or by mail."""
-        return await self._hand_over(
-            to, MailKind.REQUEST_ANSWER, signed.answer.request_id, signed.encode(), signed, wait
-        )
+        return await self._hand_over(to, signed.answer.request_id, signed, wait)
 
     async def _hand_over(
         self,
         to: str,
-        kind: MailKind,
-        item_id: bytes,
-        encoded: bytes,
+        request_id: bytes,
         signed: SignedRequest | SignedRequestAnswer,
         wait: float,
     ) -> str:
+        """Live within ``wait`` s if ``to`` answers, and by mail whenever ``to`` can be mailed."""
+        kind = MailKind.REQUEST if isinstance(signed, SignedRequest) else MailKind.REQUEST_ANSWER
         live = False
         loop = asyncio.get_running_loop()
         try:
@@ -125,7 +119,7 @@ class Requesting(Mailing):
             log.info("%s not delivered live to %s: %s", kind.name.lower(), to, exc)
         try:
             prekey = await self._prekey_of(to)
-            await self._deposit(to, prekey, kind, item_id, encoded)
+            await self._deposit(to, prekey, kind, request_id, signed.encode())
         except MailUnavailable:
             if not live:
                 raise
