@@ -8,28 +8,19 @@ transfer completes. Both ledgers agree and verify.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from p2ptransfer.errors import MailUnavailable
-from p2ptransfer.net.peer import Peer, SendOutcome
-from p2ptransfer.net.relay import RelayServer
+from p2ptransfer.net.peer import SendOutcome
 from p2ptransfer.protocol.acceptance import AcceptancePolicy
 from p2ptransfer.storage.ledger import TransferRow, TransferStatus
-from tests.peers import Side, listening, mail_peer, relay_with_data
+from tests.peers import Side, listening
+from tests.peers import mail_peer as peer
+from tests.peers import relay_with_data as relay_with
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def peer(side: Side, url: str, **options: Any) -> Peer:
-    return mail_peer(side, url, **options)
-
-
-def relay_with(data: Path) -> contextlib.AbstractAsyncContextManager[RelayServer]:
-    return relay_with_data(data)
 
 
 async def test_a_transfer_sent_while_away_completes_after_both_were_offline(

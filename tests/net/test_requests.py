@@ -11,13 +11,11 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from p2ptransfer.clock import now_ms
 from p2ptransfer.net.peer import Peer, SendOutcome
-from p2ptransfer.net.relay import RelayServer
 from p2ptransfer.protocol.receipt import RejectReason
 from p2ptransfer.protocol.request import (
     PaymentRequest,
@@ -26,18 +24,12 @@ from p2ptransfer.protocol.request import (
     sign_request,
 )
 from p2ptransfer.storage.ledger import TransferRow, TransferStatus
-from tests.peers import Side, mail_peer, relay_with_data
+from tests.peers import Side
+from tests.peers import mail_peer as peer
+from tests.peers import relay_with_data as relay_with
 
 pytestmark = pytest.mark.timeout(60)
 HOUR = 3_600_000
-
-
-def peer(side: Side, url: str, **options: Any) -> Peer:
-    return mail_peer(side, url, **options)
-
-
-def relay_with(data: Path) -> contextlib.AbstractAsyncContextManager[RelayServer]:
-    return relay_with_data(data)
 
 
 @contextlib.asynccontextmanager
