@@ -204,6 +204,8 @@ class Mailing(SessionHost):
             why = _NO_MAIL.get(exc.reason, str(exc))
             raise MailUnavailable(why) from exc
         for candidate in candidates:
+            if candidate is chosen:
+                continue  # checked by select_prekey
             # A prekey beside the genuine one that the address never signed: nothing is
             # sealed to it, but the relay (or whoever answers for it) lied: say so.
             try:
