@@ -358,7 +358,7 @@ async def test_no_frame_overtakes_the_backlog() -> None:
         assert offer(conn, b"6")  # and writes directly again
         assert ws.wire[-1] == b"6"
     finally:
-        relay.directory.close()
+        await relay.directory.close()
 
 
 @given(

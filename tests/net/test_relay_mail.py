@@ -18,6 +18,7 @@ from p2ptransfer.net.relay.mailbox import (
     DepositOutcome,
     MemoryMailStore,
     StoredMail,
+    ThreadedMailStore,
 )
 from p2ptransfer.net.relay_client import Deliver, Mail, MailInfo, RelayClient
 from p2ptransfer.protocol import envelope, primitives
@@ -365,8 +366,8 @@ class DiskFullStore(MemoryMailStore):
 
 
 async def test_a_failing_store_refuses_and_keeps_the_connection(relay: RelayServer) -> None:
-    relay.mail.store.close()
-    relay.mail.store = DiskFullStore()
+    await relay.mail.store.close()
+    relay.mail.store = ThreadedMailStore(DiskFullStore())
     await ready_mailbox(relay.url)
     async with await RelayClient.connect(relay.url, ALICE) as alice:
         with pytest.raises(RelayRefused) as refused:

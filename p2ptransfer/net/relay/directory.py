@@ -4,11 +4,13 @@ A convenience for finding somebody's address, never a root of trust: the relay
 operator can answer a lookup with any address it likes. A looked-up address is
 trusted on first use and checked by safety number like any other.
 
-Only the holder may release a handle; the server caps how many one address
-holds (:meth:`Directory.count_for`) and how fast it claims.
+Only the holder may release a handle; a claim past the per-address quota is
+refused in the same step that would bind it (one transaction here, one Lua
+script in a cluster), so two claims racing on two nodes cannot both pass.
 
-:class:`HandleDirectory` is what the server calls; :class:`Directory` is the
-one-process SQLite implementation, and a cluster backend implements it again.
+:class:`HandleDirectory` is what the server awaits; :class:`Directory` is the
+one-process SQLite implementation (fast indexed statements, run on the loop),
+and ``redis_directory.py`` is the cluster's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Literal, Protocol
 
 from ...protocol.relay_wire import check_handle
 
-__all__ = ["DIRECTORY_FILE", "Directory", "HandleDirectory", "ReleaseOutcome"]
+__all__ = ["DIRECTORY_FILE", "ClaimOutcome", "Directory", "HandleDirectory", "ReleaseOutcome"]
 
 DIRECTORY_FILE = "relay-directory.sqlite3"
 
@@ -33,32 +35,36 @@ CREATE INDEX IF NOT EXISTS handles_by_address ON handles (address);
 """
 
 ReleaseOutcome = Literal["released", "not-yours", "unknown"]
+ClaimOutcome = Literal["claimed", "yours", "taken", "quota"]
+"""``claimed``: bound now; ``yours``: it already was; ``taken``: another key holds it;
+``quota``: the address already holds ``max_per_address`` handles (nothing changed)."""
 
 
 class HandleDirectory(Protocol):
-    """Handles -> addresses, first come first served; one implementation per deployment."""
+    """Handles -> addresses, first come first served; one implementation per deployment.
 
-    def claim(self, handle: str, address: str, now: int) -> bool:
-        """Bind ``handle`` to ``address``; True if it is now (or already was) theirs."""
+    Methods may raise :class:`~.mailbox.StoreUnavailable` (a cluster's Redis lost).
+    """
+
+    async def claim(
+        self, handle: str, address: str, now: int, max_per_address: int
+    ) -> ClaimOutcome:
+        """Bind ``handle`` to ``address`` unless another key holds it or the quota is full."""
         ...
 
-    def lookup(self, handle: str) -> str | None:
+    async def lookup(self, handle: str) -> str | None:
         """The address holding ``handle``, or None."""
         ...
 
-    def release(self, handle: str, address: str) -> ReleaseOutcome:
+    async def release(self, handle: str, address: str) -> ReleaseOutcome:
         """Unbind ``handle`` if ``address`` holds it; otherwise say whose problem it is."""
         ...
 
-    def count_for(self, address: str) -> int:
-        """How many handles ``address`` holds."""
-        ...
-
     def count(self) -> int:
-        """How many handles there are (a metrics gauge)."""
+        """How many handles there are (a metrics gauge: must not block; may lag)."""
         ...
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the store (the server calls it once, at shutdown)."""
         ...
 
@@ -78,36 +84,53 @@ class Directory:
             self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
-    def claim(self, handle: str, address: str, now: int) -> bool:
-        """Bind ``handle`` to ``address``; True if it is now (or already was) theirs."""
+    async def claim(
+        self, handle: str, address: str, now: int, max_per_address: int
+    ) -> ClaimOutcome:
         check_handle(handle)
-        self._db.execute(
-            "INSERT OR IGNORE INTO handles (handle, address, claimed_at) VALUES (?, ?, ?)",
-            (handle, address, now),
-        )
-        return self.lookup(handle) == address
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            owner = self._owner(handle)
+            if owner is not None:
+                outcome: ClaimOutcome = "yours" if owner == address else "taken"
+            else:
+                (held,) = db.execute(
+                    "SELECT count(*) FROM handles WHERE address = ?", (address,)
+                ).fetchone()
+                if held >= max_per_address:
+                    outcome = "quota"
+                else:
+                    db.execute(
+                        "INSERT INTO handles (handle, address, claimed_at) VALUES (?, ?, ?)",
+                        (handle, address, now),
+                    )
+                    outcome = "claimed"
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcome
 
-    def lookup(self, handle: str) -> str | None:
+    async def lookup(self, handle: str) -> str | None:
+        return self._owner(handle)
+
+    def _owner(self, handle: str) -> str | None:
         row = self._db.execute("SELECT address FROM handles WHERE handle = ?", (handle,)).fetchone()
         return None if row is None else str(row[0])
 
-    def release(self, handle: str, address: str) -> ReleaseOutcome:
-        """Unbind ``handle`` if ``address`` holds it; otherwise say whose problem it is."""
+    async def release(self, handle: str, address: str) -> ReleaseOutcome:
         check_handle(handle)
         deleted = self._db.execute(
             "DELETE FROM handles WHERE handle = ? AND address = ?", (handle, address)
         ).rowcount
         if deleted:
             return "released"
-        return "unknown" if self.lookup(handle) is None else "not-yours"
-
-    def count_for(self, address: str) -> int:
-        """How many handles ``address`` holds."""
-        row = self._db.execute("SELECT count(*) FROM handles WHERE address = ?", (address,))
-        return int(row.fetchone()[0])
+        return "unknown" if self._owner(handle) is None else "not-yours"
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM handles").fetchone()[0])
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()

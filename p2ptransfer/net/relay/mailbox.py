@@ -17,36 +17,52 @@ this module only keeps bytes.
 :class:`MailStore` is what the relay's mail service calls (a cluster backend
 implements it again); :class:`SqliteMailStore` keeps everything in
 ``--data``, durable when a method returns; :class:`MemoryMailStore` is for a
-relay without ``--data`` (lost on exit). Methods are synchronous and may
-block on a disk write: the service runs them off the event loop, one at a
-time.
+relay without ``--data`` (lost on exit). Their methods are synchronous and
+may block on a disk write: :class:`ThreadedMailStore` runs them off the event
+loop, one at a time, and is the :class:`AsyncMailStore` the mail service
+talks to. A cluster's store (``redis_mailbox.py``) is an :class:`AsyncMailStore`
+of its own, with the same rules.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, ParamSpec, Protocol, TypeVar
 
 __all__ = [
     "MAILBOX_FILE",
+    "AckOutcome",
+    "AsyncMailStore",
     "DepositOutcome",
     "MailLimits",
     "MailStore",
     "MemoryMailStore",
     "SqliteMailStore",
+    "StoreUnavailable",
     "StoredMail",
     "StoredPrekey",
+    "ThreadedMailStore",
 ]
 
 MAILBOX_FILE = "relay-mail.sqlite3"
 
 DepositOutcome = Literal["stored", "mailbox-full", "sender-room-full"]
 AckOutcome = Literal["deleted", "replaced", "unknown"]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be read or written right now (a full disk, an unreachable Redis).
+
+    Nothing that was confirmed changed; the relay refuses the request as
+    ``unavailable`` and keeps the connection.
+    """
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,53 @@ class MailStore(Protocol):
 
     def close(self) -> None:
         """Release the store (the server calls it once, at shutdown)."""
+        ...
+
+
+class AsyncMailStore(Protocol):
+    """What the mail service awaits: :class:`MailStore`'s rules, without blocking the loop.
+
+    Every method may raise :class:`StoreUnavailable`. The figures are read
+    by metrics gauges on the event loop and must not block; a store that
+    cannot count cheaply serves the last figures it refreshed.
+    """
+
+    limits: MailLimits
+
+    async def deposit(self, mail: StoredMail) -> DepositOutcome:
+        """:meth:`MailStore.deposit`."""
+        ...
+
+    async def pending_for(self, owner: str, now_ms: int) -> list[StoredMail]:
+        """:meth:`MailStore.pending_for`."""
+        ...
+
+    async def ack(self, owner: str, sender: str, slot: bytes, envelope_hash: bytes) -> AckOutcome:
+        """:meth:`MailStore.ack`."""
+        ...
+
+    async def publish_prekey(self, prekey: StoredPrekey, now_ms: int) -> list[StoredPrekey]:
+        """:meth:`MailStore.publish_prekey`; then the owner's prekeys kept, newest first."""
+        ...
+
+    async def prekeys_for(self, owner: str, now_ms: int) -> list[StoredPrekey]:
+        """:meth:`MailStore.prekeys_for`."""
+        ...
+
+    async def sweep(self, now_ms: int) -> int:
+        """:meth:`MailStore.sweep`."""
+        ...
+
+    def mail_count(self) -> int: ...
+
+    def mail_bytes(self) -> int: ...
+
+    def prekey_count(self) -> int: ...
+
+    def expired_count(self) -> int: ...
+
+    async def close(self) -> None:
+        """Finish what is under way and release the store."""
         ...
 
 
@@ -354,3 +417,66 @@ class MemoryMailStore(SqliteMailStore):
 
     def __init__(self, limits: MailLimits | None = None) -> None:
         super().__init__(None, limits)
+
+
+T = TypeVar("T")
+
+
+class ThreadedMailStore:
+    """An :class:`AsyncMailStore` over a synchronous :class:`MailStore`: one worker thread.
+
+    One thread, so calls run one at a time in the order they were made (the
+    store's transactions never interleave), and a disk flush stalls only the
+    mail requests waiting behind it, never the event loop's forwarding.
+    SQLite's errors become :class:`StoreUnavailable`.
+    """
+
+    def __init__(self, store: MailStore) -> None:
+        self.store = store
+        self.limits = store.limits
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="relay-mail")
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._worker, call, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"mail store failed: {exc}") from exc
+
+    async def deposit(self, mail: StoredMail) -> DepositOutcome:
+        return await self._run(self.store.deposit, mail)
+
+    async def pending_for(self, owner: str, now_ms: int) -> list[StoredMail]:
+        return await self._run(self.store.pending_for, owner, now_ms)
+
+    async def ack(self, owner: str, sender: str, slot: bytes, envelope_hash: bytes) -> AckOutcome:
+        return await self._run(self.store.ack, owner, sender, slot, envelope_hash)
+
+    async def publish_prekey(self, prekey: StoredPrekey, now_ms: int) -> list[StoredPrekey]:
+        return await self._run(self._publish, prekey, now_ms)
+
+    def _publish(self, prekey: StoredPrekey, now_ms: int) -> list[StoredPrekey]:
+        self.store.publish_prekey(prekey, now_ms)
+        return self.store.prekeys_for(prekey.owner, now_ms)
+
+    async def prekeys_for(self, owner: str, now_ms: int) -> list[StoredPrekey]:
+        return await self._run(self.store.prekeys_for, owner, now_ms)
+
+    async def sweep(self, now_ms: int) -> int:
+        return await self._run(self.store.sweep, now_ms)
+
+    def mail_count(self) -> int:
+        return self.store.mail_count()
+
+    def mail_bytes(self) -> int:
+        return self.store.mail_bytes()
+
+    def prekey_count(self) -> int:
+        return self.store.prekey_count()
+
+    def expired_count(self) -> int:
+        return self.store.expired_count()
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._worker.shutdown)
+        self.store.close()

@@ -47,32 +47,51 @@ class Routes(Protocol[C]):
         """
         ...
 
-    def subscribe(self, address: str, conn: C) -> set[C]:
-        """Route ``address``'s frames to ``conn`` too; the watchers to tell it came online.
+    async def subscribe(self, address: str, conn: C) -> set[C]:
+        """Route ``address``'s frames to ``conn`` too; this node's watchers to tell it came.
 
-        The set is non-empty only on the address's first connection (every
-        watcher is told once; their watch is spent and already dropped).
+        Returns once frames published for ``address`` anywhere reach ``conn``
+        (the server sends AuthOk only then). The set is non-empty only on the
+        address's first connection here (every watcher is told once; their
+        watch is spent and already dropped); a cluster also tells other nodes'
+        watchers itself.
         """
         ...
 
     def unsubscribe(self, conn: C, address: str | None) -> None:
-        """Route nothing more to ``conn`` (connected as ``address``) and drop its watches."""
+        """Route nothing more to ``conn`` (connected as ``address``) and drop its watches.
+
+        Synchronous (a slow consumer is dropped from a write path): whatever a
+        cluster must tell Redis follows in the background.
+        """
         ...
 
     def connections(self, address: str) -> tuple[C, ...]:
         """The local connections of ``address`` (empty if none)."""
         ...
 
-    def online(self, address: str) -> bool:
+    async def online(self, address: str) -> bool:
         """True while ``address`` has a connection anywhere (this node or another)."""
         ...
 
-    async def route(self, address: str, data: bytes) -> int:
-        """Deliver ``data`` to every connection of ``address``; how many took it (0: offline)."""
+    async def address_connections(self, address: str) -> int:
+        """How many connections ``address`` has, all nodes together (a cap is checked on it)."""
         ...
 
-    def watch(self, address: str, conn: C) -> None:
-        """Tell ``conn`` (once) when ``address`` connects; ``conn.watches`` holds it meanwhile."""
+    async def route(self, address: str, data: bytes) -> int:
+        """Deliver ``data`` to every connection of ``address``; how many took it (0: offline).
+
+        Across nodes the count is of nodes that received it, never of sockets:
+        only zero means something (the exact ``offline`` answer).
+        """
+        ...
+
+    async def watch(self, address: str, conn: C) -> bool:
+        """Tell ``conn`` (once) when ``address`` connects; ``conn.watches`` holds it meanwhile.
+
+        True instead if ``address`` turned out to be online already (nothing is
+        then registered): a cluster listens for the arrival before it looks.
+        """
         ...
 
     # --- this node's figures, for metrics gauges ------------------------------------
@@ -106,7 +125,11 @@ class LocalRoutes(Generic[C]):
         """Connections by :func:`route_key`; tuples, so a snapshot is free."""
         self._watchers: dict[str, set[C]] = {}
 
-    def subscribe(self, address: str, conn: C) -> set[C]:
+    async def subscribe(self, address: str, conn: C) -> set[C]:
+        return self.add(address, conn)
+
+    def add(self, address: str, conn: C) -> set[C]:
+        """:meth:`subscribe`'s local half: the table entry and the local watchers it wakes."""
         key = route_key(address)
         peers = self.table.get(key)
         self.table[key] = (conn,) if peers is None else (*peers, conn)
@@ -142,8 +165,11 @@ class LocalRoutes(Generic[C]):
     def connections(self, address: str) -> tuple[C, ...]:
         return self.table.get(route_key(address), ())
 
-    def online(self, address: str) -> bool:
+    async def online(self, address: str) -> bool:
         return route_key(address) in self.table
+
+    async def address_connections(self, address: str) -> int:
+        return len(self.table.get(route_key(address), ()))
 
     async def route(self, address: str, data: bytes) -> int:
         delivered = 0
@@ -152,7 +178,12 @@ class LocalRoutes(Generic[C]):
                 delivered += 1
         return delivered
 
-    def watch(self, address: str, conn: C) -> None:
+    async def watch(self, address: str, conn: C) -> bool:
+        self.add_watch(address, conn)
+        return False
+
+    def add_watch(self, address: str, conn: C) -> None:
+        """:meth:`watch`'s local half: remember that ``conn`` waits for ``address``."""
         if conn.watches is None:
             conn.watches = set()
         conn.watches.add(address)

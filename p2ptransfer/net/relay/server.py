@@ -235,7 +235,7 @@ class RelayServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is None:  # never started (e.g. the port was taken)
-            self.directory.close()
+            await self.directory.close()
             await self.mail.close()
             return
         log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
@@ -247,7 +247,7 @@ class RelayServer:
         except TimeoutError:
             for conn in list(self._conns):
                 conn.ws.transport.abort()
-        self.directory.close()
+        await self.directory.close()
         await self.mail.close()
         log_event(logging.INFO, "stopped", "relay stopped")
 
@@ -283,7 +283,7 @@ class RelayServer:
                 raise _Close(
                     CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
                 ) from None
-            self._register(conn, address)
+            await self._register(conn, address)
             await self.mail.deliver_waiting(conn, address)
             await self._serve(conn, address)
         except _Close as close:
@@ -384,8 +384,10 @@ class RelayServer:
             raise _Close(
                 CloseCode.POLICY_VIOLATION, f"authentication failed: {exc}", "auth-failed"
             ) from None
-        peers = self.routes.connections(address)
-        if len(peers) >= self.config.max_connections_per_address:
+        if (
+            await self.routes.address_connections(address)
+            >= self.config.max_connections_per_address
+        ):
             raise _Close(
                 CloseCode.TRY_AGAIN_LATER,
                 "too many connections for this address",
@@ -405,10 +407,10 @@ class RelayServer:
                 CloseCode.POLICY_VIOLATION, f"malformed frame: {exc}", "malformed"
             ) from None
 
-    def _register(self, conn: Conn, address: str) -> None:
+    async def _register(self, conn: Conn, address: str) -> None:
         conn.address = address
         conn.deliver_header = deliver_header(address)
-        watchers = self.routes.subscribe(address, conn)
+        watchers = await self.routes.subscribe(address, conn)
         self.outbox.push(conn, AuthOk(address).encode())
         self.outbox.push(conn, self.mail.info)
         log_event(logging.INFO, "auth", "authenticated", conn=conn.cid, ip=conn.ip, address=address)
@@ -452,15 +454,13 @@ class RelayServer:
         elif isinstance(frame, MAIL_REQUESTS):
             await self.outbox.offer_waiting(conn, await self.mail.answer(conn, address, frame))
         else:
-            answer = self.services.answer(conn, address, frame)
+            answer = await self.services.answer(conn, address, frame)
             if answer is not None:
                 await self.outbox.offer_waiting(conn, answer)
 
     async def _route(self, conn: Conn, sender: str, frame: Send) -> None:
         """A Send the fast path did not take: usually to an offline address."""
-        delivered = 0
-        if self.routes.online(frame.to):
-            delivered = await self.routes.route(frame.to, Deliver(sender, frame.payload).encode())
+        delivered = await self.routes.route(frame.to, Deliver(sender, frame.payload).encode())
         if delivered:
             self.metrics.frames_forwarded += delivered
             self.metrics.bytes_forwarded += delivered * len(frame.payload)

@@ -32,6 +32,7 @@ from .connection import Conn
 from .directory import HandleDirectory
 from .limits import BucketMap, TokenBucket
 from .logs import log_event
+from .mailbox import StoreUnavailable
 from .metrics import Metrics
 from .routes import Routes
 
@@ -58,15 +59,23 @@ class Services:
         self._claims_by_address = BucketMap(config.claim_rate, config.claim_burst)
         self._claims_by_ip = BucketMap(config.claim_rate_per_ip, config.claim_burst_per_ip)
 
-    def answer(self, conn: Conn, address: str, frame: Request) -> bytes | None:
-        """The answer to ``frame`` from ``conn`` (authenticated as ``address``), if any yet."""
-        if isinstance(frame, Watch):
-            return self.watch(conn, frame)
-        if isinstance(frame, Lookup):
-            return self.lookup(conn, frame)
-        return self.directory_change(conn, address, frame)
+    async def answer(self, conn: Conn, address: str, frame: Request) -> bytes | None:
+        """The answer to ``frame`` from ``conn`` (authenticated as ``address``), if any yet.
 
-    def watch(self, conn: Conn, frame: Watch) -> bytes | None:
+        A directory that cannot be reached (a cluster's Redis lost) refuses
+        the request as ``unavailable``; the connection stays.
+        """
+        try:
+            if isinstance(frame, Watch):
+                return await self.watch(conn, frame)
+            if isinstance(frame, Lookup):
+                return await self.lookup(conn, frame)
+            return await self.directory_change(conn, address, frame)
+        except StoreUnavailable as exc:
+            log_event(logging.ERROR, "directory", str(exc), conn=conn.cid)
+            return self.refusal(frame, "unavailable", "the relay cannot answer that right now")
+
+    async def watch(self, conn: Conn, frame: Watch) -> bytes | None:
         """Register a watch; the immediate answer to send, if any.
 
         Presence is public to authenticated peers, but rate-limited: each
@@ -77,24 +86,27 @@ class Services:
             conn.watch_bucket = TokenBucket(cfg.watch_rate, cfg.watch_burst)
         if not conn.watch_bucket.take():
             return self.refusal(frame, "rate-limited", "too many watch requests; slow down")
-        if self.routes.online(frame.address):
+        if await self.routes.online(frame.address):
             return Online(frame.address).encode()
         watches = conn.watches or ()
         if frame.address in watches:
             return None
         if len(watches) >= self.config.max_watches:
             return self.refusal(frame, "too-many-watches", "too many addresses watched at once")
-        self.routes.watch(frame.address, conn)
+        # The routes tell the connection when the address comes; a cluster's routes
+        # listen for that before looking again, so an arrival in between is not missed.
+        if await self.routes.watch(frame.address, conn):
+            return Online(frame.address).encode()
         return None
 
-    def lookup(self, conn: Conn, frame: Lookup) -> bytes:
+    async def lookup(self, conn: Conn, frame: Lookup) -> bytes:
         """Who holds ``frame.handle``; look-ups are rate-limited per connection."""
         if conn.lookups is None:
             cfg = self.config
             conn.lookups = TokenBucket(cfg.lookup_rate, cfg.lookup_burst)
         if not conn.lookups.take():
             return self.refusal(frame, "rate-limited", "too many look-ups; slow down")
-        found = self.directory.lookup(frame.handle)
+        found = await self.directory.lookup(frame.handle)
         answer = (
             HandleUnknown(frame.ref, frame.handle)
             if found is None
@@ -102,7 +114,7 @@ class Services:
         )
         return answer.encode()
 
-    def directory_change(self, conn: Conn, address: str, frame: Claim | Release) -> bytes:
+    async def directory_change(self, conn: Conn, address: str, frame: Claim | Release) -> bytes:
         """Claim or release a handle for ``address``; the answer to send.
 
         Both are rate-limited per address (reconnecting does not refill it) and
@@ -115,7 +127,7 @@ class Services:
             )
         handle = frame.handle
         if isinstance(frame, Release):
-            outcome = self.directory.release(handle, address)
+            outcome = await self.directory.release(handle, address)
             if outcome == "released":
                 log_event(logging.INFO, "release", "handle released", conn=conn.cid, handle=handle)
                 return Released(frame.ref, handle).encode()
@@ -124,21 +136,19 @@ class Services:
                     frame, "not-yours", f"{handle} belongs to another key; only it can release it"
                 )
             return self.refusal(frame, "handle-unknown", f"nobody holds {handle} at this relay")
-        owner = self.directory.lookup(handle)
-        if owner == address:
-            return ClaimOk(frame.ref, handle).encode()  # already yours: nothing changes
-        if owner is not None:
-            return self.refusal(frame, "handle-taken", f"{handle} belongs to another key")
         limit = self.config.max_handles_per_address
-        if self.directory.count_for(address) >= limit:
+        claimed = await self.directory.claim(handle, address, int(time.time()), limit)
+        if claimed == "yours":
+            return ClaimOk(frame.ref, handle).encode()  # already yours: nothing changes
+        if claimed == "taken":
+            return self.refusal(frame, "handle-taken", f"{handle} belongs to another key")
+        if claimed == "quota":
             return self.refusal(
                 frame,
                 "handle-quota",
                 f"you already hold {limit} handle{'s' if limit != 1 else ''} at this relay "
                 "(the limit); release one with 'p2ptransfer unregister HANDLE'",
             )
-        if not self.directory.claim(handle, address, int(time.time())):
-            return self.refusal(frame, "handle-taken", f"{handle} belongs to another key")
         log_event(logging.INFO, "claim", "handle claimed", conn=conn.cid, handle=handle)
         return ClaimOk(frame.ref, handle).encode()
 
