@@ -60,6 +60,9 @@ _HELP: dict[str, str] = {
     "deposit_rate_per_ip": "Deposits per hour per client IP, all keys together; 0 disables.",
     "deposit_burst_per_ip": "Deposit burst per client IP.",
     "mail_sweep_interval": "Seconds between sweeps deleting expired mail and prekeys.",
+    "cluster_prefix": "Prefix of every Redis key and channel of the cluster.",
+    "cluster_grace": "Seconds without Redis before peers are closed (1012) to move elsewhere.",
+    "cluster_publish_frames": "Frames waiting to be published to Redis; when full, senders pause.",
     "auth_timeout": "Seconds a new connection has to authenticate (else 1008).",
     "open_timeout": "Seconds for the HTTP/websocket opening handshake.",
     "ping_interval": "Seconds between keepalive pings; 0 disables.",
@@ -197,6 +200,21 @@ _BASE_OPTIONS: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] = 
         type=click.Path(file_okay=False, path_type=Path),
         help="Directory for the handle directory and the mailboxes (SQLite). "
         "Default: in memory, lost on exit.",
+    ),
+    click.option(
+        "--cluster",
+        metavar="URL",
+        envvar="P2PTRANSFER_RELAY_CLUSTER",
+        show_envvar=True,
+        default=None,
+        help="Run as one node of a cluster sharing this Redis: redis://[:PASSWORD@]HOST:PORT/DB, "
+        "rediss://... (TLS) or unix://PATH. Needs the 'cluster' extra. Default: a single relay.",
+    ),
+    click.option(
+        "--cluster-insecure",
+        is_flag=True,
+        default=False,
+        help="Accept a Redis on another machine with neither a password nor TLS.",
     ),
     click.option(
         "--tls-cert",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,18 @@ class RelayConfig:
     metrics_token: str | None = None
     """If set, /metrics needs ``Authorization: Bearer TOKEN`` (else 401)."""
 
+    # cluster (several nodes sharing one Redis; docs/relay.md "Running a cluster")
+    cluster: str | None = None
+    """``redis://[:PASSWORD@]HOST:PORT/DB``, ``rediss://…`` or ``unix://PATH``; None: one relay."""
+    cluster_insecure: bool = False
+    """Accept a Redis on another machine with neither a password nor TLS."""
+    cluster_prefix: str = "p2pt:"
+    """Prefix of every key and channel the cluster uses in Redis."""
+    cluster_grace: float = 10.0
+    """Seconds without Redis before the node closes its peers (1012) so they move to another."""
+    cluster_publish_frames: int = 4096
+    """Frames waiting to be published; when full, the senders are paused."""
+
     # timeouts (seconds)
     auth_timeout: float = 10.0
     open_timeout: float = 10.0
@@ -158,6 +171,14 @@ class RelayConfig:
             )
         for url in self.public_urls:
             normalize_relay_url(url)
+        if self.cluster is not None:
+            _check_cluster_url(self.cluster, self.cluster_insecure)
+        if self.cluster_grace < 0:
+            raise ValueError("cluster_grace must be 0 or more")
+        if self.cluster_publish_frames < 1:
+            raise ValueError("cluster_publish_frames must be at least 1")
+        if not self.cluster_prefix or not self.cluster_prefix.isascii():
+            raise ValueError("cluster_prefix is a non-empty ASCII string")
 
     @property
     def max_mail_age_ms(self) -> int:
@@ -202,3 +223,39 @@ def _is_loopback(host: str) -> bool:
 
 def _is_wildcard(host: str) -> bool:
     return host in ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - naming it, not binding it
+
+
+def _check_cluster_url(url: str, insecure: bool) -> None:
+    """Refuse a malformed cluster URL, or a remote Redis anyone on the path could use.
+
+    Whoever reaches the cluster's Redis can drop, replay or misroute frames and
+    wipe mail (never forge: peers sign end to end); on another machine it needs
+    a password or TLS unless the operator says otherwise. The message never
+    repeats the password.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("the cluster URL is malformed (redis://HOST:PORT/DB)") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("the cluster URL starts with redis://, rediss:// or unix://")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// cluster URL names the socket's path")
+        return
+    host = parts.hostname
+    if not host:
+        raise ValueError("the cluster URL names no host (redis://HOST:PORT/DB)")
+    if port is not None and not 0 < port <= 65535:
+        raise ValueError("the cluster URL's port must be 1-65535")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError("the cluster URL's database is a number (redis://HOST:PORT/0)")
+    if insecure or parts.scheme == "rediss" or parts.password or _is_loopback(host):
+        return
+    raise ValueError(
+        f"refusing the Redis at {host} without a password or TLS: anyone who reaches it "
+        "can disrupt the relay; give one (redis://:PASSWORD@HOST or rediss://) "
+        "or pass --cluster-insecure"
+    )

@@ -1,8 +1,10 @@
 """The relay's plain-HTTP side: health, metrics, and refusing a connection before the upgrade.
 
-Refusing in the opening handshake (503 when full or shutting down, 429 over
-a per-IP limit) costs the relay no websocket, no task and no challenge; the
-per-IP connection count kept here is what that check reads.
+Refusing in the opening handshake (503 when full, shutting down or cut off
+from its cluster, 429 over a per-IP limit) costs the relay no websocket, no
+task and no challenge; the per-IP connection count kept here is what that
+check reads (a cluster node adds the other nodes' counts: see
+:class:`SharedCounts`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import http
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -21,9 +24,10 @@ from websockets.http11 import Request, Response
 from .config import RelayConfig
 from .limits import BucketMap
 from .logs import log_event
+from .mailbox import StoreUnavailable
 from .metrics import Metrics
 
-__all__ = ["HttpFront", "client_ip"]
+__all__ = ["HttpFront", "SharedCounts", "client_ip"]
 
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -40,6 +44,23 @@ def client_ip(connection: ServerConnection, trusted_proxies: tuple[str, ...]) ->
     return ip
 
 
+class SharedCounts(Protocol):
+    """Per-IP connection counts across a cluster's nodes (approximate: see docs/relay.md)."""
+
+    @property
+    def reason(self) -> str | None:
+        """Why the cluster cannot be used now (None: it can)."""
+        ...
+
+    def ip_opened(self, ip: str) -> None: ...
+
+    def ip_closed(self, ip: str) -> None: ...
+
+    async def ip_connections(self, ip: str) -> int:
+        """Connections from ``ip`` on every live node; may raise if the cluster is lost."""
+        ...
+
+
 class HttpFront:
     """Answers plain HTTP requests and admits (or refuses) websocket upgrades.
 
@@ -54,28 +75,41 @@ class HttpFront:
         *,
         open_connections: Callable[[], int],
         closing: Callable[[], bool],
+        cluster: SharedCounts | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self._open_connections = open_connections
         self._closing = closing
+        self._cluster = cluster
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._ip_rate = BucketMap(config.connection_rate_per_ip, config.connection_burst_per_ip)
 
     def opened(self, ip: str) -> None:
         """Count a connection from ``ip`` (an upgrade went through)."""
         self._per_ip[ip] += 1
+        if self._cluster is not None:
+            self._cluster.ip_opened(ip)
 
     def closed(self, ip: str) -> None:
         """Forget a connection from ``ip``; an IP with none left keeps no entry."""
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]
+        if self._cluster is not None:
+            self._cluster.ip_closed(ip)
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         """websockets' ``process_request``: a response ends the request, None upgrades it."""
         path = request.path.partition("?")[0]
+        cut_off = self._cluster.reason if self._cluster is not None else None
         if path == "/healthz":
+            if cut_off is not None:
+                return connection.respond(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE, f"cluster unavailable: {cut_off}\n"
+                )
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/metrics":
             if not self.config.metrics or self.config.metrics_port is not None:
@@ -96,9 +130,15 @@ class HttpFront:
         refusal: tuple[http.HTTPStatus, str, str] | None = None
         if self._closing():
             refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting-down", "relay shutting down")
+        elif cut_off is not None:
+            refusal = (
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                "cluster-unavailable",
+                "this relay node lost its cluster; try another node",
+            )
         elif self._open_connections() >= cfg.max_connections:
             refusal = (http.HTTPStatus.SERVICE_UNAVAILABLE, "relay-full", "relay full")
-        elif self._per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
+        elif await self._ip_connections(ip) >= cfg.max_connections_per_ip:
             refusal = (
                 http.HTTPStatus.TOO_MANY_REQUESTS,
                 "ip-connections",
@@ -117,6 +157,16 @@ class HttpFront:
         if status == http.HTTPStatus.TOO_MANY_REQUESTS:
             response.headers["Retry-After"] = "1"
         return response
+
+    async def _ip_connections(self, ip: str) -> int:
+        """Connections from ``ip``: here, or on every node of a cluster."""
+        here = self._per_ip.get(ip, 0)
+        if self._cluster is None or here >= self.config.max_connections_per_ip:
+            return here
+        try:
+            return max(here, await self._cluster.ip_connections(ip))
+        except StoreUnavailable:  # the cluster just went: judge by this node's count
+            return here
 
     def _metrics_status(self, authorization: str | None) -> http.HTTPStatus:
         """OK if /metrics needs no token or ``authorization`` carries it, else UNAUTHORIZED."""

@@ -86,6 +86,15 @@ class Routes(Protocol[C]):
         """
         ...
 
+    async def forward(self, address: str, data: bytes, done: Callable[[int], None]) -> None:
+        """Deliver ``data`` like :meth:`route`, without waiting to learn how many took it.
+
+        Returns once ``data`` is on its way (after waiting for room: that is
+        the sender's back-pressure); ``done(count)`` follows, in order with the
+        sender's other frames (a cluster learns the count a round trip later).
+        """
+        ...
+
     async def watch(self, address: str, conn: C) -> bool:
         """Tell ``conn`` (once) when ``address`` connects; ``conn.watches`` holds it meanwhile.
 
@@ -135,13 +144,7 @@ class LocalRoutes(Generic[C]):
         self.table[key] = (conn,) if peers is None else (*peers, conn)
         if peers is not None:
             return set()
-        watchers = self._watchers.pop(address, None)
-        if not watchers:
-            return set()
-        for watcher in watchers:
-            if watcher.watches is not None:
-                watcher.watches.discard(address)
-        return watchers
+        return self.take_watchers(address)
 
     def unsubscribe(self, conn: C, address: str | None) -> None:
         if address is not None:
@@ -178,9 +181,26 @@ class LocalRoutes(Generic[C]):
                 delivered += 1
         return delivered
 
+    async def forward(self, address: str, data: bytes, done: Callable[[int], None]) -> None:
+        done(await self.route(address, data))
+
     async def watch(self, address: str, conn: C) -> bool:
         self.add_watch(address, conn)
         return False
+
+    def watched(self, address: str) -> bool:
+        """Whether a connection here waits for ``address``."""
+        return address in self._watchers
+
+    def take_watchers(self, address: str) -> set[C]:
+        """The connections waiting for ``address``, whose watch is now spent (dropped)."""
+        watchers = self._watchers.pop(address, None)
+        if not watchers:
+            return set()
+        for watcher in watchers:
+            if watcher.watches is not None:
+                watcher.watches.discard(address)
+        return watchers
 
     def add_watch(self, address: str, conn: C) -> None:
         """:meth:`watch`'s local half: remember that ``conn`` waits for ``address``."""

@@ -35,6 +35,7 @@ import itertools
 import logging
 import secrets
 import ssl
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
@@ -64,9 +65,13 @@ from .http import HttpFront, client_ip
 from .limits import FrameThrottle
 from .logs import log_event
 from .mail import MAIL_REQUESTS, MailService, open_store
+from .mailbox import AsyncMailStore, StoreUnavailable
 from .metrics import Metrics
 from .routes import LocalRoutes, Routes
 from .services import Services
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["RelayServer"]
 
@@ -87,6 +92,11 @@ class _Close(Exception):
         self.metric = metric
 
 
+def _ignore_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _truncate(reason: str) -> str:
     raw = reason.encode("utf-8")[:_MAX_REASON_BYTES]
     return raw.decode("utf-8", errors="ignore")
@@ -96,29 +106,42 @@ class RelayServer:
     """An asyncio relay; ``await start()``, read ``url``, ``await close()``."""
 
     def __init__(self, config: RelayConfig | None = None) -> None:
-        self.config = config or RelayConfig()
+        self.config = cfg = config or RelayConfig()
         self.metrics = Metrics()
-        self.directory: HandleDirectory = Directory(self.config.data_dir)
-        """Handles -> addresses (directory.py)."""
         self._server: Server | None = None
         self._metrics_server: asyncio.Server | None = None
         self._metrics_port = 0
         self._conns: set[Conn] = set()
+        self.outbox = Outbox(cfg, self.metrics, self._unroute)
+        """Every connection's write path (connection.py)."""
+        self.cluster: Cluster | None = None
+        """This node's cluster membership (cluster.py), with ``--cluster``."""
+        self._cut_off: asyncio.Task[None] | None = None
+        mail_store: AsyncMailStore
+        if cfg.cluster is None:
+            self.routes: Routes[Conn] = LocalRoutes(self.outbox.offer_waiting)
+            self.directory: HandleDirectory = Directory(cfg.data_dir)
+            mail_store = open_store(cfg)
+        else:
+            from .cluster import Cluster  # only now: redis is an optional extra
+
+            self.cluster = Cluster(cfg, self.metrics, self.outbox, on_health=self._on_cluster)
+            self.routes = self.cluster.routes
+            self.directory = self.cluster.directory
+            mail_store = self.cluster.mail_store
+        # routes: who receives frames for an address, and who waits for it (routes.py);
+        # directory: handles -> addresses (directory.py).
         self.http = HttpFront(
-            self.config,
+            cfg,
             self.metrics,
             open_connections=lambda: len(self._conns),
             closing=lambda: self._closing,
+            cluster=self.cluster,
         )
         """Health, metrics and refusals before the upgrade (http.py)."""
-        cfg = self.config
-        self.outbox = Outbox(cfg, self.metrics, self._unroute)
-        """Every connection's write path (connection.py)."""
-        self.routes: Routes[Conn] = LocalRoutes(self.outbox.offer_waiting)
-        """Who receives frames for an address, and who waits for it (routes.py)."""
         self.services = Services(cfg, self.metrics, self.directory, self.routes)
         """Watch, Claim, Release and Lookup requests (services.py)."""
-        self.mail = MailService(cfg, self.metrics, open_store(cfg), self.routes, self.outbox)
+        self.mail = MailService(cfg, self.metrics, mail_store, self.routes, self.outbox)
         """Prekeys, deposits, pushes and acknowledgements (mail.py, mailbox.py)."""
         self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -177,6 +200,8 @@ class RelayServer:
     async def start(self) -> None:
         """Bind and start accepting; returns once the socket listens."""
         cfg = self.config
+        if self.cluster is not None:
+            await self.cluster.start()
         ssl_context: ssl.SSLContext | None = None
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -234,9 +259,10 @@ class RelayServer:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._cut_off is not None:
+            self._cut_off.cancel()
         if self._server is None:  # never started (e.g. the port was taken)
-            await self.directory.close()
-            await self.mail.close()
+            await self._close_stores()
             return
         log_event(logging.INFO, "shutdown", "closing peers with 1001", peers=len(self._conns))
         if self._metrics_server is not None:
@@ -247,9 +273,48 @@ class RelayServer:
         except TimeoutError:
             for conn in list(self._conns):
                 conn.ws.transport.abort()
+        await self._close_stores()
+        log_event(logging.INFO, "stopped", "relay stopped")
+
+    async def _close_stores(self) -> None:
         await self.directory.close()
         await self.mail.close()
-        log_event(logging.INFO, "stopped", "relay stopped")
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    def _on_cluster(self, reason: str | None) -> None:
+        """The link to Redis was lost (``reason``) or is back (None).
+
+        Meanwhile local routing goes on and new connections are refused
+        (http.py); a node still cut off after ``cluster_grace`` seconds closes
+        its peers with 1012 so that they reconnect to a healthy node.
+        """
+        if reason is None:
+            if self._cut_off is not None:
+                self._cut_off.cancel()
+                self._cut_off = None
+            return
+        if self._cut_off is None or self._cut_off.done():
+            self._cut_off = asyncio.create_task(self._leave_after_grace(), name="relay-cut-off")
+
+    async def _leave_after_grace(self) -> None:
+        await asyncio.sleep(self.config.cluster_grace)
+        if self.cluster is None or self.cluster.reason is None or self._closing:
+            return
+        log_event(
+            logging.WARNING,
+            "cluster",
+            "still cut off from the cluster: closing peers with 1012 so they move",
+            peers=len(self._conns),
+        )
+        for conn in list(self._conns):
+            self.outbox.stop(conn)
+            closing = asyncio.create_task(
+                conn.ws.close(CloseCode.SERVICE_RESTART, "relay node lost its cluster; reconnect"),
+                name=f"relay-cut-off-{conn.cid}",
+            )
+            closing.add_done_callback(_ignore_result)
+        self._cut_off = None
 
     async def __aenter__(self) -> RelayServer:
         await self.start()
@@ -283,7 +348,14 @@ class RelayServer:
                 raise _Close(
                     CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
                 ) from None
-            await self._register(conn, address)
+            try:
+                await self._register(conn, address)
+            except StoreUnavailable:  # a cluster node cut off from Redis
+                raise _Close(
+                    CloseCode.TRY_AGAIN_LATER,
+                    "this relay node lost its cluster; try another node",
+                    "cluster-unavailable",
+                ) from None
             await self.mail.deliver_waiting(conn, address)
             await self._serve(conn, address)
         except _Close as close:
@@ -459,11 +531,21 @@ class RelayServer:
                 await self.outbox.offer_waiting(conn, answer)
 
     async def _route(self, conn: Conn, sender: str, frame: Send) -> None:
-        """A Send the fast path did not take: usually to an offline address."""
-        delivered = await self.routes.route(frame.to, Deliver(sender, frame.payload).encode())
-        if delivered:
-            self.metrics.frames_forwarded += delivered
-            self.metrics.bytes_forwarded += delivered * len(frame.payload)
-        else:
-            self.metrics.frames_refused["offline"] += 1
-            await self.outbox.offer_waiting(conn, Offline(frame.ref, frame.to).encode())
+        """A Send the fast path did not take: to another node, or to an offline address.
+
+        Returns once the frame is on its way; whether anyone took it is known
+        at once locally, a round trip later across nodes, and ``Offline`` is
+        answered then (the sender reads on meanwhile: its frames keep their
+        order, and one lost frame costs a retry, not a stall).
+        """
+        size = len(frame.payload)
+
+        def done(delivered: int) -> None:
+            if delivered:
+                self.metrics.frames_forwarded += delivered
+                self.metrics.bytes_forwarded += delivered * size
+            else:
+                self.metrics.frames_refused["offline"] += 1
+                self.outbox.push(conn, Offline(frame.ref, frame.to).encode())
+
+        await self.routes.forward(frame.to, Deliver(sender, frame.payload).encode(), done)

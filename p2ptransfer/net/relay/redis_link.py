@@ -1,0 +1,477 @@
+"""A relay node's link to the cluster's Redis: ordered publishing, one subscriber, liveness.
+
+Three connections, each with one job (docs/relay.md, "Running a cluster"):
+
+- **commands**: redis-py's pool, for request/response work (stores, presence
+  look-ups, counters' totals, the liveness key). Fails fast: no retries, a
+  5 s socket timeout, so a lost Redis is noticed in seconds, not minutes.
+- **publisher**: one raw connection fed by one writer task. Everything this
+  node publishes (and its counter updates) goes through it in arrival order,
+  pipelined: the writer sends whatever is queued in one write and a reply
+  reader hands each PUBLISH's receiver count back in the same order. Never a
+  pool: two connections would let a sender's frames overtake each other.
+- **subscriber**: one raw connection in subscribe mode, read by one task.
+  Subscribing waits for Redis's confirmation, so a caller knows frames
+  published from then on reach it.
+
+The link owns its reconnects. redis-py's PubSub would resubscribe silently
+after Redis drops a subscriber (an output buffer overflow does that), and the
+frames lost meanwhile would go unnoticed; here any failure of any of the three
+marks the link unhealthy with the reason, fails what was in flight (a publish
+whose fate is unknown counts as received by nobody: the sender is told
+``offline`` and its session retries, which exactly-once makes safe), and a
+reconnect loop brings it back: new connections, every wanted channel
+subscribed again and confirmed, this node's counters written again, then
+healthy. The node decides what unhealthy means for its peers (server.py).
+
+RESP2 throughout: a large frame costs redis-py's subscriber several times
+more CPU in RESP3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .logs import log_event
+from .mailbox import StoreUnavailable
+
+__all__ = ["ClusterLink", "ClusterUnavailable", "Published"]
+
+Published = Callable[[int], None]
+"""Called with a PUBLISH's receiver count (0 also when its fate is unknown)."""
+
+_COMMAND_TIMEOUT = 5.0
+_CONFIRM_TIMEOUT = 5.0
+_BATCH_FRAMES = 512
+_BATCH_BYTES = 1 << 20
+_RESUBSCRIBE_CHUNK = 1000
+
+# Sum one counter over the nodes that are alive; forget the fields of dead ones
+# (their liveness key expired) and of counts that fell to zero.
+_TOTAL = """
+local total = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local node, count = fields[i], tonumber(fields[i + 1])
+  if count <= 0 or redis.call('EXISTS', ARGV[1] .. node) == 0 then
+    redis.call('HDEL', KEYS[1], node)
+  else
+    total = total + count
+  end
+end
+return total
+"""
+
+
+class ClusterUnavailable(StoreUnavailable):
+    """The cluster's Redis cannot be reached now; the reason is the message.
+
+    A :class:`~.mailbox.StoreUnavailable`: whatever asked is refused as
+    ``unavailable`` and the connection stays.
+    """
+
+
+class _Lost(Exception):
+    """One of the link's connections failed; the link reconnects."""
+
+
+class ClusterLink:
+    """One node's connections to Redis; ``await start()``, then publish and subscribe.
+
+    ``on_message(channel, data)`` is called by the subscriber reader for every
+    published frame, in order; ``on_health(reason)`` whenever health changes
+    (None: healthy again). ``prefix`` namespaces every key and channel.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_message: Callable[[bytes, bytes], None],
+        on_health: Callable[[str | None], None],
+        prefix: str = "p2pt:",
+        queue_frames: int = 4096,
+        queue_bytes: int = 16 << 20,
+        heartbeat: float = 1.0,
+    ) -> None:
+        self.node_id = secrets.token_hex(6)
+        self.prefix = prefix
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            protocol=2,
+            decode_responses=False,
+            socket_timeout=_COMMAND_TIMEOUT,
+            socket_connect_timeout=_COMMAND_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_error=[],
+            health_check_interval=0,
+            client_name=f"p2pt-relay-{self.node_id}",
+        )
+        """The command pool (stores, look-ups); shared with the directory and mail stores."""
+        self.on_message = on_message
+        """Where the subscriber reader hands every published frame (settable: see routes)."""
+        self._on_health = on_health
+        self._queue_frames = queue_frames
+        self._queue_bytes = queue_bytes
+        self._heartbeat = heartbeat
+        self._node_ttl_ms = int(max(3 * heartbeat, 2.0) * 1000)
+        self._node_key_prefix = f"{prefix}node:".encode()
+        self._total = self.client.register_script(_TOTAL)
+        # publishing
+        self._queue: collections.deque[tuple[tuple[Any, ...], Published | None]] = (
+            collections.deque()
+        )
+        self._queued_bytes = 0
+        self._queued = asyncio.Event()
+        self._room = asyncio.Event()
+        self._inflight: collections.deque[Published | None] = collections.deque()
+        self._replies_due = asyncio.Event()
+        # subscribing: the channels wanted, and confirmations awaited per channel
+        self.channels: set[bytes] = set()
+        self._confirming: dict[bytes, collections.deque[tuple[bytes, asyncio.Future[None]]]] = {}
+        self._counts: dict[bytes, int] = {}
+        """This node's counter values by key, written again after a reconnect."""
+        self._changed_offline: set[bytes] = set()
+        self._publisher: AbstractConnection | None = None
+        self._subscriber: AbstractConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keeper: asyncio.Task[None] | None = None
+        self._healthy = False
+        self.reason: str | None = "not connected yet"
+        """Why the link is unhealthy (None: healthy)."""
+        self._closing = False
+        # figures
+        self.frames_out = 0
+        self.frames_in = 0
+        self.reconnects = 0
+        self.rtt_us = 0
+        self.on_beat: list[Callable[[], Any]] = []
+        """Coroutine functions run after each heartbeat (stores refresh their gauges)."""
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    async def start(self) -> None:
+        """Connect (ClusterUnavailable if Redis cannot be reached), then keep connected."""
+        try:
+            await self._connect()
+        except (RedisError, OSError, _Lost) as exc:
+            await self._disconnect()
+            raise ClusterUnavailable(_reason(exc)) from None
+        self._keeper = asyncio.create_task(self._keep(), name="relay-cluster-keeper")
+
+    async def close(self) -> None:
+        """Drop every connection; publishes still queued count as received by nobody."""
+        self._closing = True
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+        self._fail_pending()
+        await self._disconnect()
+        with contextlib.suppress(RedisError, OSError):  # else it expires by itself
+            await self.client.delete(self._node_key())
+        await self.client.aclose()
+
+    def _node_key(self) -> bytes:
+        return self._node_key_prefix + self.node_id.encode()
+
+    async def _connect(self) -> None:
+        pool = self.client.connection_pool
+        publisher: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+        await publisher.connect()  # type: ignore[no-untyped-call]
+        subscriber_kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        subscriber: AbstractConnection = pool.connection_class(**subscriber_kwargs)
+        await subscriber.connect()  # type: ignore[no-untyped-call]
+        self._publisher, self._subscriber = publisher, subscriber
+        self._spawn(self._read_subscriber(subscriber), "relay-cluster-subscriber")
+        await self._resubscribe(subscriber)
+        self._spawn(self._write_publishes(publisher), "relay-cluster-publisher")
+        self._spawn(self._read_replies(publisher), "relay-cluster-replies")
+        await self._beat()
+        # Our fields may have been dropped as a dead node's meanwhile: write them again.
+        for key in self._changed_offline | self._counts.keys():
+            count = self._counts.get(key, 0)
+            if count > 0:
+                self._enqueue((b"HSET", key, self.node_id, count), None)
+            else:
+                self._enqueue((b"HDEL", key, self.node_id), None)
+        self._changed_offline.clear()
+        self._healthy, self.reason = True, None
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self._healthy:
+            self._lose(_reason(exc))
+
+    def _lose(self, reason: str) -> None:
+        """Mark the link unhealthy (once per outage) and wake the keeper to reconnect."""
+        if not self._healthy or self._closing:
+            return
+        self._healthy, self.reason = False, reason
+        log_event(logging.WARNING, "cluster", f"lost the cluster's Redis: {reason}")
+        for task in list(self._tasks):
+            task.cancel()
+        self._fail_pending()
+        self._on_health(reason)
+
+    async def _disconnect(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in (self._publisher, self._subscriber):
+            if conn is not None:
+                await conn.disconnect(nowait=True)
+        self._publisher = self._subscriber = None
+
+    def _fail_pending(self) -> None:
+        inflight, self._inflight = self._inflight, collections.deque()
+        queued, self._queue = self._queue, collections.deque()
+        self._queued_bytes = 0
+        self._room.set()
+        for published in (*inflight, *(done for _, done in queued)):
+            if published is not None:
+                published(0)
+        for waiting in self._confirming.values():
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(ClusterUnavailable(self.reason or "link closed"))
+        self._confirming.clear()
+
+    async def _keep(self) -> None:
+        """Beat while healthy; reconnect (backing off to 2 s) while not."""
+        delay = 0.1
+        while True:
+            if self._healthy:
+                await asyncio.sleep(self._heartbeat)
+                try:
+                    await self._beat()
+                except (RedisError, OSError) as exc:
+                    self._lose(_reason(exc))
+                    continue
+                for refresh in self.on_beat:
+                    # A failure here is the next beat's to notice.
+                    with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+                        await refresh()
+                delay = 0.1
+                continue
+            await self._disconnect()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                await self._connect()
+            except (RedisError, OSError, _Lost, ClusterUnavailable) as exc:
+                self.reason = _reason(exc)
+                continue
+            self.reconnects += 1
+            log_event(logging.INFO, "cluster", "the cluster's Redis is back", node=self.node_id)
+            self._on_health(None)
+
+    async def _beat(self) -> None:
+        started = time.perf_counter()
+        await self.client.set(self._node_key(), b"1", px=self._node_ttl_ms)
+        self.rtt_us = int((time.perf_counter() - started) * 1e6)
+
+    # --- publishing ---------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def has_room(self) -> bool:
+        return len(self._queue) < self._queue_frames and self._queued_bytes < self._queue_bytes
+
+    async def wait_room(self) -> None:
+        """Wait until the publish queue has room (a reader pauses here: back-pressure)."""
+        while not self.has_room():
+            self._room.clear()
+            await self._room.wait()
+
+    def publish(self, channel: bytes, data: bytes, published: Published) -> None:
+        """Queue ``data`` for ``channel``; ``published(receivers)`` follows, in order.
+
+        Call :meth:`wait_room` first to respect the bound; an unhealthy link
+        answers 0 at once (local-only routing continues).
+        """
+        if not self._healthy:
+            published(0)
+            return
+        self.frames_out += 1
+        self._enqueue((b"PUBLISH", channel, data), published)
+
+    def _enqueue(self, command: tuple[Any, ...], done: Published | None) -> None:
+        self._queue.append((command, done))
+        self._queued_bytes += sum(len(part) for part in command if isinstance(part, bytes))
+        self._queued.set()
+
+    def add_count(self, key: bytes, delta: int) -> None:
+        """Change this node's field of counter ``key`` (in order with the publishes)."""
+        count = self._counts.get(key, 0) + delta
+        if count > 0:
+            self._counts[key] = count
+        else:
+            self._counts.pop(key, None)
+        if self._healthy:
+            self._enqueue((b"HINCRBY", key, self.node_id, delta), None)
+        else:
+            self._changed_offline.add(key)
+
+    async def total(self, key: bytes) -> int:
+        """Counter ``key`` summed over the live nodes (ClusterUnavailable if Redis is lost)."""
+        try:
+            return int(await self._total(keys=[key], args=[self._node_key_prefix]))
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(_reason(exc)) from None
+
+    async def _write_publishes(self, conn: AbstractConnection) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            commands: list[tuple[Any, ...]] = []
+            size = 0
+            while queue and len(commands) < _BATCH_FRAMES and size < _BATCH_BYTES:
+                command, done = queue.popleft()
+                commands.append(command)
+                self._inflight.append(done)
+                size += sum(len(part) for part in command if isinstance(part, bytes))
+            self._queued_bytes -= size
+            self._room.set()
+            self._replies_due.set()
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+
+    async def _read_replies(self, conn: AbstractConnection) -> None:
+        inflight = self._inflight
+        while True:
+            if not inflight:
+                self._replies_due.clear()
+                await self._replies_due.wait()
+                continue
+            reply = await conn.read_response()
+            done = inflight.popleft()
+            if done is not None:
+                done(reply if type(reply) is int else 0)
+
+    # --- subscribing --------------------------------------------------------------
+
+    async def subscribe(self, channel: bytes) -> None:
+        """Receive ``channel`` from now on; returns once Redis confirmed it."""
+        self.channels.add(channel)
+        if not self._healthy or self._subscriber is None:
+            raise ClusterUnavailable(self.reason or "not connected")
+        await self._command(self._subscriber, b"SUBSCRIBE", [channel])
+
+    def unsubscribe(self, channel: bytes) -> None:
+        """Stop receiving ``channel`` (in the background: nothing waits for it)."""
+        self.channels.discard(channel)
+        if self._healthy and self._subscriber is not None:
+            task = asyncio.ensure_future(self._command(self._subscriber, b"UNSUBSCRIBE", [channel]))
+            task.add_done_callback(_quiet)
+
+    async def _command(
+        self, conn: AbstractConnection, kind: bytes, channels: Iterable[bytes]
+    ) -> None:
+        channels = list(channels)
+        loop = asyncio.get_running_loop()
+        futures = []
+        confirm = kind.lower()
+        for channel in channels:
+            future: asyncio.Future[None] = loop.create_future()
+            self._confirming.setdefault(channel, collections.deque()).append((confirm, future))
+            futures.append(future)
+        try:
+            await conn.send_command(kind, *channels, check_health=False)
+            async with asyncio.timeout(_CONFIRM_TIMEOUT):
+                await asyncio.gather(*futures)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._lose(_reason(exc))
+            raise ClusterUnavailable(self.reason or _reason(exc)) from None
+
+    async def _resubscribe(self, conn: AbstractConnection) -> None:
+        wanted = sorted(self.channels)
+        for start in range(0, len(wanted), _RESUBSCRIBE_CHUNK):
+            chunk = wanted[start : start + _RESUBSCRIBE_CHUNK]
+            loop = asyncio.get_running_loop()
+            futures = []
+            for channel in chunk:
+                future: asyncio.Future[None] = loop.create_future()
+                self._confirming.setdefault(channel, collections.deque()).append(
+                    (b"subscribe", future)
+                )
+                futures.append(future)
+            await conn.send_command(b"SUBSCRIBE", *chunk, check_health=False)
+            try:
+                async with asyncio.timeout(_CONFIRM_TIMEOUT):
+                    await asyncio.gather(*futures)
+            except TimeoutError:
+                raise _Lost("Redis did not confirm the subscriptions") from None
+
+    async def _read_subscriber(self, conn: AbstractConnection) -> None:
+        on_message = self.on_message
+        confirming = self._confirming
+        while True:
+            reply = await conn.read_response()
+            if type(reply) is not list or len(reply) != 3:
+                continue
+            kind, channel, data = reply
+            if kind == b"message":
+                self.frames_in += 1
+                on_message(channel, data)
+                continue
+            waiting = confirming.get(channel)
+            if not waiting:
+                continue
+            for index, (expected, future) in enumerate(waiting):
+                if expected == kind:
+                    del waiting[index]
+                    if not future.done():
+                        future.set_result(None)
+                    break
+            if not waiting:
+                del confirming[channel]
+
+    # --- presence -----------------------------------------------------------------
+
+    async def receivers(self, channel: bytes) -> int:
+        """How many connections (one per node) subscribe to ``channel`` now."""
+        try:
+            answer = await self.client.pubsub_numsub(channel)
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(_reason(exc)) from None
+        return int(answer[0][1]) if answer else 0
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def _quiet(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
