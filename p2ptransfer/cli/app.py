@@ -326,10 +326,10 @@ class App:
 
 
 def _check_relay_url(url: str) -> None:
-    from ..protocol.relay_limits import normalize_relay_url
+    from ..protocol.relay_limits import split_relay_urls
 
     try:
-        normalize_relay_url(url)
+        split_relay_urls(url)
     except InputError as exc:
         ctx = click.get_current_context(silent=True)
         from_env = (

@@ -316,8 +316,9 @@ class DispatchGroup(click.Group):
     envvar=RELAY_ENV,
     default=DEFAULT_RELAY,
     show_default=True,
-    metavar="URL",
-    help=f"Relay to connect to (ws:// or wss://) [env {RELAY_ENV}].",
+    metavar="URL[,URL...]",
+    help="Relay to connect to (ws:// or wss://); a comma-separated list names the nodes of "
+    f"one cluster, tried in turn [env {RELAY_ENV}].",
 )
 @click.option(
     "--passphrase-file",

@@ -53,6 +53,7 @@ from ..errors import (
 )
 from ..protocol.acceptance import AcceptancePolicy
 from ..protocol.identity import Identity
+from ..protocol.relay_limits import split_relay_urls
 from ..protocol.session import FrameKind, Session, TransferArrived, parse_frame
 from ..protocol.transfer import SignedTransfer
 from ..storage.ledger import Ledger, TransferRow
@@ -124,6 +125,8 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         self._on_event = on_event
         self._connect_timeout = connect_timeout
         self._client: RelayClient | None = None
+        self._next_relay = 0
+        """Where a reconnect starts in the relay list (the one after the relay last used)."""
         self._reader: asyncio.Task[None] | None = None
         self._runs: dict[tuple[str, bytes], _SessionRun] = {}
         # Incoming sessions from addresses that are not contacts, oldest first (a subset
@@ -194,20 +197,31 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         await self.close()
 
     async def connect(self) -> None:
-        """Connect and authenticate to the relay (RelayUnreachable on failure)."""
+        """Connect and authenticate to the relay (RelayUnreachable on failure).
+
+        With several relays (the nodes of one cluster) a reconnect starts at
+        the one after the relay last used: the lost one is the least likely
+        to answer.
+        """
         client = await RelayClient.connect(
-            self.relay_url, self.identity, open_timeout=self._connect_timeout, ssl=self._ssl
+            self.relay_url,
+            self.identity,
+            open_timeout=self._connect_timeout,
+            ssl=self._ssl,
+            start=self._next_relay,
         )
         self._attach(client)
         await self._after_connect()
 
     def _attach(self, client: RelayClient) -> None:
         self._client = client
+        relays = split_relay_urls(self.relay_url)
+        self._next_relay = (relays.index(client.url) + 1) if client.url in relays else 0
         self._disconnected.clear()
         self._reader = asyncio.create_task(self._read_loop(client), name="peer-reader")
         if self._prekeys is not None and (self._mailer is None or self._mailer.done()):
             self._mailer = asyncio.create_task(self._mail_loop(), name="peer-mail")
-        self._emit(PeerEvent("connected", self.relay_url))
+        self._emit(PeerEvent("connected", client.url))
 
     async def close(self) -> None:
         """Stop serving, end sessions and disconnect."""

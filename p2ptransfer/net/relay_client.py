@@ -36,6 +36,7 @@ from ..errors import (
 )
 from ..protocol.identity import Identity, decode_address
 from ..protocol.prekey import SignedPrekey
+from ..protocol.relay_limits import split_relay_urls
 from ..protocol.relay_wire import (
     MAX_ENVELOPE_SIZE,
     MAX_FRAME_SIZE,
@@ -175,6 +176,7 @@ class RelayClient:
         *,
         open_timeout: float = 10.0,
         ssl: ssl_module.SSLContext | None = None,
+        start: int = 0,
     ) -> RelayClient:
         """Connect to ``url`` and prove ``identity`` to the relay.
 
@@ -187,12 +189,33 @@ class RelayClient:
 
         Any failure (refused, unreachable, TLS, HTTP 429/503, authentication
         refused, timeout) is a RelayUnreachable with one clear sentence.
+
+        ``url`` may be a comma-separated list (the nodes of one cluster): they
+        are tried in turn, from the one at index ``start``, each for up to
+        ``open_timeout``, and the first that lets us in is used; if none
+        does, the RelayUnreachable names the last failure and how many were
+        tried.
         """
-        normal = normalize_relay_url(url)
+        urls = split_relay_urls(url)
         if not isinstance(identity, Identity):
             identity = asyncio.ensure_future(identity)
+        first = start % len(urls)
+        order = urls[first:] + urls[:first]
         try:
-            return await cls._connect(url, normal, identity, open_timeout, ssl)
+            failure: RelayUnreachable | None = None
+            for one in order:
+                try:
+                    return await cls._connect(
+                        one, normalize_relay_url(one), identity, open_timeout, ssl
+                    )
+                except RelayUnreachable as exc:
+                    failure = exc
+            assert failure is not None
+            if len(order) == 1:
+                raise failure
+            raise RelayUnreachable(
+                f"none of the {len(order)} relays let us in; the last said: {failure}"
+            ) from failure
         except asyncio.CancelledError:
             if isinstance(identity, asyncio.Future):
                 identity.cancel()

@@ -16,10 +16,12 @@ __all__ = [
     "MAX_ENVELOPE_SIZE",
     "MAX_FRAME_SIZE",
     "MAX_PAYLOAD_SIZE",
+    "MAX_RELAY_URLS",
     "MAX_URL_SIZE",
     "escape_text",
     "first_unsafe_char",
     "normalize_relay_url",
+    "split_relay_urls",
 ]
 
 MAX_PAYLOAD_SIZE = 60 * 1024
@@ -65,6 +67,34 @@ def normalize_relay_url(url: str) -> str:
     if len(normal) > MAX_URL_SIZE:
         raise InputError("relay URL too long")
     return normal
+
+
+MAX_RELAY_URLS = 16
+"""Relays one ``--relay`` list may name (the nodes of one cluster)."""
+
+
+def split_relay_urls(text: str) -> tuple[str, ...]:
+    """The relay URLs in ``--relay``'s comma-separated ``text``, each checked, in order.
+
+    Several URLs name the nodes of one cluster: a peer connects to the first
+    that answers and moves on to the next when its connection is lost.
+    Repeats are dropped (by their normal spelling); an empty item is an error.
+    """
+    if type(text) is not str:
+        raise InputError("not a relay URL: not text")
+    items = [item.strip() for item in text.split(",")]
+    if len(items) > MAX_RELAY_URLS:
+        raise InputError(f"at most {MAX_RELAY_URLS} relay URLs, comma-separated")
+    urls: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        if not item:
+            raise InputError(f"an empty relay URL in {escape_text(text)!r} (a stray comma?)")
+        normal = normalize_relay_url(item)
+        if normal not in seen:
+            seen.add(normal)
+            urls.append(item)
+    return tuple(urls)
 
 
 # Characters that can rewrite or reorder what a terminal or a log viewer shows:

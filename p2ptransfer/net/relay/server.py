@@ -245,7 +245,7 @@ class RelayServer:
             url=self.url,
             accepts=",".join(sorted(self._accepted_urls)),
         )
-        if cfg.data_dir is None:
+        if cfg.data_dir is None and self.cluster is None:
             log_event(
                 logging.WARNING,
                 "mail",
