@@ -392,6 +392,20 @@ async def test_concurrent_claims_never_pass_the_quota(
     assert nodes[0].count() == 3
 
 
+async def test_concurrent_deposits_at_a_rooms_edge_never_pass_it(
+    two_clients: list[aioredis.Redis], redis_prefix: str
+) -> None:
+    roomy = MailLimits(max_items=1000, max_per_sender=3, max_age_ms=AGE)
+    nodes = [RedisMailStore(c, roomy, prefix=redis_prefix) for c in two_clients]
+    for n in range(2):  # Alice already has two pieces waiting: one place left
+        assert await nodes[n].deposit(mail(slot=b"old%d" % n)) == "stored"
+    outcomes = await asyncio.gather(
+        *(nodes[n % 2].deposit(mail(slot=b"s%d" % n)) for n in range(40))
+    )
+    assert sorted(outcomes) == ["sender-room-full"] * 39 + ["stored"]
+    assert len(await nodes[1].pending_for(BOB, T0)) == 3
+
+
 async def test_concurrent_deposits_never_pass_a_room_or_a_mailbox(
     two_clients: list[aioredis.Redis], redis_prefix: str
 ) -> None:
