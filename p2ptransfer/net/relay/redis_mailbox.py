@@ -358,7 +358,10 @@ class RedisMailStore:
     asking. Without it (or with ``durable_wait=False``) a deposit is
     confirmed once it is in the primary's memory: with ``appendfsync
     everysec`` a crash of the Redis host loses up to the last second of
-    deposits, which their senders, still pending, deposit again.
+    deposits, which their senders, still pending, deposit again. A wait
+    that times out raises :class:`StoreUnavailable` (the sender is refused
+    ``unavailable``) although the mail may be kept: the sender's retry takes
+    the same slot and replaces it, so nothing is delivered twice.
 
     The figures are the last ones :meth:`refresh_figures` read from the
     shared ``stats`` hash (the whole cluster's, not this node's): gauges are
