@@ -58,10 +58,17 @@ async def listening(
     policy: AcceptancePolicy | None = None,
     hooks: FaultHooks | None = None,
     max_records: int | None = None,
+    **options: Any,
 ) -> AsyncIterator[Peer]:
     """``side`` serving incoming sessions in the background until the block ends."""
     peer = Peer(
-        side.identity, side.ledger, url, policy=policy, hooks=hooks, max_records=max_records
+        side.identity,
+        side.ledger,
+        url,
+        policy=policy,
+        hooks=hooks,
+        max_records=max_records,
+        **options,
     )
     await peer.connect()
     stop = asyncio.Event()

@@ -62,7 +62,7 @@ from .incoming import COMMIT_QUEUE, Incoming
 from .mail import MAILBOX_SIZE, Collected
 from .outgoing import Outgoing, SendOutcome
 from .reconcile import ReconcileReport, Reconciling
-from .relay_client import Deliver, Mail, Offline, RelayClient
+from .relay_client import KEEPALIVE, Deliver, Mail, Offline, RelayClient
 from .requests import Requesting
 from .sessions import (
     DEFAULT_WINDOW,
@@ -112,6 +112,7 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         on_event: Callable[[PeerEvent], None] | None = None,
         connect_timeout: float = 10.0,
         prekeys_path: Path | None = None,
+        keepalive: float = KEEPALIVE,
     ) -> None:
         ledger.unlock(identity)  # refuses another's ledger; signs checkpoints from now on
         self.identity = identity
@@ -124,6 +125,7 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         self._hooks = hooks or FaultHooks()
         self._on_event = on_event
         self._connect_timeout = connect_timeout
+        self._keepalive = keepalive
         self._client: RelayClient | None = None
         self._next_relay = 0
         """Where a reconnect starts in the relay list (the one after the relay last used)."""
@@ -178,6 +180,7 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
             pending,
             open_timeout=options.get("connect_timeout", 10.0),
             ssl=options.get("ssl"),
+            keepalive=options.get("keepalive", KEEPALIVE),
         )
         try:
             peer = cls(pending.result(), ledger, relay_url, **options)
@@ -209,6 +212,7 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
             open_timeout=self._connect_timeout,
             ssl=self._ssl,
             start=self._next_relay,
+            keepalive=self._keepalive,
         )
         self._attach(client)
         await self._after_connect()

@@ -76,6 +76,9 @@ from ..protocol.relay_wire import (
 __all__ = ["Deliver", "Mail", "MailInfo", "Offline", "Refused", "RelayClient"]
 
 _INBOX_SIZE = 256
+KEEPALIVE = 10.0
+"""Seconds between pings to the relay, and to wait for each pong: a relay that hangs
+(a stopped cluster node) is noticed within twice this, and the peer moves on."""
 _REQUEST_TIMEOUT = 10.0
 
 
@@ -177,6 +180,7 @@ class RelayClient:
         open_timeout: float = 10.0,
         ssl: ssl_module.SSLContext | None = None,
         start: int = 0,
+        keepalive: float = KEEPALIVE,
     ) -> RelayClient:
         """Connect to ``url`` and prove ``identity`` to the relay.
 
@@ -206,7 +210,7 @@ class RelayClient:
             for one in order:
                 try:
                     return await cls._connect(
-                        one, normalize_relay_url(one), identity, open_timeout, ssl
+                        one, normalize_relay_url(one), identity, open_timeout, ssl, keepalive
                     )
                 except RelayUnreachable as exc:
                     failure = exc
@@ -233,6 +237,7 @@ class RelayClient:
         identity: Identity | Awaitable[Identity],
         open_timeout: float,
         ssl: ssl_module.SSLContext | None,
+        keepalive: float,
     ) -> RelayClient:
         try:
             async with asyncio.timeout(open_timeout):
@@ -242,6 +247,8 @@ class RelayClient:
                     compression=None,
                     max_size=MAX_FRAME_SIZE,
                     max_queue=16,
+                    ping_interval=keepalive,
+                    ping_timeout=keepalive,
                     close_timeout=2,
                     proxy=None,
                     user_agent_header=None,

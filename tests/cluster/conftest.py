@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tests.peers import alice, bob  # noqa: F401  (fixtures, shared with tests/net)
 from tests.rediskit import RedisServer, require_redis_server
 
 _prefixes = itertools.count(1)

@@ -247,7 +247,11 @@ class MailService:
         piece may come twice (the owner's acknowledgement is idempotent).
         """
         now = self.clock()
-        waiting = await self.store.pending_for(address, now)
+        try:
+            waiting = await self.store.pending_for(address, now)
+        except StoreUnavailable as exc:  # it waits for the next connection; live frames flow
+            log_event(logging.WARNING, "mail", f"mail not pushed on connect: {exc}", conn=conn.cid)
+            return
         for mail in waiting:
             if not await self.outbox.offer_waiting(conn, _mail_frame(mail)):
                 return

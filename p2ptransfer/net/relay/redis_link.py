@@ -148,6 +148,8 @@ class ClusterLink:
         self._publisher: AbstractConnection | None = None
         self._subscriber: AbstractConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._generation = 0
+        """Bumped at each disconnect: the connection loops of an older one stop."""
         self._keeper: asyncio.Task[None] | None = None
         self._healthy = False
         self.reason: str | None = "not connected yet"
@@ -180,8 +182,10 @@ class ClusterLink:
         """Drop every connection; publishes still queued count as received by nobody."""
         self._closing = True
         if self._keeper is not None:
+            # Bounded, and the keeper's loop ends on _closing too: redis-py may turn a
+            # cancellation that lands in its socket code into a connection error.
             self._keeper.cancel()
-            await asyncio.gather(self._keeper, return_exceptions=True)
+            await asyncio.wait([self._keeper], timeout=2.0)
         self._fail_pending()
         await self._disconnect()
         with contextlib.suppress(RedisError, OSError):  # else it expires by itself
@@ -239,13 +243,20 @@ class ClusterLink:
         self._on_health(reason)
 
     async def _disconnect(self) -> None:
+        """End the connections' tasks (bounded: redis-py may swallow a cancellation
+        while it disconnects, so each loop also stops when its generation ends)."""
+        self._generation += 1
+        self._queued.set()
+        self._replies_due.set()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
         for conn in (self._publisher, self._subscriber):
             if conn is not None:
-                await conn.disconnect(nowait=True)
+                with contextlib.suppress(RedisError, OSError):
+                    await conn.disconnect(nowait=True)
         self._publisher = self._subscriber = None
 
     def _fail_pending(self) -> None:
@@ -265,7 +276,7 @@ class ClusterLink:
     async def _keep(self) -> None:
         """Beat while healthy; reconnect (backing off to 2 s) while not."""
         delay = 0.1
-        while True:
+        while not self._closing:
             if self._healthy:
                 await asyncio.sleep(self._heartbeat)
                 try:
@@ -349,7 +360,8 @@ class ClusterLink:
 
     async def _write_publishes(self, conn: AbstractConnection) -> None:
         queue = self._queue
-        while True:
+        generation = self._generation
+        while generation == self._generation:
             if not queue:
                 self._queued.clear()
                 await self._queued.wait()
@@ -368,7 +380,8 @@ class ClusterLink:
 
     async def _read_replies(self, conn: AbstractConnection) -> None:
         inflight = self._inflight
-        while True:
+        generation = self._generation
+        while generation == self._generation:
             if not inflight:
                 self._replies_due.clear()
                 await self._replies_due.wait()
@@ -410,8 +423,12 @@ class ClusterLink:
             async with asyncio.timeout(_CONFIRM_TIMEOUT):
                 await asyncio.gather(*futures)
         except (RedisError, OSError, TimeoutError) as exc:
+            _settle(futures)
             self._lose(_reason(exc))
             raise ClusterUnavailable(self.reason or _reason(exc)) from None
+        except BaseException:
+            _settle(futures)
+            raise
 
     async def _resubscribe(self, conn: AbstractConnection) -> None:
         wanted = sorted(self.channels)
@@ -425,17 +442,22 @@ class ClusterLink:
                     (b"subscribe", future)
                 )
                 futures.append(future)
-            await conn.send_command(b"SUBSCRIBE", *chunk, check_health=False)
             try:
+                await conn.send_command(b"SUBSCRIBE", *chunk, check_health=False)
                 async with asyncio.timeout(_CONFIRM_TIMEOUT):
                     await asyncio.gather(*futures)
             except TimeoutError:
+                _settle(futures)
                 raise _Lost("Redis did not confirm the subscriptions") from None
+            except BaseException:
+                _settle(futures)
+                raise
 
     async def _read_subscriber(self, conn: AbstractConnection) -> None:
         on_message = self.on_message
         confirming = self._confirming
-        while True:
+        generation = self._generation
+        while generation == self._generation:
             reply = await conn.read_response()
             if type(reply) is not list or len(reply) != 3:
                 continue
@@ -470,6 +492,15 @@ class ClusterLink:
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    """Futures nobody will await any more: cancel the pending, mark the failed as seen."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 def _quiet(task: asyncio.Future[None]) -> None:
