@@ -282,6 +282,7 @@ def test_timeout_leaves_pending_and_resend_completes(people: tuple[Cli, str, Cli
     (pending,) = _ledger(alice)["transfers"]
     assert pending["status"] == "pending"
     assert late.stderr == (
+        "warning: you never compared safety numbers with bob ('p2ptransfer contacts verify bob')\n"
         "bob is not connected: trying for 1 s, then leaving the transfer in their mailbox at "
         "the relay\n"
         "error: bob did not come online within 1 s and cannot be mailed: they have no prekey at "
@@ -423,6 +424,7 @@ def test_online_only_never_uses_the_mailbox(people: tuple[Cli, str, Cli, str]) -
     assert late.returncode == 10
     (pending,) = _ledger(alice)["transfers"]
     assert late.stderr == (
+        "warning: you never compared safety numbers with bob ('p2ptransfer contacts verify bob')\n"
         f"error: bob did not come online within 1 s; transfer {pending['id']} stays pending: "
         "run 'p2ptransfer resend' later\n"
     )

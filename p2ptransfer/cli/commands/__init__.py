@@ -61,8 +61,9 @@ def complete_contact(
     from ...storage.home import Home, default_home_path
     from ...storage.ledger import Ledger
 
-    root = ctx.find_root()
-    home_dir = root.params.get("home_dir")
+    from ..options import global_option_given
+
+    home_dir = global_option_given(ctx, "home_dir")
     home = Home(home_dir) if home_dir else Home(default_home_path())
     if not home.ledger_path.exists():
         return []

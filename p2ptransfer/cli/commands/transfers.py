@@ -105,13 +105,14 @@ def send(
         address, label = resolve_recipient(ledger, recipient)
         if address == own.address:
             raise InputError("you cannot send a transfer to yourself")
+        contact = ledger.contact_for_address(address)
+        unverified = contact is None or not contact.verified
         if not yes and stdin_is_tty():
-            contact = ledger.contact_for_address(address)
             app.note(f"send {format_amount(minor, code)} {code} to {label}")
             app.note(f"  address  {address}")
             if memo:
                 app.note(f"  memo     {memo}")
-            if contact is None or not contact.verified:
+            if unverified:
                 app.note(
                     "  WARNING: you never compared safety numbers with this recipient "
                     "('p2ptransfer contacts verify NAME')"
@@ -119,6 +120,8 @@ def send(
             if not click.confirm("send it?", default=False, err=True):
                 app.note("not sent; nothing was signed or recorded")
                 return
+        elif unverified:  # no question to carry the warning: it gets a line of its own
+            app.note(_unverified_warning(contact.name if contact is not None else None, label))
         passphrase = app.read_passphrase()
         prepared: list[bytes] = []  # the transfer's id, once it is pending in the ledger
 
@@ -155,6 +158,19 @@ def send(
     show_outcomes(app, [result], names, output, single=True)  # rejected ones too: it is data
     for refusal in refusals([result]):
         raise refused(label, refusal)
+
+
+def _unverified_warning(name: str | None, label: str) -> str:
+    """The line every send to an unverified recipient prints when nothing asks first."""
+    if name is None:
+        return (
+            f"warning: {label} is not one of your contacts; you never compared safety "
+            "numbers with them"
+        )
+    return (
+        f"warning: you never compared safety numbers with {name} "
+        f"('p2ptransfer contacts verify {name}')"
+    )
 
 
 def policy_options(command: F) -> F:
