@@ -60,7 +60,6 @@ def complete_contact(
 
     from ...storage.home import Home, default_home_path
     from ...storage.ledger import Ledger
-
     from ..options import global_option_given
 
     home_dir = global_option_given(ctx, "home_dir")
