@@ -25,7 +25,7 @@ from ...errors import (
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..options import Seconds, output_option, uses_relay
 from ..outcomes import refusals, refused, show_outcomes
-from . import complete_contact, resolve_recipient
+from . import complete_contact, complete_currency, complete_waiting_id, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +58,7 @@ def mail_options(command: F) -> F:
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
 @click.argument("recipient", shell_complete=complete_contact)
 @click.argument("amount")
-@click.argument("currency")
+@click.argument("currency", shell_complete=complete_currency)
 @click.option("--memo", default="", help="A note for the recipient (at most 280 bytes).")
 @click.option(
     "--timeout",
@@ -182,6 +182,7 @@ def policy_options(command: F) -> F:
         "--currency",
         "currencies",
         multiple=True,
+        shell_complete=complete_currency,
         metavar="CODE",
         help="Accept only these currencies (repeatable) [default: the stored policy: any].",
     )(command)
@@ -319,7 +320,7 @@ def _nothing_to_resend(ledger: Ledger, ids: list[bytes] | None) -> str:
 
 
 @click.command()
-@click.argument("transfer_id", metavar="[ID]", required=False)
+@click.argument("transfer_id", metavar="[ID]", required=False, shell_complete=complete_waiting_id)
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
 @mail_options
 @output_option("json")
@@ -376,7 +377,7 @@ def resend(
 
 
 @click.command()
-@click.argument("transfer_id", metavar="[ID]", required=False)
+@click.argument("transfer_id", metavar="[ID]", required=False, shell_complete=complete_waiting_id)
 @click.option("--all", "all_", is_flag=True, help="Abandon every pending or queued transfer.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @output_option("json")
