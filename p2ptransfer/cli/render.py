@@ -54,6 +54,7 @@ __all__ = [
     "inert",
     "iso_time",
     "iso_utc",
+    "json_line",
     "json_text",
     "local_time",
     "pending_totals",
@@ -127,6 +128,14 @@ def json_text(value: object) -> str:
     return "".join(
         _json_escape(ch) if ch != "\n" and is_unsafe_for_terminal(ch) else ch for ch in text
     )
+
+
+def json_line(value: object) -> str:
+    """``value`` as JSON on one line (``listen --json``), escaped as :func:`json_text` does."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return "".join(_json_escape(ch) if is_unsafe_for_terminal(ch) else ch for ch in text)
 
 
 def echo_json(value: object) -> None:

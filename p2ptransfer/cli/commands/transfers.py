@@ -227,12 +227,20 @@ def receive(
 
 @click.command()
 @policy_options
+@click.option(
+    "--bell", is_flag=True, help="Ring the terminal bell when a transfer or a request arrives."
+)
+@output_option("json")
 @pass_app
 @uses_relay
-def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -> None:
+def listen(
+    app: App, accept_unknown: bool | None, currencies: tuple[str, ...], bell: bool, output: str
+) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
 
-    Reconnects by itself when the relay goes away.
+    Reconnects by itself when the relay goes away. `--json` prints one JSON
+    object per line for each event (connected, disconnected, transfer,
+    receipt, request, stranger-refused, ...), as it happens.
     """
     import asyncio
     import signal
@@ -243,7 +251,7 @@ def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -
 
     with app.ledger() as ledger:
         policy = acceptance_policy(ledger, accept_unknown, currencies)
-        view = ListenView(app, Names(ledger.contacts()))
+        view = ListenView(app, Names(ledger.contacts()), json_lines=output == "json", bell=bell)
         passphrase = app.read_passphrase()
 
         async def go() -> None:
@@ -266,7 +274,7 @@ def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -
                     on_event=view.on_event,
                     prekeys_path=app.home.prekeys_path,
                 ) as peer:
-                    app.note(f"listening as {identity.address} (Ctrl-C to stop)")
+                    view.started(identity.address)
                     await peer.listen(stop)
             finally:
                 for signum in installed:
