@@ -231,6 +231,8 @@ def test_send_and_receive(people: tuple[Cli, str, Cli, str]) -> None:
             "currency": "EUR",
             "balance": "-12.50",
             "balance_minor": -1250,
+            "pending": "0.00",
+            "pending_minor": 0,
         }
     ]
     bob_book = _ledger(bob)

@@ -120,9 +120,10 @@ def send(
             if not click.confirm("send it?", default=False, err=True):
                 app.note("not sent; nothing was signed or recorded")
                 return
-        elif unverified:  # no question to carry the warning: it gets a line of its own
-            app.note(_unverified_warning(contact.name if contact is not None else None, label))
         passphrase = app.read_passphrase()
+        if unverified and (yes or not stdin_is_tty()):
+            # No question carried the warning: it gets a line of its own, before sending.
+            app.note(_unverified_warning(contact.name if contact is not None else None, label))
         prepared: list[bytes] = []  # the transfer's id, once it is pending in the ledger
 
         async def go() -> SendOutcome | TransferRow:
