@@ -252,7 +252,12 @@ def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
         alice.json("send", "bob", "7", "EUR", "--timeout", "45")
         refused = carol.run("send", bob_address, "2.00", "EUR", "--timeout", "45")
         assert refused.returncode == 7, refused
-        assert refused.stderr.startswith("error: ")
+        warning, error = refused.stderr.splitlines()  # sent to an address, not a contact:
+        assert warning.startswith("warning: p2pt1")
+        assert warning.endswith(
+            " is not one of your contacts; you never compared safety numbers with them"
+        )
+        assert error.startswith("error: ")
         assert "rejected the transfer" in refused.stderr
         assert "the recipient does not know you" in refused.stderr
         assert "[rejected: unknown_sender]" in refused.stdout  # the row is still data

@@ -121,14 +121,18 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
+        # No question carried the warning: it gets a line of its own, once the key is
+        # unlocked and the relay reached, just before the transfer is signed.
+        warning = None
         if unverified and (yes or not stdin_is_tty()):
-            # No question carried the warning: it gets a line of its own, before sending.
-            app.note(_unverified_warning(contact.name if contact is not None else None, label))
+            warning = _unverified_warning(contact.name if contact is not None else None, label)
         prepared: list[bytes] = []  # the transfer's id, once it is pending in the ledger
 
         async def go() -> SendOutcome | TransferRow:
             peer = await app.open_peer(ledger, passphrase)
             async with peer:
+                if warning is not None:
+                    app.note(warning)
                 signed = peer.prepare(address, minor, code, memo)
                 prepared.append(signed.id)
                 if online_only:
