@@ -8,6 +8,7 @@ nothing.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,76 @@ def test_every_test_a_document_names_exists(doc: Path) -> None:
         elif name is not None and not re.search(rf"def {name}\b", target.read_text()):
             missing.append(f"{path}::{name}")
     assert missing == [], f"{doc.name} names tests that do not exist"
+
+
+# --- every example command in the user docs parses ---------------------------------------
+
+EXAMPLE_DOCS = [ROOT / "README.md", ROOT / "docs" / "cli.md"]
+_ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_SHELL_OPERATORS = frozenset({"&", "&&", "|", ";", ">", ">>", "<", "2>"})
+_INLINE = re.compile(r"`(p2ptransfer [^`]+)`")
+
+
+def _command_words(shell: str) -> list[str] | None:
+    """The arguments after ``p2ptransfer`` in one shell line, or None if it runs something else."""
+    if shell.startswith("$ "):
+        shell = shell[2:]
+    if "_P2PTRANSFER_COMPLETE" in shell:
+        return None  # the completion script, not a command
+    try:
+        words = shlex.split(shell, comments=True)
+    except ValueError:
+        return None
+    while words and _ENV_ASSIGNMENT.match(words[0]):
+        words.pop(0)
+    if not words or words[0] != "p2ptransfer":
+        return None
+    args: list[str] = []
+    for word in words[1:]:
+        if word in _SHELL_OPERATORS:
+            break
+        args.append(word)
+    return args
+
+
+def _examples(doc: Path) -> list[tuple[str, list[str]]]:
+    """Every ``p2ptransfer ...`` line of a fenced block, and every inline `p2ptransfer ...`."""
+    found: list[tuple[str, list[str]]] = []
+    fenced = False
+    for number, line in enumerate(doc.read_text().splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        shells = [line.strip()] if fenced else _INLINE.findall(line)
+        for shell in shells:
+            words = _command_words(shell)
+            if words is not None:
+                found.append((f"{doc.name}:{number}", words))
+    return found
+
+
+EXAMPLES = [example for doc in EXAMPLE_DOCS for example in _examples(doc)]
+
+
+def test_the_docs_have_examples() -> None:
+    assert len(EXAMPLES) > 30
+
+
+@pytest.mark.parametrize(("where", "argv"), EXAMPLES, ids=[where for where, _ in EXAMPLES])
+def test_every_example_command_parses(
+    where: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each example resolves to a command and parses through click; nothing runs.
+
+    A wrong command or option name, a missing argument or a bad value for a
+    typed option fails here, so the docs cannot drift from the code.
+    """
+    import click
+
+    from p2ptransfer.cli import cli
+
+    monkeypatch.setattr(click.Command, "invoke", lambda self, ctx: None)  # parse only
+    try:
+        cli.main(args=argv, prog_name="p2ptransfer", standalone_mode=False)
+    except click.ClickException as exc:
+        pytest.fail(f"{where}: p2ptransfer {shlex.join(argv)}: {exc.format_message()}")

@@ -103,6 +103,7 @@ class App:
     ) -> None:
         self._relay_url = relay_url
         self._relay_checked = False
+        self._relay_given_after = False  # --relay came after the command name
         self.verbose = verbose
         self.passphrase_file = passphrase_file
         self.json = json
@@ -122,9 +123,26 @@ class App:
         coroutine that would connect (``RelayClient.connect(app.relay_url, ...)``).
         """
         if not self._relay_checked:
-            _check_relay_url(self._relay_url)
+            _check_relay_url(self._relay_url, after_command=self._relay_given_after)
             self._relay_checked = True
         return self._relay_url
+
+    def override(self, name: str, value: Any) -> None:
+        """A global option given after the command name: it wins over the one before.
+
+        ``name`` is the root option's parameter name (``home_dir``,
+        ``relay_url``, ``passphrase_file``, ``verbose``); ``-v`` counts add up.
+        """
+        if name == "home_dir":
+            self._home = value
+        elif name == "relay_url":
+            self._relay_url, self._relay_checked, self._relay_given_after = value, False, True
+        elif name == "passphrase_file":
+            self.passphrase_file = value
+        elif name == "verbose":
+            self.verbose += value
+        else:  # pragma: no cover - options.GLOBAL_OPTIONS names only these
+            raise ValueError(f"not a global option: {name}")
 
     @property
     def home(self) -> Home:
@@ -325,7 +343,7 @@ class App:
         self.err.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
 
 
-def _check_relay_url(url: str) -> None:
+def _check_relay_url(url: str, *, after_command: bool = False) -> None:
     from ..protocol.relay_limits import split_relay_urls
 
     try:
@@ -333,7 +351,8 @@ def _check_relay_url(url: str) -> None:
     except InputError as exc:
         ctx = click.get_current_context(silent=True)
         from_env = (
-            ctx is not None
+            not after_command
+            and ctx is not None
             and ctx.find_root().get_parameter_source("relay_url")
             is click.core.ParameterSource.ENVIRONMENT
         )

@@ -109,11 +109,17 @@ class LazyCommand(NamedTuple):
     module: str
     attribute: str
     help: str
+    global_options: bool = True
+    """Whether the global options also work after the command (not for ``relay``, ``demo``)."""
 
     def load(self) -> click.Command:
         command = getattr(importlib.import_module(self.module), self.attribute)
         if not isinstance(command, click.Command):
             raise TypeError(f"{self.module}.{self.attribute} is not a click command")
+        if self.global_options:
+            from .options import accept_global_options
+
+            accept_global_options(command)
         return command
 
 
@@ -214,12 +220,14 @@ COMMANDS: dict[str, LazyCommand] = {
         f"{_FAMILY}.relay",
         "demo",
         "Run a complete tour: a local relay, two throwaway people, real transfers.",
+        global_options=False,  # its homes and relay are its own
     ),
     # The same command rendezvous.py runs, with the same options.
     "relay": LazyCommand(
         f"{_FAMILY}.relay",
         "relay_command",
         "Run the rendezvous relay: it routes opaque frames between authenticated addresses.",
+        global_options=False,  # it has no home, and its own options
     ),
 }
 """Every subcommand of ``p2ptransfer``, by name."""

@@ -9,13 +9,20 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 
 from .app import App
 
-__all__ = ["Seconds", "output_option", "uses_relay"]
+__all__ = [
+    "Seconds",
+    "accept_global_options",
+    "global_option_given",
+    "output_option",
+    "uses_relay",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,3 +88,90 @@ def uses_relay(func: F) -> F:
         return func(*args, **kwargs)
 
     return cast(F, checked)
+
+
+# --- global options after the command ---------------------------------------------
+
+_GIVEN = "p2ptransfer.global."  # ctx.meta key prefix: a global option given after the command
+
+
+def _after_command(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Hand a global option given after the command to the App (it wins over one before).
+
+    Also kept in ``ctx.meta`` (shared by the whole context chain), where shell
+    completion, which runs no command callbacks, finds ``--home``.
+    """
+    assert param.name is not None
+    if ctx.get_parameter_source(param.name) is not click.core.ParameterSource.COMMANDLINE:
+        return value
+    ctx.meta[_GIVEN + param.name] = value
+    app = ctx.find_object(App)
+    if app is not None:
+        app.override(param.name, value)
+    return value
+
+
+def _global_options() -> list[click.Option]:
+    """Fresh copies of the root group's options, for one command (never exposed to it)."""
+    common: dict[str, Any] = {"expose_value": False, "callback": _after_command}
+    return [
+        click.Option(
+            ["--home", "home_dir"],
+            type=click.Path(file_okay=False, path_type=Path),
+            metavar="DIR",
+            help="Home directory with the key file and ledger (global option: before or "
+            "after the command).",
+            **common,
+        ),
+        click.Option(
+            ["--relay", "relay_url"],
+            metavar="URL",
+            help="Relay to connect to, ws:// or wss://; a comma-separated list names the nodes "
+            "of one cluster (global option).",
+            **common,
+        ),
+        click.Option(
+            ["--passphrase-file", "passphrase_file"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="Read the key passphrase from FILE (global option).",
+            **common,
+        ),
+        click.Option(
+            ["-v", "--verbose", "verbose"],
+            count=True,
+            help="Explain errors in more detail (global option; repeatable).",
+            **common,
+        ),
+    ]
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` (and, for a group, each of its commands) take the global options.
+
+    So ``p2ptransfer send bob 5 EUR --passphrase-file f`` means the same as
+    ``p2ptransfer --passphrase-file f send bob 5 EUR``; given in both places,
+    the one after the command wins. Done once per command object.
+    """
+    if getattr(command, "_p2pt_global_options", False):
+        return command
+    taken = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    command.params.extend(
+        option for option in _global_options() if not taken.intersection(option.opts)
+    )
+    command._p2pt_global_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+    return command
+
+
+def global_option_given(ctx: click.Context, name: str) -> Any:
+    """The value of global option ``name`` wherever it was given, None if it was not.
+
+    After the command wins over before it, as for the App. For shell
+    completion, where the root command's callback (which builds the App) never runs.
+    """
+    if _GIVEN + name in ctx.meta:
+        return ctx.meta[_GIVEN + name]
+    return ctx.find_root().params.get(name)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -35,8 +36,12 @@ from ..storage.ledger import Contact, QuarantinedTransfer, TransferRow
 
 __all__ = [
     "CSV_COLUMNS",
+    "DROP_ORDER",
+    "ESSENTIAL_COLUMNS",
     "TRANSFER_FIELDS",
     "Names",
+    "balance_fields",
+    "balance_text",
     "balances_json",
     "balances_table",
     "contact_json",
@@ -49,10 +54,15 @@ __all__ = [
     "inert",
     "iso_time",
     "iso_utc",
+    "json_line",
     "json_text",
+    "local_time",
+    "pending_totals",
     "short_address",
+    "signed_amount",
     "stranger_json",
     "stranger_line",
+    "transfer_fields",
     "transfer_json",
     "transfer_line",
     "transfers_table",
@@ -118,6 +128,14 @@ def json_text(value: object) -> str:
     return "".join(
         _json_escape(ch) if ch != "\n" and is_unsafe_for_terminal(ch) else ch for ch in text
     )
+
+
+def json_line(value: object) -> str:
+    """``value`` as JSON on one line (``listen --json``), escaped as :func:`json_text` does."""
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return "".join(_json_escape(ch) if is_unsafe_for_terminal(ch) else ch for ch in text)
 
 
 def echo_json(value: object) -> None:
@@ -276,71 +294,230 @@ def transfer_line(row: TransferRow, names: Names) -> str:
     return escape_for_terminal(line)
 
 
-def transfers_table(rows: Sequence[TransferRow], names: Names, title: str = "Transfers") -> Table:
+ESSENTIAL_COLUMNS = ("time", "counterparty", "amount", "status")
+"""Columns the ledger table always shows, however narrow the terminal."""
+
+DROP_ORDER = ("dir", "id", "memo")
+"""The other columns, in the order a narrow terminal drops them (docs/cli.md says so too)."""
+
+_COLUMN_ORDER = ("time", "id", "dir", "counterparty", "amount", "status", "memo")
+_SIGNED = frozenset({"completed", "pending", "queued"})  # money that moved or will move
+
+
+def local_time(ms: int, *, utc: bool = False) -> tuple[str, str]:
+    """``("2026-11-29 03:30:00", "CET")``: the moment in local time (or UTC) and its zone.
+
+    A time no calendar can show (a peer may sign one beyond year 9999) is
+    the raw number of milliseconds, as in :func:`iso_utc`.
+    """
+    try:
+        moment = _EPOCH + timedelta(milliseconds=ms)
+        if not utc:
+            moment = moment.astimezone()
+    except (OverflowError, ValueError, OSError):
+        return str(ms), "UTC" if utc else ""
+    zone = "UTC" if utc else (moment.tzname() or moment.strftime("%z"))
+    return moment.strftime("%Y-%m-%d %H:%M:%S"), zone
+
+
+def signed_amount(row: TransferRow) -> str:
+    """``+12.50 EUR`` in, ``-12.50 EUR`` out; unsigned when no money moved (rejected, failed).
+
+    Pending and queued transfers are signed like completed ones: the status
+    says whether it has happened yet.
+    """
+    text = f"{format_amount(row.amount_minor, row.currency)} {row.currency}"
+    if row.status not in _SIGNED:
+        return text
+    return ("+" if row.direction == "in" else "-") + text
+
+
+def _status_text(row: TransferRow) -> str:
+    reason = _reason_text(row)
+    return f"{row.status} ({reason})" if reason and row.status != "completed" else str(row.status)
+
+
+def transfer_fields(row: TransferRow, names: Names, *, utc: bool = False) -> list[str]:
+    """One transfer as the plain, tab-separated line of ``ledger`` into a pipe.
+
+    time and zone, direction, counterparty, signed amount, status, full id,
+    memo: nothing shortened, each field escaped (no tab or line break survives).
+    """
+    when, zone = local_time(row.created_at, utc=utc)
+    fields = [
+        f"{when} {zone}".strip(),
+        "in" if row.direction == "in" else "out",
+        names.show(row.counterparty),
+        signed_amount(row),
+        _status_text(row),
+        row.id.hex(),
+        row.memo,
+    ]
+    return [escape_for_terminal(field) for field in fields]  # a tab becomes \x09
+
+
+def transfers_table(
+    rows: Sequence[TransferRow],
+    names: Names,
+    title: str = "Transfers",
+    *,
+    width: int | None = None,
+    utc: bool = False,
+) -> Table:
+    """The ledger table for a terminal ``width`` columns wide (None: every column).
+
+    :data:`ESSENTIAL_COLUMNS` always stay; they fold (a time onto two lines, a
+    long status) rather than lose characters. The others are dropped in
+    :data:`DROP_ORDER` until the table fits.
+    """
+    times = [local_time(row.created_at, utc=utc) for row in rows]
+    zones = {zone for _, zone in times}
+    one_zone = len(zones) == 1
+    header = f"time ({next(iter(zones))})" if one_zone and next(iter(zones)) else "time"
+    cells: dict[str, list[Text]] = {
+        "time": [Text(when if one_zone else f"{when} {zone}") for when, zone in times],
+        "id": [Text(row.id.hex()[:8], style="dim") for row in rows],
+        "dir": [Text("in" if row.direction == "in" else "out") for row in rows],
+        "counterparty": [inert(names.show(row.counterparty)) for row in rows],
+        "amount": [
+            inert(signed_amount(row), style="" if row.status == "completed" else "dim")
+            for row in rows
+        ],
+        "status": [_status_cell(row) for row in rows],
+        "memo": [inert(row.memo) for row in rows],
+    }
+    headers = {name: header if name == "time" else name for name in _COLUMN_ORDER}
+    least = {name: _least_width(name, headers[name], cells[name]) for name in _COLUMN_ORDER}
+    shown = list(_COLUMN_ORDER)
+    for dropped in (None, *DROP_ORDER):
+        if dropped is not None:
+            shown.remove(dropped)
+        # A heavy box: one border before each column and one at the end, one space each side.
+        if width is None or 1 + sum(least[name] + 3 for name in shown) <= width:
+            break
     table = Table(title=title, title_justify="left", expand=False)
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("id", no_wrap=True, style="dim")
-    table.add_column("dir", no_wrap=True)
-    table.add_column("counterparty", no_wrap=True)
-    table.add_column("amount", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("memo")
-    for row in rows:
-        # Only completed transfers move money: others show their amount unsigned and dim.
-        amount = inert(f"{format_amount(row.amount_minor, row.currency)} {row.currency}")
-        if row.status != "completed":
-            amount.stylize("dim")
-        elif row.direction == "in":
-            amount = Text("+") + amount
-        else:
-            amount = Text("-") + amount
-        status = inert(str(row.status), style=_STATUS_STYLE.get(row.status, ""))
-        reason = _reason_text(row)
-        if reason and row.status != "completed":
-            status.append(escape_for_terminal(f" ({reason})"), style="dim")
-        table.add_row(
-            format_time(row.created_at),
-            row.id.hex()[:8],
-            "in" if row.direction == "in" else "out",
-            inert(names.show(row.counterparty)),
-            amount,
-            status,
-            inert(row.memo),
+    for name in shown:
+        table.add_column(
+            headers[name],
+            justify="right" if name == "amount" else "left",
+            # An amount or an id is never broken; the rest folds, and nothing is cut.
+            no_wrap=name in _UNBROKEN,
+            overflow="fold",
+            min_width=least[name],
         )
+    for i in range(len(rows)):
+        table.add_row(*(cells[name][i] for name in shown))
     return table
+
+
+_UNBROKEN = frozenset({"amount", "id", "dir"})
+_MEMO_LEAST = 10  # a memo narrower than this is better left to `ledger --json`
+_NAME_LEAST = 20
+
+
+def _least_width(name: str, header: str, cells: list[Text]) -> int:
+    """How narrow column ``name`` may get: whole amounts and ids, whole words elsewhere."""
+    longest = max((cell.cell_len for cell in cells), default=0)
+    if name in _UNBROKEN:
+        return max(cell_len(header), longest)
+    words = max((cell_len(word) for cell in cells for word in cell.plain.split()), default=0)
+    if name == "memo":
+        return max(4, min(longest, _MEMO_LEAST))
+    if name == "counterparty":
+        return max(cell_len(header), min(longest, _NAME_LEAST))
+    return max(*(cell_len(word) for word in header.split()), words)
+
+
+def _status_cell(row: TransferRow) -> Text:
+    status = inert(str(row.status), style=_STATUS_STYLE.get(row.status, ""))
+    reason = _reason_text(row)
+    if reason and row.status != "completed":
+        status.append(escape_for_terminal(f" ({reason})"), style="dim")
+    return status
 
 
 # --- balances ---------------------------------------------------------------------
 
 
-def balances_json(balances: Mapping[tuple[str, str], int], names: Names) -> list[dict[str, object]]:
+Balances = Mapping[tuple[str, str], int]
+
+
+def pending_totals(rows: Iterable[TransferRow]) -> dict[tuple[str, str], int]:
+    """(counterparty, currency) -> the signed sum of transfers still waiting (pending, queued)."""
+    totals: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.status in ("pending", "queued"):
+            key = (row.counterparty, row.currency)
+            amount = row.amount_minor if row.direction == "in" else -row.amount_minor
+            totals[key] = totals.get(key, 0) + amount
+    return totals
+
+
+def _signed(minor: int, currency: str) -> str:
+    return f"{'+' if minor > 0 else ''}{format_amount(minor, currency)}"
+
+
+def balances_json(
+    balances: Balances, names: Names, pending: Balances | None = None
+) -> list[dict[str, object]]:
+    """Completed balances, and beside each what is still pending (``"pending": "-5.00"``)."""
+    pending = pending or {}
     return [
         {
             "counterparty": counterparty,
             "counterparty_name": names.get(counterparty),
             "currency": currency,
-            "balance": format_amount(amount, currency),
-            "balance_minor": amount,
+            "balance": format_amount(balances.get((counterparty, currency), 0), currency),
+            "balance_minor": balances.get((counterparty, currency), 0),
+            "pending": format_amount(pending.get((counterparty, currency), 0), currency),
+            "pending_minor": pending.get((counterparty, currency), 0),
         }
-        for (counterparty, currency), amount in sorted(balances.items())
+        for counterparty, currency in sorted({*balances, *pending})
     ]
 
 
-def balances_table(balances: Mapping[tuple[str, str], int], names: Names) -> Table:
+def balance_text(balance: int, pending: int, currency: str) -> str:
+    """``+12.00 EUR`` or ``+12.00 EUR (pending -5.00)``."""
+    text = f"{_signed(balance, currency)} {currency}"
+    return f"{text} (pending {_signed(pending, currency)})" if pending else text
+
+
+def balance_fields(balances: Balances, names: Names, pending: Balances | None = None) -> list[str]:
+    """``ledger`` into a pipe: one tab-separated ``balance`` line per counterparty and currency."""
+    pending = pending or {}
+    return [
+        "\t".join(
+            [
+                "balance",
+                escape_for_terminal(names.show(counterparty)),
+                balance_text(
+                    balances.get((counterparty, currency), 0),
+                    pending.get((counterparty, currency), 0),
+                    currency,
+                ),
+            ]
+        )
+        for counterparty, currency in sorted({*balances, *pending})
+    ]
+
+
+def balances_table(balances: Balances, names: Names, pending: Balances | None = None) -> Table:
+    pending = pending or {}
     table = Table(
         title="Balances (+ they paid you more than you paid them)",
         title_justify="left",
         expand=False,
     )
-    table.add_column("counterparty", no_wrap=True)
-    table.add_column("balance", justify="right", no_wrap=True)
-    for (counterparty, currency), amount in sorted(balances.items()):
-        text = format_amount(amount, currency)
+    table.add_column("counterparty", overflow="fold")
+    table.add_column("balance", justify="right", overflow="fold")
+    for counterparty, currency in sorted({*balances, *pending}):
+        amount = balances.get((counterparty, currency), 0)
         style = "green" if amount > 0 else "red" if amount < 0 else ""
-        table.add_row(
-            inert(names.show(counterparty)),
-            inert(f"{'+' if amount > 0 else ''}{text} {currency}", style=style),
-        )
+        cell = inert(f"{_signed(amount, currency)} {currency}", style=style)
+        waiting = pending.get((counterparty, currency), 0)
+        if waiting:
+            cell.append(f" (pending {_signed(waiting, currency)})", style="dim")
+        table.add_row(inert(names.show(counterparty)), cell)
     return table
 
 

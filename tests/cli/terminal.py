@@ -9,12 +9,20 @@ the tests themselves run in. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pty
+import re
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -91,3 +99,103 @@ def child_env(**extra: str) -> dict[str, str]:
     env.pop("FORCE_COLOR", None)
     env.update(P2PTRANSFER_KDF_LOG_N="10", NO_COLOR="1", PYTHONUNBUFFERED="1", **extra)
     return env
+
+
+def on_terminal(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    columns: int,
+    steps: list[tuple[str, Callable[[int], None]]],
+) -> tuple[int, str]:
+    """Run ``p2ptransfer ARGS`` with stdin, stdout and stderr on one pseudo-terminal.
+
+    The terminal is ``columns`` wide. Per (text, action): wait until ``text``
+    has been written, then call ``action`` with the child's pid (Ctrl-C: :func:`interrupt`).
+    Returns the exit code and everything written, escape sequences included.
+    """
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2ptransfer", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    written = bytearray()
+
+    def read(timeout: float) -> None:
+        ready, _, _ = select.select([primary], [], [], timeout)
+        if ready:
+            with contextlib.suppress(OSError):  # EIO: the child closed the terminal
+                written.extend(os.read(primary, 65536))
+
+    try:
+        for text, action in steps:
+            deadline = time.monotonic() + STEP_TIMEOUT
+            while text.encode() not in written:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"no {text!r} on the terminal: {bytes(written)!r}")
+                read(0.05)
+            action(proc.pid)
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            read(0.05)
+        read(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        os.close(primary)
+    return proc.returncode, written.decode("utf-8", "replace")
+
+
+def interrupt(pid: int) -> None:
+    """An action for :func:`on_terminal`: Ctrl-C, to the child's process group."""
+    os.killpg(pid, signal.SIGINT)
+
+
+_CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def screen(written: str, columns: int) -> list[str]:
+    """What a terminal ``columns`` wide shows after ``written``: the lines, right-trimmed.
+
+    Just enough of a terminal for rich's Live display: text, CR, LF, cursor
+    up (``ESC [ n A``) and erase line (``ESC [ 2 K``); colours and other
+    sequences are ignored, a long line wraps.
+    """
+    lines: list[list[str]] = [[]]
+    row = col = 0
+    at = 0
+    while at < len(written):
+        match = _CSI.match(written, at)
+        if match is not None:
+            at = match.end()
+            if match.group(2) == "A":
+                row = max(0, row - int(match.group(1) or 1))
+            elif match.group(2) == "K":
+                lines[row] = []
+            continue
+        ch = written[at]
+        at += 1
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            row += 1
+        elif ch >= " ":
+            if col >= columns:
+                row, col = row + 1, 0
+            while len(lines) <= row:
+                lines.append([])
+            line = lines[row]
+            line.extend(" " * (col - len(line) + 1))
+            line[col] = ch
+            col += 1
+        while len(lines) <= row:
+            lines.append([])
+    return ["".join(line).rstrip() for line in lines]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from p2ptransfer.cli.render import Names, balances_json, csv_text, transfer_json
+from p2ptransfer.cli.render import Names, balances_json, csv_text, pending_totals, transfer_json
 from p2ptransfer.protocol.receipt import RejectReason, accept, reject
 from p2ptransfer.storage.ledger import Contact, Ledger
 from tests.storage.builders import T0, make_transfer, new_identity
@@ -43,9 +43,11 @@ def test_json_and_csv_of_a_ledger_exact(tmp_path: Path) -> None:
         ("5", "pending", None),
         ("0.001", "rejected", "over_limit"),
     ]
-    assert balances_json(ledger.balances(), names) == [
+    assert balances_json(ledger.balances(), names, pending_totals(ledger.transfers())) == [
         {"counterparty": bob.address, "counterparty_name": "bob", "currency": "EUR",
-         "balance": "12.50", "balance_minor": 1250}
+         "balance": "12.50", "balance_minor": 1250, "pending": "0.00", "pending_minor": 0},
+        {"counterparty": bob.address, "counterparty_name": "bob", "currency": "JPY",
+         "balance": "0", "balance_minor": 0, "pending": "-5", "pending_minor": -5},
     ]  # fmt: skip
     json.dumps(records)  # plain JSON values only
 

@@ -403,12 +403,24 @@ def test_ledger_shows_pending_transfers(invoke: Invoke, alice: Person, bob: Pers
                 "request_id": None,
             }
         ],
-        "balances": [],
+        "balances": [  # nothing completed yet, but something pending
+            {
+                "counterparty": bob.address,
+                "counterparty_name": "bob",
+                "currency": "EUR",
+                "balance": "0.00",
+                "balance_minor": 0,
+                "pending": "-12.50",
+                "pending_minor": -1250,
+            }
+        ],
     }
     text = invoke(*alice.args("ledger"), env={"COLUMNS": "160"})
     assert "lunch [bold]x[/bold]" in text.out  # memo shown literally, never as markup
-    assert " 12.50 EUR" in text.out and "-12.50" not in text.out  # pending: no money moved
-    assert "pending" in text.out
+    # Into a pipe: one tab-separated line, the pending amount signed like a completed one.
+    assert text.out.splitlines()[-1].split("\t")[1:] == [
+        "out", "bob", "-12.50 EUR", "pending", tid.hex(), "lunch [bold]x[/bold]"
+    ]  # fmt: skip
     filtered = invoke(*alice.args("ledger", "--contact", "bob", "--json")).json()
     assert len(filtered["transfers"]) == 1
     csv_lines = invoke(*alice.args("ledger", "--csv")).out.splitlines()

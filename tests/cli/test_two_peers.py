@@ -231,6 +231,8 @@ def test_send_and_receive(people: tuple[Cli, str, Cli, str]) -> None:
             "currency": "EUR",
             "balance": "-12.50",
             "balance_minor": -1250,
+            "pending": "0.00",
+            "pending_minor": 0,
         }
     ]
     bob_book = _ledger(bob)
@@ -250,7 +252,12 @@ def test_listen_records_accepts_and_rejects_then_stops_on_sigint(
         alice.json("send", "bob", "7", "EUR", "--timeout", "45")
         refused = carol.run("send", bob_address, "2.00", "EUR", "--timeout", "45")
         assert refused.returncode == 7, refused
-        assert refused.stderr.startswith("error: ")
+        warning, error = refused.stderr.splitlines()  # sent to an address, not a contact:
+        assert warning.startswith("warning: p2pt1")
+        assert warning.endswith(
+            " is not one of your contacts; you never compared safety numbers with them"
+        )
+        assert error.startswith("error: ")
         assert "rejected the transfer" in refused.stderr
         assert "the recipient does not know you" in refused.stderr
         assert "[rejected: unknown_sender]" in refused.stdout  # the row is still data
@@ -282,6 +289,7 @@ def test_timeout_leaves_pending_and_resend_completes(people: tuple[Cli, str, Cli
     (pending,) = _ledger(alice)["transfers"]
     assert pending["status"] == "pending"
     assert late.stderr == (
+        "warning: you never compared safety numbers with bob ('p2ptransfer contacts verify bob')\n"
         "bob is not connected: trying for 1 s, then leaving the transfer in their mailbox at "
         "the relay\n"
         "error: bob did not come online within 1 s and cannot be mailed: they have no prekey at "
@@ -423,6 +431,7 @@ def test_online_only_never_uses_the_mailbox(people: tuple[Cli, str, Cli, str]) -
     assert late.returncode == 10
     (pending,) = _ledger(alice)["transfers"]
     assert late.stderr == (
+        "warning: you never compared safety numbers with bob ('p2ptransfer contacts verify bob')\n"
         f"error: bob did not come online within 1 s; transfer {pending['id']} stays pending: "
         "run 'p2ptransfer resend' later\n"
     )

@@ -9,7 +9,7 @@ click, :mod:`p2ptransfer.errors` and the light CLI modules (:mod:`..app`,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import click
@@ -52,26 +52,87 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean {listed}?"
 
 
+@contextlib.contextmanager
+def _readable_ledger(ctx: click.Context) -> Iterator[Ledger | None]:
+    """The ledger of the home ``--home`` names, for shell completion: None if there is none.
+
+    Completion never asks for a passphrase and never goes online: the
+    ledger's rows and contacts are readable without the key.
+    """
+    from ...storage.home import Home, default_home_path
+    from ...storage.ledger import Ledger
+    from ..options import global_option_given
+
+    home_dir = global_option_given(ctx, "home_dir")
+    home = Home(home_dir) if home_dir else Home(default_home_path())
+    if not home.ledger_path.exists():
+        yield None
+        return
+    try:
+        ledger = Ledger.open(home.ledger_path)
+    except Exception:  # completion must never print a traceback into the shell
+        yield None
+        return
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
 def complete_contact(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Shell completion of contact names from the ledger (silently nothing on any problem)."""
     from click.shell_completion import CompletionItem
 
-    from ...storage.home import Home, default_home_path
-    from ...storage.ledger import Ledger
-
-    root = ctx.find_root()
-    home_dir = root.params.get("home_dir")
-    home = Home(home_dir) if home_dir else Home(default_home_path())
-    if not home.ledger_path.exists():
-        return []
     try:
-        with Ledger.open(home.ledger_path) as ledger:
-            names = [c.name for c in ledger.contacts()]
+        with _readable_ledger(ctx) as ledger:
+            names = [] if ledger is None else [c.name for c in ledger.contacts()]
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+def complete_currency(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of ISO 4217 codes, the table transfers are checked against."""
+    from click.shell_completion import CompletionItem
+
+    from ...protocol.currencies import CURRENCY_EXPONENTS, CURRENCY_NAMES
+
+    start = incomplete.upper()
+    return [
+        CompletionItem(code, help=CURRENCY_NAMES.get(code))
+        for code in sorted(CURRENCY_EXPONENTS)
+        if code.startswith(start)
+    ]
+
+
+def complete_waiting_id(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of the ids of outgoing transfers still waiting (pending or queued)."""
+    from click.shell_completion import CompletionItem
+
+    from ...protocol.amounts import format_amount
+
+    try:
+        with _readable_ledger(ctx) as ledger:
+            rows = [] if ledger is None else ledger.waiting_outgoing()
+            names = {} if ledger is None else {c.address: c.name for c in ledger.contacts()}
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    start = incomplete.lower()
+    return [
+        CompletionItem(
+            row.id.hex(),
+            help=f"{format_amount(row.amount_minor, row.currency)} {row.currency} to "
+            f"{names.get(row.counterparty, row.counterparty[:12])} [{row.status}]",
+        )
+        for row in rows
+        if row.id.hex().startswith(start)
+    ]
 
 
 def resolve_recipient(ledger: Ledger, text: str) -> tuple[str, str]:

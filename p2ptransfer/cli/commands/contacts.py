@@ -9,7 +9,7 @@ import click
 from ...errors import InputError
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..options import output_option
-from . import complete_contact
+from . import complete_contact, complete_currency
 
 if TYPE_CHECKING:
     from ...storage.ledger import Contact
@@ -166,7 +166,7 @@ def remove(app: App, name: str) -> None:
 
 @contacts.command("limit")
 @click.argument("name", shell_complete=complete_contact)
-@click.argument("currency")
+@click.argument("currency", shell_complete=complete_currency)
 @click.argument("amount", required=False)
 @click.option("--clear", is_flag=True, help="Remove the limit on CURRENCY from NAME.")
 @pass_app

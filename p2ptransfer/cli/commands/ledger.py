@@ -2,16 +2,80 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..app import App
+from ..app import App, now_ms
 from ..options import Seconds, output_option, uses_relay
 from . import complete_contact, resolve_recipient
 
 if TYPE_CHECKING:
     from ...net.reconcile import ReconcileReport
+    from ...storage.ledger import TransferRow
+
+
+STATUSES = ("completed", "pending", "queued", "rejected", "failed")
+"""The statuses of a ledger row; ``--status abandoned`` is read as ``failed``."""
+
+_DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+@dataclass(frozen=True)
+class Since:
+    """``--since``: a duration back from now (``3d``) or a local date or time (``2026-12-01``).
+
+    A date names local midnight, or UTC midnight with ``--utc``; so the
+    moment is settled only when the command runs (:meth:`start_ms`).
+    """
+
+    back_ms: int | None = None
+    moment: datetime | None = None
+
+    def start_ms(self, now: int, *, utc: bool) -> int:
+        if self.back_ms is not None:
+            return now - self.back_ms
+        assert self.moment is not None
+        moment = self.moment
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC) if utc else moment.astimezone()
+        return int(moment.timestamp() * 1000)
+
+
+class SinceType(click.ParamType[Since, Any]):
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Since):
+            return value
+        text = str(value).strip()
+        match = _DURATION.fullmatch(text)
+        if match is not None:
+            return Since(back_ms=int(match.group(1)) * _UNIT_MS[match.group(2)])
+        try:
+            return Since(moment=datetime.fromisoformat(text))
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither a date (2026-12-01, 2026-12-01T18:00) nor a duration "
+                "(90m, 12h, 3d, 2w)",
+                param,
+                ctx,
+            )
+
+
+class StatusType(click.Choice[str]):
+    """A ledger status, ``abandoned`` meaning ``failed`` (what ``abandon`` makes)."""
+
+    def __init__(self) -> None:
+        super().__init__([*STATUSES, "abandoned"], case_sensitive=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        chosen = super().convert(value, param, ctx)
+        return "failed" if chosen == "abandoned" else chosen
 
 
 @click.group(invoke_without_command=True)
@@ -22,23 +86,61 @@ if TYPE_CHECKING:
     shell_complete=complete_contact,
     help="Only transfers with this contact.",
 )
+@click.option(
+    "--since",
+    type=SinceType(),
+    metavar="WHEN",
+    help="Only transfers made since a date or time (2026-12-01, local time) or for a "
+    "duration back from now (12h, 3d, 2w).",
+)
+@click.option(
+    "--status",
+    "statuses",
+    type=StatusType(),
+    multiple=True,
+    help="Only transfers with this status (repeatable; abandoned = failed).",
+)
+@click.option(
+    "--search", metavar="TEXT", help="Only transfers whose memo contains TEXT (any case)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Only the newest N transfers that match (still shown oldest first).",
+)
+@click.option("--utc", is_flag=True, help="Show and read times in UTC instead of local time.")
 @output_option("json", "csv")
 @click.pass_context
-def ledger(ctx: click.Context, contact: str | None, output: str) -> None:
+def ledger(
+    ctx: click.Context,
+    contact: str | None,
+    since: Since | None,
+    statuses: tuple[str, ...],
+    search: str | None,
+    limit: int | None,
+    utc: bool,
+    output: str,
+) -> None:
     """Show the history of transfers and the balance with each counterparty.
 
-    Balances count completed transfers only: positive means they paid you
-    more than you paid them. `--json` prints {"transfers": [...], "balances":
-    [...]}; `--csv` prints the transfers.
+    Transfers are listed oldest first; the filters combine (all must match).
+    Balances count completed transfers: positive means they paid you more
+    than you paid them; what is still pending is shown beside them. Into a
+    pipe, the text is one tab-separated line per transfer. `--json` prints
+    {"transfers": [...], "balances": [...]}; `--csv` prints the transfers.
     """
     if ctx.invoked_subcommand is not None:
         return
     from ..render import (
         Names,
+        balance_fields,
         balances_json,
         balances_table,
         echo_csv,
         echo_json,
+        pending_totals,
+        transfer_fields,
         transfer_json,
         transfers_table,
     )
@@ -46,24 +148,63 @@ def ledger(ctx: click.Context, contact: str | None, output: str) -> None:
     app = ctx.ensure_object(App)
     with app.ledger() as book:
         address = resolve_recipient(book, contact)[0] if contact is not None else None
-        rows = book.transfers(address)
+        everything = book.transfers(address)
         balances = book.balances(address)
         names = Names(book.contacts())
+    pending = pending_totals(everything)
+    rows = _filtered(everything, since, statuses, search, limit, utc=utc)
     if output == "json":
         echo_json(
             {
                 "transfers": [transfer_json(row, names) for row in rows],
-                "balances": balances_json(balances, names),
+                "balances": balances_json(balances, names, pending),
             }
         )
     elif output == "csv":
         echo_csv(rows, names)
-    elif not rows:
-        app.note("no transfers yet")
+    elif not app.out.is_terminal:
+        # Into a pipe: balances first, so `| tail` shows the newest transfers.
+        for line in balance_fields(balances, names, pending):
+            click.echo(line)
+        for row in rows:
+            click.echo("\t".join(transfer_fields(row, names, utc=utc)))
+        if not rows:
+            app.note(_nothing_shown(everything))
     else:
-        app.out.print(transfers_table(rows, names))
-        if balances:
-            app.out.print(balances_table(balances, names))
+        if rows:
+            width = app.out.width
+            app.out.print(transfers_table(rows, names, width=width, utc=utc))
+        else:
+            app.note(_nothing_shown(everything))
+        if balances or pending:
+            app.out.print(balances_table(balances, names, pending))
+
+
+def _filtered(
+    rows: list[TransferRow],
+    since: Since | None,
+    statuses: tuple[str, ...],
+    search: str | None,
+    limit: int | None,
+    *,
+    utc: bool,
+) -> list[TransferRow]:
+    """The rows every given filter lets through, in ledger order; ``limit``: the newest N."""
+    if since is not None:
+        start = since.start_ms(now_ms(), utc=utc)
+        rows = [row for row in rows if row.created_at >= start]
+    if statuses:
+        rows = [row for row in rows if row.status in statuses]
+    if search:
+        needle = search.casefold()
+        rows = [row for row in rows if needle in row.memo.casefold()]
+    if limit is not None:
+        rows = rows[-limit:]
+    return rows
+
+
+def _nothing_shown(everything: list[TransferRow]) -> str:
+    return "no transfers match" if everything else "no transfers yet"
 
 
 @ledger.command("verify")

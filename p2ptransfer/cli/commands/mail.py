@@ -8,6 +8,7 @@ import click
 
 from ..app import App, now_ms, pass_app
 from ..options import Seconds, output_option, uses_relay
+from . import complete_currency
 from .transfers import policy_options
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def sync(
     help="Accept (or refuse) transfers from people who are not your contacts.",
 )
 @click.option(
-    "--currency", "currencies", multiple=True, metavar="CODE",
+    "--currency", "currencies", multiple=True, metavar="CODE", shell_complete=complete_currency,
     help="Accept only these currencies (repeatable).",
 )  # fmt: skip
 @click.option("--any-currency", is_flag=True, help="Accept every currency again.")

@@ -11,7 +11,7 @@ from ...errors import InputError, NetworkError, NotFound
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..options import Seconds, output_option, uses_relay
 from ..outcomes import refusals, refused, show_outcomes
-from . import complete_contact, resolve_recipient
+from . import complete_contact, complete_currency, resolve_recipient
 
 if TYPE_CHECKING:
     from ...net.outgoing import SendOutcome
@@ -57,7 +57,7 @@ def request_line(row: RequestRow, names: Names, now: int) -> str:
 @click.command()
 @click.argument("contact", shell_complete=complete_contact)
 @click.argument("amount")
-@click.argument("currency")
+@click.argument("currency", shell_complete=complete_currency)
 @click.option("--memo", default="", help="What it is for (at most 280 bytes).")
 @click.option(
     "--expires", default="24h", show_default=True, metavar="DURATION",

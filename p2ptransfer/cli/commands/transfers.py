@@ -25,7 +25,7 @@ from ...errors import (
 from ..app import App, now_ms, pass_app, stdin_is_tty
 from ..options import Seconds, output_option, uses_relay
 from ..outcomes import refusals, refused, show_outcomes
-from . import complete_contact, resolve_recipient
+from . import complete_contact, complete_currency, complete_waiting_id, resolve_recipient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,7 +58,7 @@ def mail_options(command: F) -> F:
 @click.command(context_settings={"ignore_unknown_options": True})  # "-5" is an amount
 @click.argument("recipient", shell_complete=complete_contact)
 @click.argument("amount")
-@click.argument("currency")
+@click.argument("currency", shell_complete=complete_currency)
 @click.option("--memo", default="", help="A note for the recipient (at most 280 bytes).")
 @click.option(
     "--timeout",
@@ -105,13 +105,14 @@ def send(
         address, label = resolve_recipient(ledger, recipient)
         if address == own.address:
             raise InputError("you cannot send a transfer to yourself")
+        contact = ledger.contact_for_address(address)
+        unverified = contact is None or not contact.verified
         if not yes and stdin_is_tty():
-            contact = ledger.contact_for_address(address)
             app.note(f"send {format_amount(minor, code)} {code} to {label}")
             app.note(f"  address  {address}")
             if memo:
                 app.note(f"  memo     {memo}")
-            if contact is None or not contact.verified:
+            if unverified:
                 app.note(
                     "  WARNING: you never compared safety numbers with this recipient "
                     "('p2ptransfer contacts verify NAME')"
@@ -120,11 +121,18 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
+        # No question carried the warning: it gets a line of its own, once the key is
+        # unlocked and the relay reached, just before the transfer is signed.
+        warning = None
+        if unverified and (yes or not stdin_is_tty()):
+            warning = _unverified_warning(contact.name if contact is not None else None, label)
         prepared: list[bytes] = []  # the transfer's id, once it is pending in the ledger
 
         async def go() -> SendOutcome | TransferRow:
             peer = await app.open_peer(ledger, passphrase)
             async with peer:
+                if warning is not None:
+                    app.note(warning)
                 signed = peer.prepare(address, minor, code, memo)
                 prepared.append(signed.id)
                 if online_only:
@@ -157,6 +165,19 @@ def send(
         raise refused(label, refusal)
 
 
+def _unverified_warning(name: str | None, label: str) -> str:
+    """The line every send to an unverified recipient prints when nothing asks first."""
+    if name is None:
+        return (
+            f"warning: {label} is not one of your contacts; you never compared safety "
+            "numbers with them"
+        )
+    return (
+        f"warning: you never compared safety numbers with {name} "
+        f"('p2ptransfer contacts verify {name}')"
+    )
+
+
 def policy_options(command: F) -> F:
     """What a receiving command accepts: the same flags on ``receive``, ``listen`` and ``sync``.
 
@@ -166,6 +187,7 @@ def policy_options(command: F) -> F:
         "--currency",
         "currencies",
         multiple=True,
+        shell_complete=complete_currency,
         metavar="CODE",
         help="Accept only these currencies (repeatable) [default: the stored policy: any].",
     )(command)
@@ -210,12 +232,20 @@ def receive(
 
 @click.command()
 @policy_options
+@click.option(
+    "--bell", is_flag=True, help="Ring the terminal bell when a transfer or a request arrives."
+)
+@output_option("json")
 @pass_app
 @uses_relay
-def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -> None:
+def listen(
+    app: App, accept_unknown: bool | None, currencies: tuple[str, ...], bell: bool, output: str
+) -> None:
     """Stay online and record incoming transfers until Ctrl-C (or SIGTERM).
 
-    Reconnects by itself when the relay goes away.
+    Reconnects by itself when the relay goes away. `--json` prints one JSON
+    object per line for each event (connected, disconnected, transfer,
+    receipt, request, stranger-refused, ...), as it happens.
     """
     import asyncio
     import signal
@@ -226,7 +256,7 @@ def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -
 
     with app.ledger() as ledger:
         policy = acceptance_policy(ledger, accept_unknown, currencies)
-        view = ListenView(app, Names(ledger.contacts()))
+        view = ListenView(app, Names(ledger.contacts()), json_lines=output == "json", bell=bell)
         passphrase = app.read_passphrase()
 
         async def go() -> None:
@@ -249,7 +279,7 @@ def listen(app: App, accept_unknown: bool | None, currencies: tuple[str, ...]) -
                     on_event=view.on_event,
                     prekeys_path=app.home.prekeys_path,
                 ) as peer:
-                    app.note(f"listening as {identity.address} (Ctrl-C to stop)")
+                    view.started(identity.address)
                     await peer.listen(stop)
             finally:
                 for signum in installed:
@@ -303,7 +333,7 @@ def _nothing_to_resend(ledger: Ledger, ids: list[bytes] | None) -> str:
 
 
 @click.command()
-@click.argument("transfer_id", metavar="[ID]", required=False)
+@click.argument("transfer_id", metavar="[ID]", required=False, shell_complete=complete_waiting_id)
 @click.option("--timeout", type=_TIMEOUT, default=60.0, show_default=True, help="Seconds to wait.")
 @mail_options
 @output_option("json")
@@ -360,7 +390,7 @@ def resend(
 
 
 @click.command()
-@click.argument("transfer_id", metavar="[ID]", required=False)
+@click.argument("transfer_id", metavar="[ID]", required=False, shell_complete=complete_waiting_id)
 @click.option("--all", "all_", is_flag=True, help="Abandon every pending or queued transfer.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @output_option("json")
