@@ -268,11 +268,14 @@ class SqliteMailStore:
         self._expired = 0
         self._lock = threading.Lock()
 
-    def _expire(self, owner: str, now_ms: int) -> None:
-        self._expired += self._db.execute(
-            "DELETE FROM mail WHERE recipient = ? AND deposited_at <= ?",
-            (owner, now_ms - self.limits.max_age_ms),
-        ).rowcount
+    def _expire(self, owner: str, now_ms: int) -> int:
+        """Delete ``owner``'s expired mail; how many pieces (counted once committed)."""
+        return int(
+            self._db.execute(
+                "DELETE FROM mail WHERE recipient = ? AND deposited_at <= ?",
+                (owner, now_ms - self.limits.max_age_ms),
+            ).rowcount
+        )
 
     @_locked
     def deposit(self, mail: StoredMail) -> DepositOutcome:
@@ -280,7 +283,7 @@ class SqliteMailStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            self._expire(mail.recipient, mail.deposited_at)
+            expired = self._expire(mail.recipient, mail.deposited_at)
             key = (mail.recipient, mail.sender, mail.slot)
             old = db.execute(
                 "SELECT length(envelope) FROM mail WHERE recipient = ? AND sender = ? AND slot = ?",
@@ -314,11 +317,12 @@ class SqliteMailStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._expired += expired  # a refused deposit rolled its expiry back: not counted
         return "stored"
 
     @_locked
     def pending_for(self, owner: str, now_ms: int) -> list[StoredMail]:
-        self._expire(owner, now_ms)
+        self._expired += self._expire(owner, now_ms)
         rows = self._db.execute(
             "SELECT sender, slot, envelope, envelope_hash, deposited_at FROM mail "
             "WHERE recipient = ? ORDER BY deposited_at, seq",
