@@ -58,13 +58,15 @@ class Goal:
 
 
 GOALS = (
-    Goal("relay_vs_bare", 0.85, True),
+    Goal("relay_vs_bare", 1.2, True),
     Goal("relay_rtt_p50_vs_bare", 1.25, False),
     Goal("idle_bytes_per_peer", 20_480, False),
     Goal("handshakes_vs_crypto_ceiling", 0.5, True),
-    Goal("transfers_vs_sqlite_commit", 1.0, True),
+    Goal("handshakes_on_open_connection_vs_ceiling", 0.8, True),
+    Goal("transfers_vs_signature_bound", 0.5, True),
     Goal("cli_help_vs_import_click", 1.5, False),
 )
+"""The goals; ``transfers_vs_sqlite_commit`` is still measured and printed, no longer a goal."""
 
 
 @dataclass(frozen=True)
@@ -370,7 +372,7 @@ def bench_core(quick: bool, cpu_load: int | None) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
-    """The six goal ratios, and the absolute figures printed beside them."""
+    """The goal ratios, and the absolute figures printed beside them."""
     relay, idle, hs, tr, cli = (
         results[k] for k in ("relay", "idle", "handshakes", "transfers", "cli")
     )
@@ -381,7 +383,8 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, float], dict[str, floa
         "relay_rtt_p50_vs_bare": median(relay["rtt_ratios"]),
         "idle_bytes_per_peer": idle["ours"]["bytes_per_peer"],
         "handshakes_vs_crypto_ceiling": fresh["sessions_per_s"] / hs["ceiling_per_s"],
-        "transfers_vs_sqlite_commit": default / tr["sqlite_commits_per_s"],
+        "handshakes_on_open_connection_vs_ceiling": reused["sessions_per_s"] / hs["ceiling_per_s"],
+        "transfers_vs_signature_bound": default / tr["signature_bound_per_s"],
         "cli_help_vs_import_click": cli["help_ms"] / cli["click_ms"],
     }
     figures = {
@@ -396,11 +399,11 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, float], dict[str, floa
         "idle_bytes_per_peer_bare": idle["bare"]["bytes_per_peer"],
         "sessions_per_s": fresh["sessions_per_s"],
         "sessions_per_s_open_connection": reused["sessions_per_s"],
-        "handshakes_on_open_connection_vs_ceiling": reused["sessions_per_s"] / hs["ceiling_per_s"],
         "crypto_ceiling_handshakes_per_s": hs["ceiling_per_s"],
         "transfers_per_s": default,
         "transfers_per_s_best_window": tr[f"window_{tr['best_window']}"]["transfers_per_s"],
         "sqlite_commits_per_s": tr["sqlite_commits_per_s"],
+        "transfers_vs_sqlite_commit": default / tr["sqlite_commits_per_s"],
         "signature_bound_transfers_per_s": tr["signature_bound_per_s"],
         "cli_help_ms": cli["help_ms"],
         "import_click_ms": cli["click_ms"],
@@ -417,18 +420,21 @@ def table(ratios: dict[str, float], f: dict[str, float], results: dict[str, Any]
         "idle_bytes_per_peer": f"{ratios['idle_bytes_per_peer']:,.0f} B/peer"
         f" (bare forwarder {f['idle_bytes_per_peer_bare']:,.0f})",
         "handshakes_vs_crypto_ceiling": f"{f['sessions_per_s']:,.0f} vs "
-        f"{f['crypto_ceiling_handshakes_per_s']:,.0f} sessions/s",
-        "transfers_vs_sqlite_commit": f"{f['transfers_per_s']:,.0f} transfers/s vs "
-        f"{f['sqlite_commits_per_s']:,.0f} commits/s",
+        f"{f['crypto_ceiling_handshakes_per_s']:,.0f} sessions/s (connect + auth + handshake)",
+        "handshakes_on_open_connection_vs_ceiling": f"{f['sessions_per_s_open_connection']:,.0f}"
+        f" vs {f['crypto_ceiling_handshakes_per_s']:,.0f} sessions/s",
+        "transfers_vs_signature_bound": f"{f['transfers_per_s']:,.0f} vs"
+        f" {f['signature_bound_transfers_per_s']:,.0f} transfers/s (vs SQLite commits:"
+        f" {f['transfers_vs_sqlite_commit']:.2f} of {f['sqlite_commits_per_s']:,.0f}/s)",
         "cli_help_vs_import_click": f"{f['cli_help_ms']:.0f} vs {f['import_click_ms']:.0f} ms",
     }
-    lines = ["", f"{'goal':<30}{'value':>10}{'target':>10}  {'':<5} absolute figures"]
+    lines = ["", f"{'goal':<42}{'value':>10}{'target':>10}  {'':<5} absolute figures"]
     for goal in GOALS:
         value = ratios[goal.key]
         shown = f"{value:,.0f}" if value > 100 else f"{value:.3f}"
         target = f"{'>=' if goal.higher_is_better else '<='}{goal.target:g}"
         mark = "ok" if goal.met(value) else "MISS"
-        lines.append(f"{goal.key:<30}{shown:>10}{target:>10}  {mark:<5} {beside[goal.key]}")
+        lines.append(f"{goal.key:<42}{shown:>10}{target:>10}  {mark:<5} {beside[goal.key]}")
     ours, bare = relay["ours"], relay["bare"]
     fresh, reused = hs["connect_auth_handshake"], hs["handshake_on_open_connection"]
     cpu = ", ".join(f"{k} {v:.0f}" for k, v in fresh["cpu_us_per_session"].items())
@@ -446,7 +452,7 @@ def table(ratios: dict[str, float], f: dict[str, float], results: dict[str, Any]
         f" {bare['load_cpu_share']:.0%} (ours / bare); pinned: {relay['pinned']}",
         f"handshakes: connect + authenticate + handshake {fresh['sessions_per_s']:,.0f}/s, CPU per"
         f" session (us) {cpu}; on open connections {reused['sessions_per_s']:,.0f}/s"
-        f" ({f['handshakes_on_open_connection_vs_ceiling']:.2f} of the ceiling);"
+        f" ({ratios['handshakes_on_open_connection_vs_ceiling']:.2f} of the ceiling);"
         f" ceiling {hs['ceiling_us']:.0f} us on one core = {fresh['crypto_share_of_cpu']:.0%} /"
         f" {reused['crypto_share_of_cpu']:.0%} of the CPU a session takes; a bare websockets"
         f" connect + exchange + close costs {hs['websocket_connect_us']:.0f} us of CPU",

@@ -9,7 +9,8 @@ quarantined, never journaled (see :mod:`..protocol.acceptance`).
 
 **Group commit.** Transfers that arrive while a commit is running are
 committed together in the next transaction, so a sender with many transfers
-in flight costs one fsync per batch, not per transfer.
+in flight costs one fsync per batch, not per transfer; a batch's receipts for
+one session leave together, in as few records as that session's peer reads.
 """
 
 from __future__ import annotations
@@ -233,21 +234,27 @@ class Incoming(SessionHost):
             for index, receipt in zip(quarantine_index, kept, strict=True):
                 answers[index] = (answers[index][0], receipt)
         await self._hooks.after_commit(self, [r for _, r in answers])
+        by_run: dict[_SessionRun, list[SignedReceipt]] = {}
         for run, receipt in answers:
-            await self._answer(run, receipt)
+            by_run.setdefault(run, []).append(receipt)
+        for run, receipts in by_run.items():
+            await self._answer(run, receipts)
 
     def _on_recorded(self, row: TransferRow) -> None:
         self._emit(PeerEvent("recorded", row=row))
         if self._first_recorded is not None and not self._first_recorded.done():
             self._first_recorded.set_result(row)
 
-    async def _answer(self, run: _SessionRun, receipt: SignedReceipt) -> None:
-        """Send one receipt; a failure ends that session only, never the batch's others."""
-        run.unanswered -= 1
+    async def _answer(self, run: _SessionRun, receipts: list[SignedReceipt]) -> None:
+        """Send one session's receipts of a batch (in as few records as its peer reads).
+
+        A failure ends that session only, never the batch's others.
+        """
+        run.unanswered -= len(receipts)
         if not run.session.is_open:
             return
         try:
-            run.session.send_receipt(receipt)
+            run.session.send_receipts(receipts)
             await self._flush(run)
         except P2PTransferError as exc:
             _fail_run(run, exc)

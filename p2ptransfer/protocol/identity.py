@@ -145,6 +145,10 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         return self._signer.sign(message)
 
+    def sign_checked(self, message: bytes) -> bytes:
+        """A signature to store and send: fault-checked (see ``Ed25519Signer.sign_checked``)."""
+        return self._signer.sign_checked(message)
+
     def __repr__(self) -> str:
         return f"Identity(address={self.address!r})"
 

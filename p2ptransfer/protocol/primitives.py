@@ -193,6 +193,34 @@ class Ed25519Signer:
         """Ed25519 signature (pure, deterministic) of ``message``."""
         return self._key.sign(message)
 
+    def sign_checked(self, message: bytes) -> bytes:
+        """:meth:`sign`, with a fault check, for signatures that are stored and sent.
+
+        A fault during deterministic signing that yields a wrong signature
+        for a message also signed correctly leaks the key, so a signature
+        that leaves the machine or is stored must be checked first. Ed25519
+        is deterministic: computing it twice and comparing catches a
+        transient fault for the price of a second signature (a third of a
+        verification), and the result is remembered as valid, so the
+        ledger's check of every entry it writes does not verify again the
+        bytes we have just produced. Every such signature is verified by
+        its recipient before anything relies on it, and by ``ledger
+        verify`` from disk. SignatureError if the two differ.
+        """
+        signature = self._key.sign(message)
+        if self._key.sign(message) != signature:
+            raise SignatureError("signing fault: two signatures of one message differ")
+        own = _OWN_SIGNATURES
+        own[(self.public_key, signature, bytes(message))] = None
+        if len(own) > _OWN_SIGNATURES_KEPT:
+            del own[next(iter(own))]  # the oldest (dicts keep insertion order)
+        return signature
+
+
+_OWN_SIGNATURES_KEPT = 4096
+_OWN_SIGNATURES: dict[tuple[bytes, bytes, bytes], None] = {}
+"""(public key, signature, message) that :meth:`Ed25519Signer.sign_checked` made, newest last."""
+
 
 # The eight points of small order on edwards25519 (and y = p, y = p + 1, the
 # non-canonical encodings of two of them), each with the x-sign bit cleared: the
@@ -232,7 +260,10 @@ def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
         raise SignatureError("Ed25519 public key has small order")
     if _ed25519_has_small_order(signature[:32]):
         raise SignatureError("signature does not verify")
-    _ed25519_verified(bytes(public), bytes(signature), bytes(message))
+    key = (bytes(public), bytes(signature), bytes(message))
+    if key in _OWN_SIGNATURES:
+        return  # made (and checked) by sign_checked with this very key
+    _ed25519_verified(*key)
 
 
 @functools.lru_cache(maxsize=4096)

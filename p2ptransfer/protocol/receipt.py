@@ -288,7 +288,7 @@ def sign_receipt(identity: Identity, receipt: Receipt) -> SignedReceipt:
     """Sign ``receipt`` as its receiver; ValueError if ``identity`` is not the receiver."""
     if identity.address != receipt.receiver:
         raise ValueError("only the receipt's receiver can sign it")
-    return SignedReceipt(receipt, identity.sign(receipt.signing_message()))
+    return SignedReceipt(receipt, identity.sign_checked(receipt.signing_message()))
 
 
 def accept(identity: Identity, signed: SignedTransfer, decided_at: int) -> SignedReceipt:

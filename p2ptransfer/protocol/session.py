@@ -24,7 +24,12 @@ changes what was recorded.
 
 Inside OPEN, records carry whole signed messages: a ``TRANSFER`` record one
 :class:`~p2ptransfer.protocol.transfer.SignedTransfer`, a ``RECEIPT`` record one
-:class:`~p2ptransfer.protocol.receipt.SignedReceipt`. Transfers flow only from
+:class:`~p2ptransfer.protocol.receipt.SignedReceipt`; a ``TRANSFERS`` or
+``RECEIPTS`` record several of them, each still signed on its own (a record
+is per-hop packaging, never what is signed or stored). The responder answers
+in ``RECEIPTS`` records only once the initiator has sent a ``TRANSFERS``
+record in the session, so a peer that only knows the single forms never
+receives a batch. Transfers flow only from
 initiator to responder and receipts only back: a transfer arriving at the
 initiator, or a receipt at the responder, is a remote protocol error and
 moves the session to ERROR like any other bad record. This module decodes them
@@ -60,7 +65,7 @@ from ..errors import (
     ProtocolError,
 )
 from . import reconcile
-from .channel import SecureChannel
+from .channel import MAX_PLAINTEXT, SecureChannel
 from .encoding import Bytes, Field, FixedBytes, Schema, UInt
 from .handshake import HandshakeResult, Initiator, Responder, Role
 from .identity import Identity, PublicIdentity
@@ -84,6 +89,8 @@ __all__ = [
     "Session",
     "SessionState",
     "TransferArrived",
+    "decode_batch",
+    "encode_batches",
     "frame_tag",
     "is_session_start",
     "parse_frame",
@@ -109,6 +116,11 @@ class RecordType(enum.IntEnum):
     RECONCILE = 0x14  # one message of a ledger reconciliation (protocol/reconcile.py)
     REQUEST = 0x15  # one signed payment request, payee -> payer (protocol/request.py)
     REQUEST_ANSWER = 0x16  # one signed decline (payer) or cancellation (payee)
+    TRANSFERS = 0x17  # several signed transfers (see encode_batches)
+    RECEIPTS = 0x19  # several signed receipts, answering TRANSFERS
+
+
+_ITEM_LENGTH = 2  # u16be before each item of a batch record
 
 
 FRAME = Schema(
@@ -256,6 +268,50 @@ def abort_frame(tag: bytes) -> bytes:
     return _encode_frame(tag, FrameKind.ABORT, b"")
 
 
+def encode_batches(items: list[bytes], limit: int = MAX_PLAINTEXT) -> list[bytes]:
+    """Pack encoded messages into as few batch plaintexts as fit ``limit`` bytes each, in order.
+
+    A batch plaintext is ``(length:u16be ‖ item)+``: one or more items, no
+    padding, nothing after the last. ValueError for an item that could not
+    travel alone (our misuse: signed messages are far smaller).
+    """
+    batches: list[bytes] = []
+    parts: list[bytes] = []
+    size = 0
+    for item in items:
+        need = _ITEM_LENGTH + len(item)
+        if not item or need > limit:
+            raise ValueError("a batch item must be 1 to limit - 2 bytes")
+        if size + need > limit:
+            batches.append(b"".join(parts))
+            parts, size = [], 0
+        parts.append(len(item).to_bytes(_ITEM_LENGTH, "big"))
+        parts.append(item)
+        size += need
+    if parts:
+        batches.append(b"".join(parts))
+    return batches
+
+
+def decode_batch(plaintext: bytes) -> list[bytes]:
+    """The items of a batch plaintext (DecodeError unless it is exactly one or more items)."""
+    if not plaintext:
+        raise DecodeError("empty batch record")
+    items: list[bytes] = []
+    view = memoryview(plaintext)
+    at, end = 0, len(plaintext)
+    while at < end:
+        if end - at < _ITEM_LENGTH:
+            raise DecodeError("batch record ends inside an item length")
+        length = int.from_bytes(view[at : at + _ITEM_LENGTH], "big")
+        at += _ITEM_LENGTH
+        if length == 0 or length > end - at:
+            raise DecodeError("batch record item is empty or runs past the end")
+        items.append(bytes(view[at : at + length]))
+        at += length
+    return items
+
+
 class Session:
     """A session as a state machine over frames; see the module docstring."""
 
@@ -277,6 +333,8 @@ class Session:
         self.peer: PublicIdentity | None = None
         self.session_id: bytes | None = None
         self._outgoing: list[bytes] = []
+        self._peer_batches = False
+        """Responder: the initiator sent a TRANSFERS record, so it reads RECEIPTS too."""
 
     # --- construction ---------------------------------------------------------
 
@@ -361,6 +419,23 @@ class Session:
 
     def send_receipt(self, signed: SignedReceipt) -> None:
         self._seal(RecordType.RECEIPT, signed.encode())
+
+    def send_transfers(self, signed: list[SignedTransfer]) -> None:
+        """Send several transfers in as few records as fit (one: the single form)."""
+        if len(signed) == 1:
+            self.send_transfer(signed[0])
+            return
+        for plaintext in encode_batches([s.encode() for s in signed]):
+            self._seal(RecordType.TRANSFERS, plaintext)
+
+    def send_receipts(self, signed: list[SignedReceipt]) -> None:
+        """Send several receipts: batched if the peer batches its transfers, else one a record."""
+        if len(signed) == 1 or not self._peer_batches:
+            for receipt in signed:
+                self.send_receipt(receipt)
+            return
+        for plaintext in encode_batches([r.encode() for r in signed]):
+            self._seal(RecordType.RECEIPTS, plaintext)
 
     def send_reconcile(self, message: reconcile.Message) -> None:
         self._seal(RecordType.RECONCILE, message.encode())
@@ -484,6 +559,15 @@ class Session:
             if self.role is not Role.INITIATOR:
                 raise ProtocolError("the peer sent a receipt in its own session")
             return [ReceiptArrived(SignedReceipt.decode(plaintext))]
+        if record_type == RecordType.TRANSFERS:
+            if self.role is not Role.RESPONDER:
+                raise ProtocolError("the peer sent a transfer in our session")
+            self._peer_batches = True
+            return [self._on_transfer(item) for item in decode_batch(plaintext)]
+        if record_type == RecordType.RECEIPTS:
+            if self.role is not Role.INITIATOR:
+                raise ProtocolError("the peer sent a receipt in its own session")
+            return [ReceiptArrived(SignedReceipt.decode(item)) for item in decode_batch(plaintext)]
         if record_type == RecordType.RECONCILE:
             return [ReconcileArrived(reconcile.decode_message(plaintext))]
         if record_type == RecordType.REQUEST:

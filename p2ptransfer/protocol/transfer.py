@@ -366,7 +366,7 @@ def sign_transfer(identity: Identity, transfer: Transfer) -> SignedTransfer:
     """Sign ``transfer`` as its sender; ValueError if ``identity`` is not the sender."""
     if identity.address != transfer.sender:
         raise ValueError("only the transfer's sender can sign it")
-    return SignedTransfer(transfer, identity.sign(transfer.signing_message()))
+    return SignedTransfer(transfer, identity.sign_checked(transfer.signing_message()))
 
 
 # --- idempotency ---------------------------------------------------------------

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from benchlib import profiling
 from p2ptransfer.protocol.identity import Identity
+from p2ptransfer.protocol.relay_mail_wire import MailInfo
 from p2ptransfer.protocol.relay_wire import (
     MAX_FRAME_SIZE,
     AuthOk,
@@ -62,6 +63,9 @@ async def authenticated(url: str, identity: Identity) -> ClientConnection:
     assert isinstance(challenge, Challenge)
     await ws.send(make_auth(identity, url, challenge.challenge).encode())
     assert decode_server_frame(await ws.recv()) == AuthOk(identity.address)  # type: ignore[arg-type]
+    # The relay's mail limits follow AuthOk: read them, or they would be taken for the first
+    # delivered frame (the push would count the wrong size, the ping-pong run one frame early).
+    assert isinstance(decode_server_frame(await ws.recv()), MailInfo)  # type: ignore[arg-type]
     return ws
 
 

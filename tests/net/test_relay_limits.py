@@ -329,6 +329,9 @@ class _FakeConnection:
     def send_data(self) -> None:
         pass
 
+    def data_to_send(self) -> list[bytes]:
+        return []  # send_binary already put the frame on the wire
+
     async def send(self, data: bytes) -> None:
         self.wire.append(data)
         await self.drained.wait()

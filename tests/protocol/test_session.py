@@ -17,6 +17,7 @@ from p2ptransfer.errors import (
     P2PTransferError,
     ProtocolError,
 )
+from p2ptransfer.protocol.channel import MAX_PLAINTEXT
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.receipt import RejectReason, accept
 from p2ptransfer.protocol.request import (
@@ -33,12 +34,15 @@ from p2ptransfer.protocol.session import (
     FrameKind,
     PeerClosed,
     ReceiptArrived,
+    RecordType,
     RequestAnswerArrived,
     RequestArrived,
     Session,
     SessionState,
     TransferArrived,
     abort_frame,
+    decode_batch,
+    encode_batches,
     frame_tag,
     is_session_start,
 )
@@ -421,3 +425,95 @@ def test_sending_a_request_or_answer_that_is_not_ours_is_refused_and_sends_nothi
         pair.i.send_request_answer(decline)
     assert pair.i.data_to_send() == []
     assert pair.i.is_open
+
+
+# --- batches: several transfers / receipts in one record ------------------------
+
+
+def test_a_batch_plaintext_is_length_prefixed_items_to_the_exact_byte():
+    assert encode_batches([b"ab", b"c"]) == [b"\x00\x02ab\x00\x01c"]
+    assert decode_batch(b"\x00\x02ab\x00\x01c") == [b"ab", b"c"]
+    # Split to fit the limit, in order, every item whole.
+    assert encode_batches([b"ab", b"cd", b"e"], limit=8) == [b"\x00\x02ab\x00\x02cd", b"\x00\x01e"]
+    with pytest.raises(ValueError):
+        encode_batches([b""])
+    with pytest.raises(ValueError):
+        encode_batches([b"abcdefg"], limit=8)
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [b"", b"\x00", b"\x00\x00", b"\x00\x00x", b"\x00\x03ab", b"\x00\x01a\x00"],
+    ids=["empty", "half-length", "zero-length", "zero-length-then-byte", "past-end", "trailing"],
+)
+def test_a_malformed_batch_plaintext_is_refused(plaintext):
+    with pytest.raises(DecodeError):
+        decode_batch(plaintext)
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=80))
+@settings(max_examples=50, deadline=None)
+def test_batches_round_trip_and_respect_the_record_limit(items):
+    batches = encode_batches(items)
+    assert all(0 < len(b) <= MAX_PLAINTEXT for b in batches)
+    assert [item for b in batches for item in decode_batch(b)] == items
+
+
+def test_transfers_travel_in_one_record_and_receipts_come_back_batched():
+    pair = Pair()
+    pair.handshake()
+    transfers = [make_transfer(amount=n) for n in range(1, 6)]
+    pair.i.send_transfers(transfers)
+    (frame,) = pair.i.data_to_send()  # one record for all five
+    arrived = pair.r.receive_frame(frame)
+    assert arrived == [TransferArrived(t, None) for t in transfers]
+    receipts = [accept(BOB, t, 1_700_000_000_500) for t in transfers]
+    pair.r.send_receipts(receipts)
+    (frame,) = pair.r.data_to_send()
+    assert pair.i.receive_frame(frame) == [ReceiptArrived(r) for r in receipts]
+
+
+def test_a_batch_is_judged_item_by_item():
+    pair = Pair()
+    pair.handshake()
+    good, forged = make_transfer(), make_transfer(signer=MALLORY)
+    pair.i.send_transfers([good, forged])
+    assert pair.i_to_r() == [
+        TransferArrived(good, None),
+        TransferArrived(forged, RejectReason.INVALID),
+    ]
+
+
+def test_a_peer_that_sends_single_transfers_gets_single_receipts():
+    pair = Pair()
+    pair.handshake()
+    transfers = [make_transfer(), make_transfer()]
+    for t in transfers:
+        pair.i.send_transfer(t)
+    pair.i_to_r()
+    pair.r.send_receipts([accept(BOB, t, 1_700_000_000_500) for t in transfers])
+    assert len(pair.r.data_to_send()) == 2  # one RECEIPT record each
+
+
+def test_a_single_transfer_uses_the_single_form():
+    pair = Pair()
+    pair.handshake()
+    pair.i.send_transfers([make_transfer()])
+    pair.i_to_r()
+    pair.r.send_receipts([accept(BOB, make_transfer(), 1_700_000_000_500)])
+    assert len(pair.r.data_to_send()) == 1
+
+
+def test_batches_in_the_wrong_direction_end_the_session():
+    pair = Pair()
+    pair.handshake()
+    transfers = [make_transfer(), make_transfer()]
+    pair.i.send_transfers(transfers)
+    pair.i_to_r()
+    pair.r.send_receipts([accept(BOB, t, 1_700_000_000_500) for t in transfers])
+    pair.r_to_i()
+    # The responder cannot send transfers, nor the initiator receipts, batched or not.
+    pair.r._seal(RecordType.TRANSFERS, encode_batches([make_transfer(BOB, ALICE).encode()])[0])
+    with pytest.raises(ProtocolError):
+        pair.r_to_i()
+    assert pair.i.state is SessionState.ERROR

@@ -1,11 +1,15 @@
-"""One relay connection and its write path: straight to the transport, else a bounded backlog.
+"""One relay connection and its write path: one socket write per turn, else a bounded backlog.
 
-Outgoing frames are written straight to the recipient's transport while its
-write buffer is below ``write_limit``; beyond that they wait in a bounded
-backlog, drained by a writer task that exists only while there is a backlog
-(an idle peer costs no task, queue or event). A frame for a recipient whose
-backlog is full makes the relay stop reading from the *sender* until there is
-room (:meth:`Outbox.offer_waiting`: back-pressure, so a burst from one peer can
+Outgoing frames are framed into the recipient's websocket protocol object at
+once, and written to its transport by one flush at the end of the event-loop
+turn (:meth:`Outbox.write`): a burst of frames read in one turn costs one
+``send`` syscall per recipient instead of one per frame. This holds while the
+transport's write buffer plus the frames waiting for the flush stay below
+``write_limit``; beyond that frames wait in a bounded backlog, drained by a
+writer task that exists only while there is a backlog (an idle peer costs no
+task, queue or event). A frame for a recipient whose backlog is full makes the
+relay stop reading from the *sender* until there is room
+(:meth:`Outbox.offer_waiting`: back-pressure, so a burst from one peer can
 neither grow the relay's memory nor get the recipient thrown off); only a
 recipient that stays full for ``slow_consumer_timeout`` is disconnected (1013).
 
@@ -20,7 +24,7 @@ import collections
 import logging
 from collections.abc import Callable
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
@@ -54,6 +58,7 @@ class Conn:
         "lookups",
         "room",
         "throttle",
+        "unflushed",
         "watch_bucket",
         "watches",
         "writer",
@@ -73,6 +78,8 @@ class Conn:
         self.backlog: collections.deque[bytes] | None = None
         """Frames waiting for the transport's write buffer to drain; None when there are none."""
         self.backlog_bytes = 0
+        self.unflushed = 0
+        """Bytes framed in the protocol object, waiting for this turn's flush (0: none)."""
         self.writer: asyncio.Task[None] | None = None
         """Drains ``backlog``; exists only while there is one."""
         self.room: asyncio.Event | None = None
@@ -94,6 +101,7 @@ class Outbox:
     """
 
     __slots__ = (
+        "_dirty",
         "_metrics",
         "_unroute",
         "outgoing_bytes",
@@ -111,19 +119,18 @@ class Outbox:
         self.slow_timeout = config.slow_consumer_timeout
         self._metrics = metrics
         self._unroute = unroute
+        self._dirty: list[Conn] = []
+        """Connections with frames waiting for the flush scheduled for the end of this turn."""
 
     def offer(self, conn: Conn, data: bytes) -> bool:
         """Write ``data`` to ``conn`` or add it to its backlog; False if that is full (or dropped).
 
-        Written at once while the backlog is empty and the transport's write
-        buffer is below ``write_limit`` (every earlier frame is then already in
-        the transport, so order is kept); otherwise queued behind the backlog.
-        The direct write is websockets' ``broadcast`` to one connection: the
-        same frame bytes as ``ws.send`` without its wait for the buffer to
-        drain, which the backlog and ``write_limit`` stand in for; it is half
-        the cost of ``await ws.send``, which matters on the path every
-        forwarded frame takes. A connection that is closing takes the frame
-        and discards it, as its writer would have.
+        Written at once (:meth:`write`) while the backlog is empty and the
+        transport's write buffer plus what waits for this turn's flush is
+        below ``write_limit`` (every earlier frame is then already in the
+        protocol object or the transport, so order is kept); otherwise queued
+        behind the backlog. A connection that is closing takes the frame and
+        discards it, as its writer would have.
         """
         if conn.dropped:
             return False
@@ -132,8 +139,8 @@ class Outbox:
             return True
         backlog = conn.backlog
         if not backlog:
-            if ws.transport.get_write_buffer_size() < self.write_limit:
-                broadcast((ws,), data)
+            if ws.transport.get_write_buffer_size() + conn.unflushed < self.write_limit:
+                self.write(conn, data)
                 return True
             if backlog is None:
                 backlog = conn.backlog = collections.deque()
@@ -149,6 +156,45 @@ class Outbox:
                 self._write_backlog(conn, backlog), name=f"relay-writer-{conn.cid}"
             )
         return True
+
+    def write(self, conn: Conn, data: bytes) -> None:
+        """Frame ``data`` for ``conn`` now; its bytes reach the socket at the end of this turn.
+
+        The caller has checked the room (backlog empty, buffer + ``unflushed``
+        below ``write_limit``). Framing goes through websockets' protocol
+        object, so anything websockets writes itself meanwhile (a pong, a close
+        frame) flushes these frames first and order is kept; one callback per
+        turn then writes what is left for every connection, one ``write`` each.
+        A connection that is no longer open discards the frame, as
+        ``broadcast`` would.
+        """
+        ws = conn.ws
+        protocol = ws.protocol
+        if protocol.state is not _OPEN:
+            return
+        protocol.send_binary(data)
+        if not conn.unflushed:
+            dirty = self._dirty
+            if not dirty:
+                asyncio.get_running_loop().call_soon(self._flush)
+            dirty.append(conn)
+        conn.unflushed += len(data)
+
+    def _flush(self) -> None:
+        """Write every waiting connection's framed bytes, joined: one socket write each."""
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.unflushed = 0
+            ws = conn.ws
+            try:
+                if ws.protocol.state is _OPEN:
+                    writes = ws.protocol.data_to_send()
+                    if writes:
+                        ws.transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+                else:  # closing: websockets' own path knows about the end of the stream
+                    ws.send_data()
+            except Exception as exc:  # one broken transport must not keep the others waiting
+                log_event(logging.DEBUG, "write", f"flush failed: {exc}", conn=conn.cid)
 
     def push(self, conn: Conn, data: bytes) -> None:
         """Offer ``data`` without waiting; a full connection is dropped.
@@ -185,14 +231,27 @@ class Outbox:
         return False
 
     async def _write_backlog(self, conn: Conn, backlog: collections.deque[bytes]) -> None:
-        """Drain ``backlog`` in order; ``ws.send`` waits while the transport is over its limit."""
+        """Drain ``backlog`` in order.
+
+        While the transport has room, frames move to the protocol object in a
+        run (one flush writes them all, as on the direct path); without room,
+        ``ws.send`` writes one and waits for the transport to drain.
+        """
+        ws = conn.ws
+        transport = ws.transport
+        limit = self.write_limit
         try:
             while backlog:
+                if ws.protocol.state is not _OPEN:
+                    break
                 data = backlog.popleft()
                 conn.backlog_bytes -= len(data)
                 if conn.room is not None:
                     conn.room.set()
-                await conn.ws.send(data)
+                if transport.get_write_buffer_size() + conn.unflushed < limit:
+                    self.write(conn, data)
+                else:
+                    await ws.send(data)
         except ConnectionClosed:
             pass
         finally:

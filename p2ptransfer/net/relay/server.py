@@ -37,7 +37,7 @@ import secrets
 import ssl
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
@@ -402,8 +402,10 @@ class RelayServer:
 
         The loop body is the relay's hot path, kept free of coroutine calls
         for a Send to an online address whose recipients have room: check the
-        layout, look the raw address up, write header + tail to each
-        recipient. Everything else goes through :meth:`_on_message`.
+        layout, look the raw address up, frame header + tail for each
+        recipient (written to its socket once, at the end of this turn, with
+        every other frame for it read in the same turn). Everything else goes
+        through :meth:`_on_message`.
         """
         routes = self.routes.table
         metrics = self.metrics
@@ -412,6 +414,7 @@ class RelayServer:
         outbox = self.outbox
         offer = outbox.offer
         offer_waiting = outbox.offer_waiting
+        write = outbox.write
         write_limit = self.config.write_limit
         async for message in conn.ws:
             if throttle is not None:
@@ -425,15 +428,13 @@ class RelayServer:
                     data = deliver_from_send(header, message)
                     delivered = 0
                     for target in targets:
-                        ws = target.ws
                         if (
                             not target.backlog
                             and not target.dropped
-                            and ws.transport.get_write_buffer_size() < write_limit
+                            and target.ws.transport.get_write_buffer_size() + target.unflushed
+                            < write_limit
                         ):
-                            # Outbox.offer's common case, inlined (a closing ws: broadcast
-                            # skips it)
-                            broadcast((ws,), data)
+                            write(target, data)  # Outbox.offer's common case, inlined
                             delivered += 1
                         elif offer(target, data) or await offer_waiting(target, data):
                             delivered += 1
