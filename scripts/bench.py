@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchlib import procs
+from benchlib import cluster, procs
 
 median = statistics.median
 PAIRS = 50
@@ -53,7 +53,10 @@ class Goal:
     target: float
     higher_is_better: bool
 
-    def met(self, value: float) -> bool:
+    def met(self, value: float | None) -> bool | None:
+        """None for a figure this run could not measure (skipped, with its reason)."""
+        if value is None:
+            return None
         return value >= self.target if self.higher_is_better else value <= self.target
 
 
@@ -65,6 +68,7 @@ GOALS = (
     Goal("handshakes_on_open_connection_vs_ceiling", 0.8, True),
     Goal("transfers_vs_signature_bound", 0.5, True),
     Goal("cli_help_vs_import_click", 1.5, False),
+    Goal(cluster.GOAL, 0.5, True),
 )
 """The goals; ``transfers_vs_sqlite_commit`` is still measured and printed, no longer a goal."""
 
@@ -362,6 +366,19 @@ def bench_cli(plan: Plan) -> dict[str, Any]:
     return {f"{name}_ms": median(samples[1:]) * 1e3 for name, samples in times.items()}
 
 
+def bench_cluster(plan: Plan, cpu_server: int | None, cpu_load: int | None) -> dict[str, Any]:
+    """Peers on two nodes of a cluster against peers on one: half the relay figure's frames."""
+    return cluster.bench_cluster(
+        blocks=plan.blocks,
+        pairs=PAIRS,
+        size=SIZE,
+        frames=max(50, plan.frames_per_sender // 2),
+        rounds=max(50, plan.rtt_rounds // 3),
+        cpu_server=cpu_server,
+        cpu_load=cpu_load,
+    )
+
+
 def bench_core(quick: bool, cpu_load: int | None) -> dict[str, Any]:
     args = ("--quick",) if quick else ()
     result: dict[str, Any] = procs.run_worker("core", *args, cpu=cpu_load, timeout=180)
@@ -371,14 +388,14 @@ def bench_core(quick: bool, cpu_load: int | None) -> dict[str, Any]:
 # --- summary ----------------------------------------------------------------------
 
 
-def summarize(results: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
-    """The goal ratios, and the absolute figures printed beside them."""
+def summarize(results: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, float]]:
+    """The goal ratios (None: skipped), and the absolute figures printed beside them."""
     relay, idle, hs, tr, cli = (
         results[k] for k in ("relay", "idle", "handshakes", "transfers", "cli")
     )
     fresh, reused = hs["connect_auth_handshake"], hs["handshake_on_open_connection"]
     default = tr[f"window_{tr['default_window']}"]["transfers_per_s"]
-    ratios = {
+    ratios: dict[str, float | None] = {
         "relay_vs_bare": median(relay["throughput_ratios"]),
         "relay_rtt_p50_vs_bare": median(relay["rtt_ratios"]),
         "idle_bytes_per_peer": idle["ours"]["bytes_per_peer"],
@@ -408,10 +425,12 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, float], dict[str, floa
         "cli_help_ms": cli["help_ms"],
         "import_click_ms": cli["click_ms"],
     }
+    ratios[cluster.GOAL], cluster_figures = cluster.summarize(results["cluster"])
+    figures.update(cluster_figures)
     return ratios, figures
 
 
-def table(ratios: dict[str, float], f: dict[str, float], results: dict[str, Any]) -> str:
+def table(ratios: dict[str, float | None], f: dict[str, float], results: dict[str, Any]) -> str:
     relay, hs, tr = results["relay"], results["handshakes"], results["transfers"]
     beside = {
         "relay_vs_bare": f"{f['relay_frames_per_s']:,.0f} vs {f['bare_frames_per_s']:,.0f} frames/s"
@@ -427,13 +446,14 @@ def table(ratios: dict[str, float], f: dict[str, float], results: dict[str, Any]
         f" {f['signature_bound_transfers_per_s']:,.0f} transfers/s (vs SQLite commits:"
         f" {f['transfers_vs_sqlite_commit']:.2f} of {f['sqlite_commits_per_s']:,.0f}/s)",
         "cli_help_vs_import_click": f"{f['cli_help_ms']:.0f} vs {f['import_click_ms']:.0f} ms",
+        cluster.GOAL: cluster.beside(results["cluster"]),
     }
     lines = ["", f"{'goal':<42}{'value':>10}{'target':>10}  {'':<5} absolute figures"]
     for goal in GOALS:
         value = ratios[goal.key]
-        shown = f"{value:,.0f}" if value > 100 else f"{value:.3f}"
+        shown = "-" if value is None else f"{value:,.0f}" if value > 100 else f"{value:.3f}"
         target = f"{'>=' if goal.higher_is_better else '<='}{goal.target:g}"
-        mark = "ok" if goal.met(value) else "MISS"
+        mark = {True: "ok", False: "MISS", None: "skip"}[goal.met(value)]
         lines.append(f"{goal.key:<42}{shown:>10}{target:>10}  {mark:<5} {beside[goal.key]}")
     ours, bare = relay["ours"], relay["bare"]
     fresh, reused = hs["connect_auth_handshake"], hs["handshake_on_open_connection"]
@@ -462,6 +482,9 @@ def table(ratios: dict[str, float], f: dict[str, float], results: dict[str, Any]
         " (one Ed25519 sign + verify per side, straight on pyca); the default window reaches"
         f" {f['transfers_per_s'] / f['signature_bound_transfers_per_s']:.2f} of it",
     ]
+    cluster_line = cluster.details(results["cluster"])
+    if cluster_line:
+        lines.append(cluster_line)
     core = results.get("core")
     if core:
         c, lg = core["crypto"], core["ledger"]
@@ -506,6 +529,7 @@ def run_sections(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             ("handshakes", lambda: bench_handshakes(plan, cpu_load)),
             ("transfers", lambda: bench_transfers(plan, root, cpu_load)),
         ]
+        sections.append(("cluster", lambda: bench_cluster(plan, cpu_server, cpu_load)))
         if not args.skip_core:
             quick = args.quick or args.smoke
             sections.append(("core", lambda: bench_core(quick, cpu_load)))
@@ -545,8 +569,10 @@ def main() -> int:
     try:
         results = run_sections(args, plan)
         ratios, figures = summarize(results)
-        summary.update({key: round(value, 4) for key, value in ratios.items()})
+        summary.update({k: None if v is None else round(v, 4) for k, v in ratios.items()})
         summary["goals"] = {g.key: {"target": g.target, "met": g.met(ratios[g.key])} for g in GOALS}
+        if "skipped" in results["cluster"]:  # the goal's key stays, null, with the reason
+            summary["goals"][cluster.GOAL]["skipped"] = results["cluster"]["skipped"]
         summary["absolute"] = {key: round(value, 3) for key, value in figures.items()}
         summary["results"] = results
         print(table(ratios, figures, results))

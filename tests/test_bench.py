@@ -25,6 +25,7 @@ GOAL_KEYS = {
     "transfers_vs_signature_bound",
     "cli_help_vs_import_click",
 }
+CLUSTER_KEY = "cluster_cross_vs_local"  # measured where redis-server is installed, else skipped
 
 
 @pytest.mark.timeout(180)
@@ -51,6 +52,15 @@ def test_bench_smoke_prints_one_json_line_with_every_goal() -> None:
     assert handshakes["handshake_on_open_connection"]["responders_established"] > 0
     assert "error" not in summary
     assert summary["results"]["idle"]["ours"]["connections"] == 100 + 100
+    cluster = summary["results"]["cluster"]
+    if "skipped" in cluster:  # no redis-server or no redis package: the key stays, null
+        assert summary[CLUSTER_KEY] is None and summary["goals"][CLUSTER_KEY]["met"] is None
+        assert summary["goals"][CLUSTER_KEY]["skipped"] == cluster["skipped"]
+    else:
+        assert isinstance(summary[CLUSTER_KEY], float) and summary[CLUSTER_KEY] > 0
+        assert isinstance(summary["goals"][CLUSTER_KEY]["met"], bool)
+        assert cluster["cross"]["frames_per_s"] > 0 and cluster["local"]["frames_per_s"] > 0
+    assert CLUSTER_KEY in done.stdout
     for goal in GOAL_KEYS:  # the human table names every goal too
         assert goal in done.stdout
     assert "vs SQLite commits" in done.stdout
