@@ -80,6 +80,26 @@ async def test_peers_on_two_nodes_transfer(
         assert_exactly_once(alice, bob, 20)
 
 
+async def test_a_burst_across_nodes_arrives_whole_and_in_order(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    """Thousands of frames faster than the receiver reads: paused, never dropped."""
+    with nodes(redis_server.url, redis_prefix, 2, "--frame-rate", "0", "--byte-rate", "0") as (
+        one,
+        two,
+    ):
+        async with (
+            await RelayClient.connect(one.url, ALICE) as alice,
+            await RelayClient.connect(two.url, BOB) as bob,
+        ):
+            count = 3000
+            for i in range(count):
+                await alice.send(BOB.address, b"%06d" % i + b"." * 250)
+            for i in range(count):
+                message = await asyncio.wait_for(bob.recv(), 10)
+                assert isinstance(message, Deliver) and message.payload[:6] == b"%06d" % i
+
+
 async def test_a_handle_is_one_clusters_and_goes_to_the_first_claim(
     redis_server: RedisServer, redis_prefix: str
 ) -> None:

@@ -48,7 +48,7 @@ class Cluster:
         self.config = config
         self.link = ClusterLink(
             config.cluster,
-            on_message=lambda channel, data: None,
+            on_message=lambda channel, data: None,  # set to the routes' just below
             on_health=on_health,
             prefix=config.cluster_prefix,
             queue_frames=config.cluster_publish_frames,

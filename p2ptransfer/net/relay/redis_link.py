@@ -36,7 +36,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -58,6 +58,7 @@ _CONFIRM_TIMEOUT = 5.0
 _BATCH_FRAMES = 512
 _BATCH_BYTES = 1 << 20
 _RESUBSCRIBE_CHUNK = 1000
+_YIELD_EVERY = 64
 
 # Sum one counter over the nodes that are alive; forget the fields of dead ones
 # (their liveness key expired) and of counts that fell to zero.
@@ -100,7 +101,7 @@ class ClusterLink:
         self,
         url: str,
         *,
-        on_message: Callable[[bytes, bytes], None],
+        on_message: Callable[[bytes, bytes], Awaitable[None] | None],
         on_health: Callable[[str | None], None],
         prefix: str = "p2pt:",
         queue_frames: int = 4096,
@@ -131,9 +132,10 @@ class ClusterLink:
         self._node_key_prefix = f"{prefix}node:".encode()
         self._total = self.client.register_script(_TOTAL)
         # publishing
-        self._queue: collections.deque[tuple[tuple[Any, ...], Published | None]] = (
+        self._queue: collections.deque[tuple[bytes, bytes | None, Published | None]] = (
             collections.deque()
         )
+        """Commands to send, in order: (RESP bytes, a payload to follow them, reply handler)."""
         self._queued_bytes = 0
         self._queued = asyncio.Event()
         self._room = asyncio.Event()
@@ -212,9 +214,9 @@ class ClusterLink:
         for key in self._changed_offline | self._counts.keys():
             count = self._counts.get(key, 0)
             if count > 0:
-                self._enqueue((b"HSET", key, self.node_id, count), None)
+                self._enqueue(_pack(b"HSET", key, self.node_id.encode(), b"%d" % count))
             else:
-                self._enqueue((b"HDEL", key, self.node_id), None)
+                self._enqueue(_pack(b"HDEL", key, self.node_id.encode()))
         self._changed_offline.clear()
         self._healthy, self.reason = True, None
 
@@ -264,7 +266,7 @@ class ClusterLink:
         queued, self._queue = self._queue, collections.deque()
         self._queued_bytes = 0
         self._room.set()
-        for published in (*inflight, *(done for _, done in queued)):
+        for published in (*inflight, *(done for _, _, done in queued)):
             if published is not None:
                 published(0)
         for waiting in self._confirming.values():
@@ -332,11 +334,22 @@ class ClusterLink:
             published(0)
             return
         self.frames_out += 1
-        self._enqueue((b"PUBLISH", channel, data), published)
+        # PUBLISH packed by hand (RESP2 is three length-prefixed strings): the payload
+        # is written as it is, never copied into the command or re-encoded per frame.
+        head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n" % (
+            len(channel),
+            channel,
+            len(data),
+        )
+        self._queue.append((head, data, published))
+        self._queued_bytes += len(head) + len(data)
+        if not self._queued.is_set():
+            self._queued.set()
 
-    def _enqueue(self, command: tuple[Any, ...], done: Published | None) -> None:
-        self._queue.append((command, done))
-        self._queued_bytes += sum(len(part) for part in command if isinstance(part, bytes))
+    def _enqueue(self, packed: bytes, done: Published | None = None) -> None:
+        """Queue one whole RESP command (in order with the publishes)."""
+        self._queue.append((packed, None, done))
+        self._queued_bytes += len(packed)
         self._queued.set()
 
     def add_count(self, key: bytes, delta: int) -> None:
@@ -347,7 +360,7 @@ class ClusterLink:
         else:
             self._counts.pop(key, None)
         if self._healthy:
-            self._enqueue((b"HINCRBY", key, self.node_id, delta), None)
+            self._enqueue(_pack(b"HINCRBY", key, self.node_id.encode(), b"%d" % delta))
         else:
             self._changed_offline.add(key)
 
@@ -361,22 +374,28 @@ class ClusterLink:
     async def _write_publishes(self, conn: AbstractConnection) -> None:
         queue = self._queue
         generation = self._generation
+        inflight = self._inflight
         while generation == self._generation:
             if not queue:
                 self._queued.clear()
                 await self._queued.wait()
                 continue
-            commands: list[tuple[Any, ...]] = []
-            size = 0
-            while queue and len(commands) < _BATCH_FRAMES and size < _BATCH_BYTES:
-                command, done = queue.popleft()
-                commands.append(command)
-                self._inflight.append(done)
-                size += sum(len(part) for part in command if isinstance(part, bytes))
+            parts: list[bytes] = []
+            size = count = 0
+            while queue and count < _BATCH_FRAMES and size < _BATCH_BYTES:
+                head, payload, done = queue.popleft()
+                parts.append(head)
+                size += len(head)
+                if payload is not None:
+                    parts.append(payload)
+                    parts.append(b"\r\n")
+                    size += len(payload)
+                inflight.append(done)
+                count += 1
             self._queued_bytes -= size
             self._room.set()
             self._replies_due.set()
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(parts, check_health=False)
 
     async def _read_replies(self, conn: AbstractConnection) -> None:
         inflight = self._inflight
@@ -464,7 +483,13 @@ class ClusterLink:
             kind, channel, data = reply
             if kind == b"message":
                 self.frames_in += 1
-                on_message(channel, data)
+                wait = on_message(channel, data)
+                if wait is not None:
+                    await wait  # a recipient is full: Redis holds the rest meanwhile
+                elif self.frames_in % _YIELD_EVERY == 0:
+                    # hiredis returns buffered replies without a pause; let this turn's
+                    # writes go out (one socket write per connection per turn).
+                    await asyncio.sleep(0)
                 continue
             waiting = confirming.get(channel)
             if not waiting:
@@ -492,6 +517,14 @@ class ClusterLink:
 def _reason(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def _pack(*args: bytes) -> bytes:
+    """One RESP2 command: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
 
 
 def _settle(futures: list[asyncio.Future[None]]) -> None:

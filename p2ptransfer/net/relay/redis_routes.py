@@ -22,9 +22,10 @@ watcher may hear of it twice; the second is dropped, its watch being spent).
 
 Frames from Redis go into the per-connection outboxes in the order they
 came. A connection whose outbox is full gets an overflow queue of its own
-(bounded like the outbox) drained by a task, so one slow reader never stalls
-the frames for every other connection of the node; one that stays full is
-dropped as a slow consumer, as on a single relay.
+drained by a task, so a reader a little slower than a burst holds up nobody;
+when even the overflow is full, the node stops reading Redis until there is
+room (Redis keeps the rest), and a reader that stays full is dropped as a
+slow consumer, as on a single relay. No frame is dropped for being early.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ClusterRoutes(Generic[C]):
         self._offer_waiting = offer_waiting
         self._push = push
         self._overflow_frames = overflow_frames
-        self._overflows: dict[C, collections.deque[bytes]] = {}
+        self._overflows: dict[C, _Overflow] = {}
         prefix = link.prefix.encode()
         self._address_prefix = prefix + b"a:"
         self._watch_prefix = prefix + b"w:"
@@ -142,6 +143,20 @@ class ClusterRoutes(Generic[C]):
         await self.link.wait_room()
         self.link.publish(self._address_prefix + route_key(address), data, done)
 
+    def publish(self, key: bytes, data: bytes, done: Callable[[int], None]) -> bool:
+        """The relay's fast path for an address with no connection here (``key``: its bytes).
+
+        ``data`` goes to the other nodes as it is; ``done(count)`` follows. False
+        if the publish queue is now full: the caller waits for :meth:`wait_room`
+        before reading on (back-pressure on the sender).
+        """
+        link = self.link
+        link.publish(self._address_prefix + key, data, done)
+        return link.has_room()
+
+    async def wait_room(self) -> None:
+        await self.link.wait_room()
+
     async def watch(self, address: str, conn: C) -> bool:
         key = route_key(address)
         channel = self._watch_prefix + key
@@ -166,16 +181,22 @@ class ClusterRoutes(Generic[C]):
 
     # --- frames from Redis --------------------------------------------------------
 
-    def on_message(self, channel: bytes, data: bytes) -> None:
-        """A frame another node published (the subscriber reader calls this, in order)."""
+    def on_message(self, channel: bytes, data: bytes) -> Awaitable[None] | None:
+        """A frame another node published (the subscriber reader calls this, in order).
+
+        Returns something to await when a recipient's overflow is full: the
+        reader then stops reading Redis until there is room (Redis holds the
+        rest; a reader stuck past ``slow_consumer_timeout`` is dropped, 1013),
+        so no frame is dropped for a reader that is merely slower than a burst.
+        """
         if channel.startswith(self._address_prefix):
             targets = self.local.table.get(channel[len(self._address_prefix) :])
             if not targets:
-                self.dropped_frames += 1
-                return
-            for target in targets:
-                self._deliver(target, data)
-        elif channel.startswith(self._watch_prefix):
+                self.dropped_frames += 1  # the address just left this node
+                return None
+            full = [room for target in targets if (room := self._deliver(target, data))]
+            return _room_in(full) if full else None
+        if channel.startswith(self._watch_prefix):
             address = channel[len(self._watch_prefix) :].decode("ascii", "replace")
             watchers = self.local.take_watchers(address)
             if watchers:
@@ -183,30 +204,55 @@ class ClusterRoutes(Generic[C]):
                 for watcher in watchers:
                     self._push(watcher, online)
             self._stop_watching(address)
+        return None
 
-    def _deliver(self, conn: C, data: bytes) -> None:
+    def _deliver(self, conn: C, data: bytes) -> asyncio.Event | None:
+        """Hand ``data`` to ``conn``; the event to wait for if its overflow is now full."""
         overflow = self._overflows.get(conn)
         if overflow is None:
             if self._offer(conn, data):
-                return
-            overflow = self._overflows[conn] = collections.deque()
+                return None
+            overflow = self._overflows[conn] = _Overflow()
             task = asyncio.ensure_future(self._drain(conn, overflow))
             task.add_done_callback(_quiet)
-        if len(overflow) >= self._overflow_frames:
-            self.dropped_frames += 1  # it is about to be dropped as a slow consumer
-            return
-        overflow.append(data)
+        overflow.frames.append(data)
+        if len(overflow.frames) >= self._overflow_frames:
+            overflow.room.clear()
+            return overflow.room
+        return None
 
-    async def _drain(self, conn: C, overflow: collections.deque[bytes]) -> None:
+    async def _drain(self, conn: C, overflow: _Overflow) -> None:
         """Feed ``conn``'s outbox from its overflow, in order, as room appears."""
+        frames = overflow.frames
         try:
-            while overflow:
-                if not await self._offer_waiting(conn, overflow[0]):
-                    return  # dropped as a slow consumer
-                overflow.popleft()
+            while frames:
+                if not await self._offer_waiting(conn, frames[0]):
+                    self.dropped_frames += len(frames)  # dropped as a slow consumer
+                    frames.clear()
+                    return
+                frames.popleft()
+                if len(frames) < self._overflow_frames // 2:
+                    overflow.room.set()
         finally:
+            overflow.room.set()
             if self._overflows.get(conn) is overflow:
                 del self._overflows[conn]
+
+
+async def _room_in(full: list[asyncio.Event]) -> None:
+    for room in full:
+        await room.wait()
+
+
+class _Overflow:
+    """Frames from other nodes waiting for a connection's outbox, and room for more."""
+
+    __slots__ = ("frames", "room")
+
+    def __init__(self) -> None:
+        self.frames: collections.deque[bytes] = collections.deque()
+        self.room = asyncio.Event()
+        self.room.set()
 
 
 def _ignore(receivers: int) -> None:

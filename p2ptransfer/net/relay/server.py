@@ -31,6 +31,7 @@ which answers Offline or closes 1008 exactly as before.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import secrets
@@ -416,6 +417,7 @@ class RelayServer:
         offer_waiting = outbox.offer_waiting
         write = outbox.write
         write_limit = self.config.write_limit
+        remote = self.cluster.routes if self.cluster is not None else None
         async for message in conn.ws:
             if throttle is not None:
                 delay = throttle.delay(len(message))
@@ -443,7 +445,39 @@ class RelayServer:
                         metrics.bytes_forwarded += delivered * (len(message) - SEND_OVERHEAD)
                         continue
                     # Every recipient was just dropped as a slow consumer: answer Offline.
+                elif to is not None and remote is not None:
+                    # Not connected here: to the other nodes as it is, undecoded; the
+                    # receiver count comes back a round trip later (_published).
+                    done = functools.partial(self._published, conn, message)
+                    if not remote.publish(to, deliver_from_send(header, message), done):
+                        await remote.wait_room()
+                    continue
             await self._on_message(conn, address, message)
+
+    def _published(self, conn: Conn, message: bytes, delivered: int) -> None:
+        """A Send the fast path published reached ``delivered`` nodes; 0: answer Offline.
+
+        Only then is the Send decoded, for its ``ref`` (and so checked: a
+        malformed one closes the connection with 1008, as on the slow path).
+        """
+        if delivered:
+            self.metrics.frames_forwarded += delivered
+            self.metrics.bytes_forwarded += delivered * (len(message) - SEND_OVERHEAD)
+            return
+        try:
+            frame = decode_client_frame(message)
+        except DecodeError as exc:
+            self.metrics.connections_closed["malformed"] += 1
+            self.outbox.stop(conn)
+            closing = asyncio.create_task(
+                conn.ws.close(CloseCode.POLICY_VIOLATION, _truncate(f"malformed frame: {exc}")),
+                name=f"relay-malformed-{conn.cid}",
+            )
+            closing.add_done_callback(_ignore_result)
+            return
+        assert isinstance(frame, Send)  # send_recipient accepts only a Send's layout
+        self.metrics.frames_refused["offline"] += 1
+        self.outbox.push(conn, Offline(frame.ref, frame.to).encode())
 
     async def _authenticate(self, conn: Conn, challenge: bytes) -> str:
         frame = self._decode(await conn.ws.recv())
