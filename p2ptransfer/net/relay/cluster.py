@@ -58,7 +58,8 @@ class Cluster:
             offer=outbox.offer,
             offer_waiting=outbox.offer_waiting,
             push=outbox.push,
-            overflow_frames=config.outgoing_frames,
+            drop=outbox.drop_slow,
+            overflow_bytes=config.outgoing_bytes,
         )
         self.link.on_message = self.routes.on_message
         prefix = config.cluster_prefix

@@ -67,7 +67,8 @@ def _unavailable(what: str) -> Iterator[None]:
     directory service refuses the request and keeps the connection."""
     try:
         yield
-    except (RedisError, OSError) as exc:  # OSError covers ConnectionError and TimeoutError
+    except (RedisError, OSError, UnicodeError) as exc:  # OSError: ConnectionError, TimeoutError
+        # UnicodeError: bytes in Redis this code never wrote (another writer, a prefix clash).
         raise StoreUnavailable(f"handle directory (Redis) could not {what}: {exc}") from exc
 
 
@@ -111,7 +112,7 @@ class RedisDirectory:
     async def lookup(self, handle: str) -> str | None:
         with _unavailable("look a handle up"):
             found = await self._client.get(f"{self.prefix}handle:{handle}")
-        return None if found is None else cast("bytes", found).decode()
+            return None if found is None else cast("bytes", found).decode("ascii")
 
     async def release(self, handle: str, address: str) -> ReleaseOutcome:
         check_handle(handle)

@@ -24,6 +24,16 @@ reconnect loop brings it back: new connections, every wanted channel
 subscribed again and confirmed, this node's counters written again, then
 healthy. The node decides what unhealthy means for its peers (server.py).
 
+Counters (connections per address and per IP) are one hash field per node
+*incarnation*: each reconnect, and each time the liveness key is found
+expired, starts a new incarnation that writes its counts afresh and retires
+the old one's liveness key, so the others drop its fields. Increments lost
+with a connection can then never leave a count standing.
+
+Subscription commands go through one ordered queue and one writer, so
+Redis applies SUBSCRIBE and UNSUBSCRIBE of a channel in the order they were
+asked for; a confirmation belongs to the connection generation that asked.
+
 RESP2 throughout: a large frame costs redis-py's subscriber several times
 more CPU in RESP3.
 """
@@ -36,14 +46,24 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
 
 from .logs import log_event
 from .mailbox import StoreUnavailable
@@ -101,14 +121,17 @@ class ClusterLink:
         self,
         url: str,
         *,
-        on_message: Callable[[bytes, bytes], Awaitable[None] | None],
+        on_message: Callable[[bytes, bytes], None],
         on_health: Callable[[str | None], None],
         prefix: str = "p2pt:",
         queue_frames: int = 4096,
         queue_bytes: int = 16 << 20,
         heartbeat: float = 1.0,
     ) -> None:
-        self.node_id = secrets.token_hex(6)
+        self.name = secrets.token_hex(6)
+        """This node in Redis's client list and in logs."""
+        self._incarnation = self.name.encode()
+        """Whose fields this node's counters are now (see the module docstring)."""
         self.prefix = prefix
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url,
@@ -119,7 +142,7 @@ class ClusterLink:
             retry=Retry(NoBackoff(), 0),
             retry_on_error=[],
             health_check_interval=0,
-            client_name=f"p2pt-relay-{self.node_id}",
+            client_name=f"p2pt-relay-{self.name}",
         )
         """The command pool (stores, look-ups); shared with the directory and mail stores."""
         self.on_message = on_message
@@ -141,26 +164,29 @@ class ClusterLink:
         self._room = asyncio.Event()
         self._inflight: collections.deque[Published | None] = collections.deque()
         self._replies_due = asyncio.Event()
-        # subscribing: the channels wanted, and confirmations awaited per channel
+        # subscribing: the channels wanted, the commands to write, confirmations awaited
         self.channels: set[bytes] = set()
-        self._confirming: dict[bytes, collections.deque[tuple[bytes, asyncio.Future[None]]]] = {}
+        self._sub_queue: collections.deque[bytes] = collections.deque()
+        self._sub_queued = asyncio.Event()
+        self._confirming: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
         self._counts: dict[bytes, int] = {}
-        """This node's counter values by key, written again after a reconnect."""
-        self._changed_offline: set[bytes] = set()
+        """This node's counter values by key, written afresh by each incarnation."""
         self._publisher: AbstractConnection | None = None
         self._subscriber: AbstractConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = 0
         """Bumped at each disconnect: the connection loops of an older one stop."""
         self._keeper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._healthy = False
         self.reason: str | None = "not connected yet"
-        """Why the link is unhealthy (None: healthy)."""
+        """Why the link is unhealthy, in words safe to publish (None: healthy)."""
         self._closing = False
         # figures
         self.frames_out = 0
         self.frames_in = 0
         self.reconnects = 0
+        self.errors = 0
         self.rtt_us = 0
         self.on_beat: list[Callable[[], Any]] = []
         """Coroutine functions run after each heartbeat (stores refresh their gauges)."""
@@ -177,12 +203,13 @@ class ClusterLink:
             await self._connect()
         except (RedisError, OSError, _Lost) as exc:
             await self._disconnect()
-            raise ClusterUnavailable(_reason(exc)) from None
+            raise ClusterUnavailable(_detail(exc)) from None
         self._keeper = asyncio.create_task(self._keep(), name="relay-cluster-keeper")
 
     async def close(self) -> None:
         """Drop every connection; publishes still queued count as received by nobody."""
         self._closing = True
+        self._wake.set()
         if self._keeper is not None:
             # Bounded, and the keeper's loop ends on _closing too: redis-py may turn a
             # cancellation that lands in its socket code into a connection error.
@@ -194,31 +221,38 @@ class ClusterLink:
             await self.client.delete(self._node_key())
         await self.client.aclose()
 
-    def _node_key(self) -> bytes:
-        return self._node_key_prefix + self.node_id.encode()
+    def _node_key(self, incarnation: bytes | None = None) -> bytes:
+        return self._node_key_prefix + (incarnation or self._incarnation)
 
     async def _connect(self) -> None:
         pool = self.client.connection_pool
         publisher: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
         await publisher.connect()  # type: ignore[no-untyped-call]
+        # No read timeout on the subscriber (it waits for frames); connecting is bounded.
         subscriber_kwargs = {**pool.connection_kwargs, "socket_timeout": None}
         subscriber: AbstractConnection = pool.connection_class(**subscriber_kwargs)
         await subscriber.connect()  # type: ignore[no-untyped-call]
         self._publisher, self._subscriber = publisher, subscriber
+        generation = self._generation
         self._spawn(self._read_subscriber(subscriber), "relay-cluster-subscriber")
-        await self._resubscribe(subscriber)
+        self._spawn(self._write_subscriptions(subscriber), "relay-cluster-subscriptions")
+        await self._resubscribe()
         self._spawn(self._write_publishes(publisher), "relay-cluster-publisher")
         self._spawn(self._read_replies(publisher), "relay-cluster-replies")
-        await self._beat()
-        # Our fields may have been dropped as a dead node's meanwhile: write them again.
-        for key in self._changed_offline | self._counts.keys():
-            count = self._counts.get(key, 0)
-            if count > 0:
-                self._enqueue(_pack(b"HSET", key, self.node_id.encode(), b"%d" % count))
-            else:
-                self._enqueue(_pack(b"HDEL", key, self.node_id.encode()))
-        self._changed_offline.clear()
+        await self._reincarnate()
+        if generation != self._generation or any(task.done() for task in self._tasks):
+            raise _Lost("a connection to Redis failed while connecting")
         self._healthy, self.reason = True, None
+
+    async def _reincarnate(self) -> None:
+        """Start a new incarnation: liveness key first, then every count under it."""
+        old = self._incarnation
+        self._incarnation = secrets.token_hex(6).encode()
+        await self._beat()
+        with contextlib.suppress(RedisError, OSError):  # it expires by itself anyway
+            await self.client.delete(self._node_key(old))
+        for key, count in self._counts.items():
+            self._enqueue(_pack(b"HSET", key, self._incarnation, b"%d" % count))
 
     def _spawn(self, work: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work, name=name)
@@ -230,19 +264,20 @@ class ClusterLink:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None and self._healthy:
-            self._lose(_reason(exc))
+        if exc is not None:
+            self._lose(exc)
 
-    def _lose(self, reason: str) -> None:
+    def _lose(self, exc: BaseException) -> None:
         """Mark the link unhealthy (once per outage) and wake the keeper to reconnect."""
         if not self._healthy or self._closing:
             return
-        self._healthy, self.reason = False, reason
-        log_event(logging.WARNING, "cluster", f"lost the cluster's Redis: {reason}")
+        self._healthy, self.reason = False, _reason(exc)
+        log_event(logging.WARNING, "cluster", f"lost the cluster's Redis: {_detail(exc)}")
         for task in list(self._tasks):
             task.cancel()
         self._fail_pending()
-        self._on_health(reason)
+        self._wake.set()
+        self._on_health(self.reason)
 
     async def _disconnect(self) -> None:
         """End the connections' tasks (bounded: redis-py may swallow a cancellation
@@ -250,6 +285,7 @@ class ClusterLink:
         self._generation += 1
         self._queued.set()
         self._replies_due.set()
+        self._sub_queued.set()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -260,6 +296,8 @@ class ClusterLink:
                 with contextlib.suppress(RedisError, OSError):
                     await conn.disconnect(nowait=True)
         self._publisher = self._subscriber = None
+        self._sub_queue.clear()
+        self._fail_confirmations()
 
     def _fail_pending(self) -> None:
         inflight, self._inflight = self._inflight, collections.deque()
@@ -268,23 +306,37 @@ class ClusterLink:
         self._room.set()
         for published in (*inflight, *(done for _, _, done in queued)):
             if published is not None:
-                published(0)
-        for waiting in self._confirming.values():
-            for _, future in waiting:
+                _answer(published, 0)
+        self._fail_confirmations()
+
+    def _fail_confirmations(self) -> None:
+        """No confirmation of an older connection can come: fail whoever waits for one."""
+        confirming, self._confirming = self._confirming, {}
+        for waiting in confirming.values():
+            for future in waiting:
                 if not future.done():
                     future.set_exception(ClusterUnavailable(self.reason or "link closed"))
-        self._confirming.clear()
+                    future.exception()  # seen here; the awaiter still gets it
 
     async def _keep(self) -> None:
         """Beat while healthy; reconnect (backing off to 2 s) while not."""
         delay = 0.1
         while not self._closing:
             if self._healthy:
-                await asyncio.sleep(self._heartbeat)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._heartbeat):
+                        await self._wake.wait()
+                self._wake.clear()
+                if not self._healthy or self._closing:
+                    continue
                 try:
-                    await self._beat()
+                    if await self._beat() is None:
+                        # Our liveness key had expired (a long stall): the others may
+                        # have dropped our counts as a dead node's. Start afresh.
+                        log_event(logging.WARNING, "cluster", "liveness key had expired")
+                        await self._reincarnate()
                 except (RedisError, OSError) as exc:
-                    self._lose(_reason(exc))
+                    self._lose(exc)
                     continue
                 for refresh in self.on_beat:
                     # A failure here is the next beat's to notice.
@@ -301,13 +353,15 @@ class ClusterLink:
                 self.reason = _reason(exc)
                 continue
             self.reconnects += 1
-            log_event(logging.INFO, "cluster", "the cluster's Redis is back", node=self.node_id)
+            log_event(logging.INFO, "cluster", "the cluster's Redis is back", node=self.name)
             self._on_health(None)
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bytes | None:
+        """Refresh the liveness key; what it held before (None: it had expired)."""
         started = time.perf_counter()
-        await self.client.set(self._node_key(), b"1", px=self._node_ttl_ms)
+        previous = await self.client.set(self._node_key(), b"1", px=self._node_ttl_ms, get=True)
         self.rtt_us = int((time.perf_counter() - started) * 1e6)
+        return cast("bytes | None", previous)
 
     # --- publishing ---------------------------------------------------------------
 
@@ -331,7 +385,7 @@ class ClusterLink:
         answers 0 at once (local-only routing continues).
         """
         if not self._healthy:
-            published(0)
+            _answer(published, 0)
             return
         self.frames_out += 1
         # PUBLISH packed by hand (RESP2 is three length-prefixed strings): the payload
@@ -353,16 +407,18 @@ class ClusterLink:
         self._queued.set()
 
     def add_count(self, key: bytes, delta: int) -> None:
-        """Change this node's field of counter ``key`` (in order with the publishes)."""
+        """Change this node's field of counter ``key`` (in order with the publishes).
+
+        While the link is down only the local figure changes: the next
+        incarnation writes every count afresh.
+        """
         count = self._counts.get(key, 0) + delta
         if count > 0:
             self._counts[key] = count
         else:
             self._counts.pop(key, None)
         if self._healthy:
-            self._enqueue(_pack(b"HINCRBY", key, self.node_id.encode(), b"%d" % delta))
-        else:
-            self._changed_offline.add(key)
+            self._enqueue(_pack(b"HINCRBY", key, self._incarnation, b"%d" % delta))
 
     async def total(self, key: bytes) -> int:
         """Counter ``key`` summed over the live nodes (ClusterUnavailable if Redis is lost)."""
@@ -405,76 +461,108 @@ class ClusterLink:
                 self._replies_due.clear()
                 await self._replies_due.wait()
                 continue
-            reply = await conn.read_response()
+            try:
+                reply = await conn.read_response()
+            except ResponseError as exc:
+                # One command refused (out of memory, a key of the wrong type): the reply
+                # is read whole, the stream stays in step; only that command failed.
+                self.errors += 1
+                if self.errors == 1 or self.errors % 1000 == 0:
+                    log_event(logging.WARNING, "cluster", f"Redis refused a command: {exc}")
+                reply = 0
             done = inflight.popleft()
             if done is not None:
-                done(reply if type(reply) is int else 0)
+                _answer(done, reply if type(reply) is int else 0)
 
     # --- subscribing --------------------------------------------------------------
 
     async def subscribe(self, channel: bytes) -> None:
-        """Receive ``channel`` from now on; returns once Redis confirmed it."""
-        self.channels.add(channel)
-        if not self._healthy or self._subscriber is None:
+        """Receive ``channel`` from now on; returns once Redis confirmed it.
+
+        ClusterUnavailable if the link is down or Redis does not confirm; the
+        channel is then not wanted (the caller decides whether to ask again).
+        """
+        if not self._healthy:
             raise ClusterUnavailable(self.reason or "not connected")
-        await self._command(self._subscriber, b"SUBSCRIBE", [channel])
-
-    def unsubscribe(self, channel: bytes) -> None:
-        """Stop receiving ``channel`` (in the background: nothing waits for it)."""
-        self.channels.discard(channel)
-        if self._healthy and self._subscriber is not None:
-            task = asyncio.ensure_future(self._command(self._subscriber, b"UNSUBSCRIBE", [channel]))
-            task.add_done_callback(_quiet)
-
-    async def _command(
-        self, conn: AbstractConnection, kind: bytes, channels: Iterable[bytes]
-    ) -> None:
-        channels = list(channels)
-        loop = asyncio.get_running_loop()
-        futures = []
-        confirm = kind.lower()
-        for channel in channels:
-            future: asyncio.Future[None] = loop.create_future()
-            self._confirming.setdefault(channel, collections.deque()).append((confirm, future))
-            futures.append(future)
+        self.channels.add(channel)
+        future = self._ask(b"SUBSCRIBE", channel)
         try:
-            await conn.send_command(kind, *channels, check_health=False)
             async with asyncio.timeout(_CONFIRM_TIMEOUT):
-                await asyncio.gather(*futures)
-        except (RedisError, OSError, TimeoutError) as exc:
-            _settle(futures)
-            self._lose(_reason(exc))
-            raise ClusterUnavailable(self.reason or _reason(exc)) from None
-        except BaseException:
-            _settle(futures)
+                await future
+        except TimeoutError:
+            self.channels.discard(channel)
+            self._lose(_Lost("Redis did not confirm a subscription"))
+            raise ClusterUnavailable(self.reason or "no confirmation") from None
+        except ClusterUnavailable:
+            self.channels.discard(channel)
             raise
 
-    async def _resubscribe(self, conn: AbstractConnection) -> None:
-        wanted = sorted(self.channels)
-        for start in range(0, len(wanted), _RESUBSCRIBE_CHUNK):
-            chunk = wanted[start : start + _RESUBSCRIBE_CHUNK]
-            loop = asyncio.get_running_loop()
-            futures = []
-            for channel in chunk:
-                future: asyncio.Future[None] = loop.create_future()
-                self._confirming.setdefault(channel, collections.deque()).append(
-                    (b"subscribe", future)
-                )
-                futures.append(future)
+    async def confirmed(self, channel: bytes) -> None:
+        """Wait for a subscription to ``channel`` already asked for (if any) to be confirmed."""
+        waiting = self._confirming.get(channel)
+        if waiting:
             try:
-                await conn.send_command(b"SUBSCRIBE", *chunk, check_health=False)
                 async with asyncio.timeout(_CONFIRM_TIMEOUT):
-                    await asyncio.gather(*futures)
+                    await asyncio.shield(waiting[-1])
             except TimeoutError:
-                _settle(futures)
-                raise _Lost("Redis did not confirm the subscriptions") from None
-            except BaseException:
-                _settle(futures)
-                raise
+                raise ClusterUnavailable("Redis did not confirm a subscription") from None
+
+    def unsubscribe(self, channel: bytes) -> None:
+        """Stop receiving ``channel``; written in order after any earlier subscription."""
+        self.channels.discard(channel)
+        if self._healthy:
+            self._sub_queue.append(_pack(b"UNSUBSCRIBE", channel))
+            self._sub_queued.set()
+
+    def _ask(self, kind: bytes, *channels: bytes) -> asyncio.Future[list[None]]:
+        """Queue a SUBSCRIBE for ``channels``; a future resolved when Redis confirmed all."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in channels:
+            future: asyncio.Future[None] = loop.create_future()
+            self._confirming.setdefault(channel, collections.deque()).append(future)
+            futures.append(future)
+        self._sub_queue.append(_pack(kind, *channels))
+        self._sub_queued.set()
+        return asyncio.gather(*futures)
+
+    async def _write_subscriptions(self, conn: AbstractConnection) -> None:
+        queue = self._sub_queue
+        generation = self._generation
+        while generation == self._generation:
+            if not queue:
+                self._sub_queued.clear()
+                await self._sub_queued.wait()
+                continue
+            parts = list(queue)
+            queue.clear()
+            await conn.send_packed_command(parts, check_health=False)
+
+    async def _resubscribe(self) -> None:
+        """Subscribe to every wanted channel again; settle what changed meanwhile."""
+        done: set[bytes] = set()
+        for _ in range(10):  # bounded: a handful of rounds settles any churn
+            missing = sorted(self.channels - done)
+            for start in range(0, len(missing), _RESUBSCRIBE_CHUNK):
+                chunk = missing[start : start + _RESUBSCRIBE_CHUNK]
+                confirmed = self._ask(b"SUBSCRIBE", *chunk)
+                try:
+                    async with asyncio.timeout(_CONFIRM_TIMEOUT):
+                        await confirmed
+                except TimeoutError:
+                    raise _Lost("Redis did not confirm the subscriptions") from None
+                done.update(chunk)
+            gone = done - self.channels
+            for channel in gone:
+                self._sub_queue.append(_pack(b"UNSUBSCRIBE", channel))
+            self._sub_queued.set()
+            done -= gone
+            if done == self.channels:
+                return
+        raise _Lost("the subscriptions kept changing while reconnecting")
 
     async def _read_subscriber(self, conn: AbstractConnection) -> None:
         on_message = self.on_message
-        confirming = self._confirming
         generation = self._generation
         while generation == self._generation:
             reply = await conn.read_response()
@@ -483,25 +571,27 @@ class ClusterLink:
             kind, channel, data = reply
             if kind == b"message":
                 self.frames_in += 1
-                wait = on_message(channel, data)
-                if wait is not None:
-                    await wait  # a recipient is full: Redis holds the rest meanwhile
-                elif self.frames_in % _YIELD_EVERY == 0:
+                try:
+                    on_message(channel, data)
+                except Exception as exc:  # one bad frame must not end the node's reading
+                    self.errors += 1
+                    log_event(logging.ERROR, "cluster", f"a frame from Redis failed: {exc!r}")
+                if self.frames_in % _YIELD_EVERY == 0:
                     # hiredis returns buffered replies without a pause; let this turn's
                     # writes go out (one socket write per connection per turn).
                     await asyncio.sleep(0)
                 continue
+            if kind != b"subscribe":
+                continue  # an unsubscribe: nobody waits for it
+            confirming = self._confirming
             waiting = confirming.get(channel)
             if not waiting:
                 continue
-            for index, (expected, future) in enumerate(waiting):
-                if expected == kind:
-                    del waiting[index]
-                    if not future.done():
-                        future.set_result(None)
-                    break
+            future = waiting.popleft()
             if not waiting:
                 del confirming[channel]
+            if not future.done():
+                future.set_result(None)
 
     # --- presence -----------------------------------------------------------------
 
@@ -515,8 +605,32 @@ class ClusterLink:
 
 
 def _reason(exc: BaseException) -> str:
+    """Why Redis is unusable, in words safe for /healthz (no addresses, no secrets)."""
+    if isinstance(exc, _Lost | ClusterUnavailable):
+        return str(exc)
+    if isinstance(exc, AuthenticationError):
+        return "Redis refused the node's credentials"
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        return "Redis did not answer in time"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "cannot reach Redis"
+    if isinstance(exc, ResponseError):
+        return "Redis refused a command"
+    return f"Redis failed ({type(exc).__name__})"
+
+
+def _detail(exc: BaseException) -> str:
+    """The error itself, for the operator's log (and for a node that cannot start)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
+
+
+def _answer(published: Published, receivers: int) -> None:
+    """Hand a receiver count back; a failing callback is logged, never the link's end."""
+    try:
+        published(receivers)
+    except Exception as exc:
+        log_event(logging.ERROR, "cluster", f"a publish callback failed: {exc!r}")
 
 
 def _pack(*args: bytes) -> bytes:
@@ -525,17 +639,3 @@ def _pack(*args: bytes) -> bytes:
     for arg in args:
         out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(out)
-
-
-def _settle(futures: list[asyncio.Future[None]]) -> None:
-    """Futures nobody will await any more: cancel the pending, mark the failed as seen."""
-    for future in futures:
-        if not future.done():
-            future.cancel()
-        elif not future.cancelled():
-            future.exception()
-
-
-def _quiet(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -22,10 +22,10 @@ watcher may hear of it twice; the second is dropped, its watch being spent).
 
 Frames from Redis go into the per-connection outboxes in the order they
 came. A connection whose outbox is full gets an overflow queue of its own
-drained by a task, so a reader a little slower than a burst holds up nobody;
-when even the overflow is full, the node stops reading Redis until there is
-room (Redis keeps the rest), and a reader that stays full is dropped as a
-slow consumer, as on a single relay. No frame is dropped for being early.
+(up to ``outgoing-bytes``) drained by a task, so a reader slower than a burst
+holds up nobody and loses nothing; one that fills even that, or stays full
+for ``slow-consumer-timeout``, is dropped as a slow consumer (1013), as on a
+single relay. The node's one reader of Redis never waits for a connection.
 """
 
 from __future__ import annotations
@@ -58,21 +58,27 @@ class ClusterRoutes(Generic[C]):
         offer: Callable[[C, bytes], bool],
         offer_waiting: Callable[[C, bytes], Awaitable[bool]],
         push: Callable[[C, bytes], None],
-        overflow_frames: int = 64,
+        drop: Callable[[C], None],
+        overflow_frames: int = 4096,
+        overflow_bytes: int = 1 << 20,
     ) -> None:
         self.link = link
         self.local: LocalRoutes[C] = LocalRoutes(offer_waiting)
         self._offer = offer
         self._offer_waiting = offer_waiting
         self._push = push
+        self._drop = drop
         self._overflow_frames = overflow_frames
+        self._overflow_bytes = overflow_bytes
         self._overflows: dict[C, _Overflow] = {}
+        self._joining: dict[bytes, int] = {}
+        """Channels with a subscription under way, and how many wait for it (see subscribe)."""
         prefix = link.prefix.encode()
         self._address_prefix = prefix + b"a:"
         self._watch_prefix = prefix + b"w:"
         self._count_prefix = prefix + b"conns:"
         self.dropped_frames = 0
-        """Frames from Redis not delivered: the address just left, or its reader is stuck."""
+        """Frames from Redis not delivered: the address just left, or its reader was dropped."""
 
     # --- the Routes interface -------------------------------------------------------
 
@@ -82,9 +88,11 @@ class ClusterRoutes(Generic[C]):
 
     async def subscribe(self, address: str, conn: C) -> set[C]:
         key = route_key(address)
+        channel = self._address_prefix + key
         first = key not in self.local.table
         if first:
-            await self.link.subscribe(self._address_prefix + key)
+            await self._join(channel)
+            first = key not in self.local.table  # another connection may have won the race
         watchers = self.local.add(address, conn)
         self.link.add_count(self._count_prefix + key, 1)
         if first:
@@ -102,15 +110,48 @@ class ClusterRoutes(Generic[C]):
             key = route_key(address)
             self.link.add_count(self._count_prefix + key, -1)
             if key not in self.local.table:
-                self.link.unsubscribe(self._address_prefix + key)
+                self._leave(self._address_prefix + key)
         for gone in watched:
             self._stop_watching(gone)
 
+    async def _join(self, channel: bytes) -> None:
+        """Subscribe to ``channel`` (once for everyone asking at the same time).
+
+        Whoever joins while a subscription is under way waits for that one;
+        ``_joining`` also keeps a leaving connection from unsubscribing a
+        channel that a newcomer is about to use. On failure the channel is
+        left again unless somebody here still uses it.
+        """
+        self._joining[channel] = self._joining.get(channel, 0) + 1
+        try:
+            if channel not in self.link.channels:
+                await self.link.subscribe(channel)
+            else:
+                await self.link.confirmed(channel)
+        except BaseException:
+            self._joining[channel] -= 1
+            if not self._joining[channel]:
+                del self._joining[channel]
+            self._leave(channel)
+            raise
+        self._joining[channel] -= 1
+        if not self._joining[channel]:
+            del self._joining[channel]
+
+    def _leave(self, channel: bytes) -> None:
+        """Unsubscribe from ``channel`` unless a connection here uses it or is joining it."""
+        if channel in self._joining or channel not in self.link.channels:
+            return
+        if channel.startswith(self._address_prefix):
+            if channel[len(self._address_prefix) :] in self.local.table:
+                return
+        elif self.local.watched(channel[len(self._watch_prefix) :].decode("ascii", "replace")):
+            return
+        self.link.unsubscribe(channel)
+
     def _stop_watching(self, address: str) -> None:
         """Leave ``address``'s watch channel if no connection here waits for it any more."""
-        channel = self._watch_prefix + route_key(address)
-        if channel in self.link.channels and not self.local.watched(address):
-            self.link.unsubscribe(channel)
+        self._leave(self._watch_prefix + route_key(address))
 
     def connections(self, address: str) -> tuple[C, ...]:
         return self.local.connections(address)
@@ -132,8 +173,13 @@ class ClusterRoutes(Generic[C]):
             return await self.local.route(address, data)
         loop = asyncio.get_running_loop()
         received: asyncio.Future[int] = loop.create_future()
+
+        def done(count: int) -> None:
+            if not received.done():  # the caller may have been cancelled meanwhile
+                received.set_result(count)
+
         await self.link.wait_room()
-        self.link.publish(self._address_prefix + route_key(address), data, received.set_result)
+        self.link.publish(self._address_prefix + route_key(address), data, done)
         return await received
 
     async def forward(self, address: str, data: bytes, done: Callable[[int], None]) -> None:
@@ -158,17 +204,23 @@ class ClusterRoutes(Generic[C]):
         await self.link.wait_room()
 
     async def watch(self, address: str, conn: C) -> bool:
-        key = route_key(address)
-        channel = self._watch_prefix + key
-        if not self.local.watched(address):
-            # Without Redis a local watch still works; other nodes' arrivals are missed.
-            with contextlib.suppress(ClusterUnavailable):
-                await self.link.subscribe(channel)
-        if await self.online(address):
+        channel = self._watch_prefix + route_key(address)
+        self._joining[channel] = self._joining.get(channel, 0) + 1
+        try:
+            if not self.local.watched(address):
+                # Without Redis a local watch still works; other nodes' arrivals are missed.
+                with contextlib.suppress(ClusterUnavailable):
+                    await self._join(channel)
+            online = await self.online(address)
+            if not online:
+                self.local.add_watch(address, conn)
+        finally:
+            self._joining[channel] -= 1
+            if not self._joining[channel]:
+                del self._joining[channel]
+        if online:
             self._stop_watching(address)
-            return True
-        self.local.add_watch(address, conn)
-        return False
+        return online
 
     def connection_count(self) -> int:
         return self.local.connection_count()
@@ -181,22 +233,23 @@ class ClusterRoutes(Generic[C]):
 
     # --- frames from Redis --------------------------------------------------------
 
-    def on_message(self, channel: bytes, data: bytes) -> Awaitable[None] | None:
+    def on_message(self, channel: bytes, data: bytes) -> None:
         """A frame another node published (the subscriber reader calls this, in order).
 
-        Returns something to await when a recipient's overflow is full: the
-        reader then stops reading Redis until there is room (Redis holds the
-        rest; a reader stuck past ``slow_consumer_timeout`` is dropped, 1013),
-        so no frame is dropped for a reader that is merely slower than a burst.
+        Never waits: the reader is shared by every connection of the node, so
+        one connection that does not read must not hold up the others. A
+        connection whose outbox is full gets an overflow queue (bounded like an
+        outbox, in bytes and frames); one that fills even that is dropped as a
+        slow consumer (1013) and its sessions retry elsewhere.
         """
         if channel.startswith(self._address_prefix):
             targets = self.local.table.get(channel[len(self._address_prefix) :])
             if not targets:
                 self.dropped_frames += 1  # the address just left this node
-                return None
-            full = [room for target in targets if (room := self._deliver(target, data))]
-            return _room_in(full) if full else None
-        if channel.startswith(self._watch_prefix):
+                return
+            for target in targets:
+                self._deliver(target, data)
+        elif channel.startswith(self._watch_prefix):
             address = channel[len(self._watch_prefix) :].decode("ascii", "replace")
             watchers = self.local.take_watchers(address)
             if watchers:
@@ -204,22 +257,26 @@ class ClusterRoutes(Generic[C]):
                 for watcher in watchers:
                     self._push(watcher, online)
             self._stop_watching(address)
-        return None
 
-    def _deliver(self, conn: C, data: bytes) -> asyncio.Event | None:
-        """Hand ``data`` to ``conn``; the event to wait for if its overflow is now full."""
+    def _deliver(self, conn: C, data: bytes) -> None:
         overflow = self._overflows.get(conn)
         if overflow is None:
             if self._offer(conn, data):
-                return None
+                return
             overflow = self._overflows[conn] = _Overflow()
             task = asyncio.ensure_future(self._drain(conn, overflow))
             task.add_done_callback(_quiet)
+        if (
+            len(overflow.frames) >= self._overflow_frames
+            or overflow.size + len(data) > self._overflow_bytes
+        ):
+            self.dropped_frames += 1 + len(overflow.frames)
+            overflow.frames.clear()
+            self._overflows.pop(conn, None)
+            self._drop(conn)
+            return
         overflow.frames.append(data)
-        if len(overflow.frames) >= self._overflow_frames:
-            overflow.room.clear()
-            return overflow.room
-        return None
+        overflow.size += len(data)
 
     async def _drain(self, conn: C, overflow: _Overflow) -> None:
         """Feed ``conn``'s outbox from its overflow, in order, as room appears."""
@@ -230,29 +287,20 @@ class ClusterRoutes(Generic[C]):
                     self.dropped_frames += len(frames)  # dropped as a slow consumer
                     frames.clear()
                     return
-                frames.popleft()
-                if len(frames) < self._overflow_frames // 2:
-                    overflow.room.set()
+                overflow.size -= len(frames.popleft())
         finally:
-            overflow.room.set()
             if self._overflows.get(conn) is overflow:
                 del self._overflows[conn]
 
 
-async def _room_in(full: list[asyncio.Event]) -> None:
-    for room in full:
-        await room.wait()
-
-
 class _Overflow:
-    """Frames from other nodes waiting for a connection's outbox, and room for more."""
+    """Frames from other nodes waiting for a connection's outbox."""
 
-    __slots__ = ("frames", "room")
+    __slots__ = ("frames", "size")
 
     def __init__(self) -> None:
         self.frames: collections.deque[bytes] = collections.deque()
-        self.room = asyncio.Event()
-        self.room.set()
+        self.size = 0
 
 
 def _ignore(receivers: int) -> None:

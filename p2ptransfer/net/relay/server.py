@@ -349,6 +349,12 @@ class RelayServer:
                 raise _Close(
                     CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
                 ) from None
+            except StoreUnavailable:  # a cluster node cut off from Redis
+                raise _Close(
+                    CloseCode.TRY_AGAIN_LATER,
+                    "this relay node lost its cluster; try another node",
+                    "cluster-unavailable",
+                ) from None
             try:
                 await self._register(conn, address)
             except StoreUnavailable:  # a cluster node cut off from Redis
