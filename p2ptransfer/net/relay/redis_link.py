@@ -226,11 +226,14 @@ class ClusterLink:
 
     async def _connect(self) -> None:
         pool = self.client.connection_pool
-        publisher: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+        # No read timeout on the publisher and the subscriber: the subscriber waits for
+        # frames, and a timeout around every read of the publisher's replies costs more
+        # than the rest of a cross-node hop. Connecting is bounded; a Redis that hangs
+        # is noticed by the heartbeat on the command pool, which then drops both.
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        publisher: AbstractConnection = pool.connection_class(**kwargs)
         await publisher.connect()  # type: ignore[no-untyped-call]
-        # No read timeout on the subscriber (it waits for frames); connecting is bounded.
-        subscriber_kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        subscriber: AbstractConnection = pool.connection_class(**subscriber_kwargs)
+        subscriber: AbstractConnection = pool.connection_class(**kwargs)
         await subscriber.connect()  # type: ignore[no-untyped-call]
         self._publisher, self._subscriber = publisher, subscriber
         generation = self._generation
