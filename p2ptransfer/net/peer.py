@@ -93,6 +93,8 @@ log = logging.getLogger("p2ptransfer.peer")
 _MAX_SESSIONS = 64  # contacts' sessions, both directions
 _MAX_SESSIONS_PER_REMOTE = 8
 _MAX_STRANGER_SESSIONS = 16  # incoming sessions from non-contacts, all together
+_EARLY_HELLOS = 16  # first frames of sessions that came before serving started
+_EARLY_HELLO_AGE = 5.0  # seconds such a frame is kept (its sender's handshake waits 15)
 
 
 class Peer(Reconciling, Requesting, Outgoing, Incoming):
@@ -138,6 +140,9 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         )
         self._serving: set[asyncio.Task[None]] = set()
         self._accepting = False
+        self._early_hellos: collections.deque[tuple[str, bytes, float]] = collections.deque(
+            maxlen=_EARLY_HELLOS
+        )
         self._first_recorded: asyncio.Future[TransferRow] | None = None  # receive() waiting
         self._commit_queue: asyncio.Queue[tuple[_SessionRun, TransferArrived]] = asyncio.Queue(
             COMMIT_QUEUE
@@ -310,8 +315,21 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
             task = asyncio.create_task(self._serve(run), name="peer-serve")
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)
+        elif frame.kind is FrameKind.HELLO and not self._accepting:
+            # Connected but not serving yet (receive/listen is still starting: prekeys,
+            # mail): keep the first frame of a new session for a moment instead of
+            # letting its sender wait out a timeout. Bounded; old ones are dropped.
+            self._early_hellos.append((remote, payload, asyncio.get_running_loop().time()))
         # Anything else belongs to a session this process does not own
         # (another connection of our address, or a stale one): ignore it.
+
+    def _start_accepting(self) -> None:
+        super()._start_accepting()
+        early, self._early_hellos = self._early_hellos, collections.deque(maxlen=_EARLY_HELLOS)
+        now = asyncio.get_running_loop().time()
+        for remote, payload, arrived in early:
+            if now - arrived <= _EARLY_HELLO_AGE:
+                self._route(remote, payload)
 
     # --- live first, then the mailbox --------------------------------------------
 
