@@ -121,6 +121,7 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
+        app.start_unlock(passphrase)  # scrypt runs while the network code loads
         # No question carried the warning: it gets a line of its own, once the key is
         # unlocked and the relay reached, just before the transfer is signed.
         warning = None
@@ -214,6 +215,7 @@ def receive(
     with app.ledger() as ledger:
         policy = acceptance_policy(ledger, accept_unknown, currencies)
         passphrase = app.read_passphrase()
+        app.start_unlock(passphrase)  # scrypt runs while the network code loads
 
         async def go() -> TransferRow:
             peer = await app.open_peer(ledger, passphrase, policy=policy)
