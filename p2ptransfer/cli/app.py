@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..clock import now_ms
-from ..errors import InputError, NotFound, PassphraseUnavailable, WrongPassphrase
+from ..errors import (
+    InputError,
+    NotFound,
+    P2PTransferError,
+    PassphraseUnavailable,
+    WrongPassphrase,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -302,6 +308,27 @@ class App:
             prekeys_path=self.home.prekeys_path,
             **options,
         )
+
+    def unlock_early(self) -> None:
+        """:meth:`start_unlock` right away when the passphrase needs no question.
+
+        That is when it comes from the environment or ``--passphrase-file``
+        (not both: then :meth:`read_passphrase` has a word to say first).
+        Anything wrong is left to be reported where the command reads the
+        passphrase or opens the home, exactly as without this head start.
+        """
+        env = os.environ.get(PASSPHRASE_ENV)
+        if env and self.passphrase_file is None:
+            passphrase = env
+        elif self.passphrase_file is not None and not env:
+            try:
+                passphrase, _ = _read_passphrase_file(self.passphrase_file)
+            except PassphraseUnavailable:
+                return
+        else:
+            return
+        with contextlib.suppress(P2PTransferError):
+            self.start_unlock(passphrase)
 
     def start_unlock(self, passphrase: str) -> None:
         """Start opening the key file in a thread now; :meth:`unlock` picks the result up.

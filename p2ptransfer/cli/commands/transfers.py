@@ -100,6 +100,7 @@ def send(
     code = check_currency(currency)
     minor = parse_amount(amount, code)
     memo = check_memo(memo)
+    app.unlock_early()  # scrypt runs while the ledger and the network code load
     own = app.public_identity()
     with app.ledger() as ledger:
         address, label = resolve_recipient(ledger, recipient)
@@ -212,6 +213,7 @@ def receive(
     """Wait for the first incoming transfer, record it, show it, exit."""
     from ..render import Names, echo_json, transfer_json, transfer_line
 
+    app.unlock_early()  # scrypt runs while the ledger and the network code load
     with app.ledger() as ledger:
         policy = acceptance_policy(ledger, accept_unknown, currencies)
         passphrase = app.read_passphrase()
