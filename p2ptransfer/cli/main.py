@@ -399,10 +399,11 @@ def main(argv: list[str] | None = None) -> None:
 def _leave(exc: SystemExit) -> None:
     """Exit now with ``exc``'s status, skipping the interpreter's teardown, when that is safe.
 
-    Safe means: no other thread still running (it would be cut off), stdout
-    and stderr flushed without error, and the exit handlers (``atexit``:
-    logging, temporary directories) run. Otherwise it returns, and the caller
-    exits the ordinary way.
+    Safe means: no other thread still running (it would be cut off), no
+    profiler or tracer (cProfile, coverage) waiting to write its data at
+    exit, stdout and stderr flushed without error, and the exit handlers
+    (``atexit``: logging, temporary directories) run. Otherwise it returns,
+    and the caller exits the ordinary way.
     """
     import atexit
     import threading
@@ -410,6 +411,8 @@ def _leave(exc: SystemExit) -> None:
     code = exc.code
     if code is not None and not isinstance(code, int):
         return  # a message to print: the ordinary exit prints it
+    if sys.getprofile() is not None or sys.gettrace() is not None or "coverage" in sys.modules:
+        return
     if any(t is not threading.main_thread() and t.is_alive() for t in threading.enumerate()):
         return
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
