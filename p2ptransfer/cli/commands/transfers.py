@@ -100,7 +100,6 @@ def send(
     code = check_currency(currency)
     minor = parse_amount(amount, code)
     memo = check_memo(memo)
-    app.unlock_early()  # scrypt runs while the ledger and the network code load
     own = app.public_identity()
     with app.ledger() as ledger:
         address, label = resolve_recipient(ledger, recipient)
@@ -122,7 +121,11 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
-        app.start_unlock(passphrase)  # scrypt runs while the network code loads
+        # scrypt runs while the network code loads. Not earlier, as receive's does: a
+        # receiver started at the same moment then goes online first, and is serving by
+        # the time this session begins (a first session that arrives while a receiver is
+        # still setting up goes unanswered, and costs --wait seconds).
+        app.start_unlock(passphrase)
         # No question carried the warning: it gets a line of its own, once the key is
         # unlocked and the relay reached, just before the transfer is signed.
         warning = None
