@@ -121,10 +121,8 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
-        # scrypt runs while the network code loads. Not earlier, as receive's does: a
-        # receiver started at the same moment then goes online first, and is serving by
-        # the time this session begins (a first session that arrives while a receiver is
-        # still setting up goes unanswered, and costs --wait seconds).
+        # scrypt runs while the network code loads. receive starts its own sooner, so a
+        # receiver started at the same moment is more often online and serving first.
         app.start_unlock(passphrase)
         # No question carried the warning: it gets a line of its own, once the key is
         # unlocked and the relay reached, just before the transfer is signed.
