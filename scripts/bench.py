@@ -39,7 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchlib import cluster, procs
+from benchlib import cluster, cold_pair, procs
 
 median = statistics.median
 PAIRS = 50
@@ -69,6 +69,8 @@ GOALS = (
     Goal("transfers_vs_signature_bound", 0.5, True),
     Goal("cli_help_vs_import_click", 1.5, False),
     Goal(cluster.GOAL, 0.5, True),
+    Goal(cold_pair.GOAL, 1.0, False),
+    Goal(cold_pair.GOAL_LIGHT, 0.5, False),
 )
 """The goals; ``transfers_vs_sqlite_commit`` is still measured and printed, no longer a goal."""
 
@@ -87,6 +89,7 @@ class Plan:
     transfers_window_1: int  # one in flight is ~3x slower: fewer, for the same time
     windows: tuple[int, ...]
     cli_runs: int
+    cold_pairs: int  # rounds of cold send + receive pairs (each: default key, light, wormhole)
     deadline: float  # the whole run, seconds
 
     @classmethod
@@ -103,6 +106,7 @@ class Plan:
                 transfers_window_1=10,
                 windows=(1, 32),
                 cli_runs=1,
+                cold_pairs=1,
                 deadline=150,
             )
         if quick:
@@ -117,7 +121,8 @@ class Plan:
                 transfers_window_1=400,
                 windows=(1, 32, 128),
                 cli_runs=10,
-                deadline=115,
+                cold_pairs=4,
+                deadline=160,
             )
         return cls(
             blocks=2,
@@ -130,7 +135,8 @@ class Plan:
             transfers_window_1=1000,
             windows=(1, 32, 128),
             cli_runs=10,
-            deadline=420,
+            cold_pairs=8,
+            deadline=480,
         )
 
 
@@ -427,6 +433,9 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, float | None], dict[st
     }
     ratios[cluster.GOAL], cluster_figures = cluster.summarize(results["cluster"])
     figures.update(cluster_figures)
+    cold_ratios, cold_figures = cold_pair.summarize(results["cold"])
+    ratios.update(cold_ratios)
+    figures.update(cold_figures)
     return ratios, figures
 
 
@@ -447,6 +456,8 @@ def table(ratios: dict[str, float | None], f: dict[str, float], results: dict[st
         f" {f['transfers_vs_sqlite_commit']:.2f} of {f['sqlite_commits_per_s']:,.0f}/s)",
         "cli_help_vs_import_click": f"{f['cli_help_ms']:.0f} vs {f['import_click_ms']:.0f} ms",
         cluster.GOAL: cluster.beside(results["cluster"]),
+        cold_pair.GOAL: cold_pair.beside(results["cold"], light=False),
+        cold_pair.GOAL_LIGHT: cold_pair.beside(results["cold"], light=True),
     }
     lines = ["", f"{'goal':<42}{'value':>10}{'target':>10}  {'':<5} absolute figures"]
     for goal in GOALS:
@@ -482,9 +493,9 @@ def table(ratios: dict[str, float | None], f: dict[str, float], results: dict[st
         " (one Ed25519 sign + verify per side, straight on pyca); the default window reaches"
         f" {f['transfers_per_s'] / f['signature_bound_transfers_per_s']:.2f} of it",
     ]
-    cluster_line = cluster.details(results["cluster"])
-    if cluster_line:
-        lines.append(cluster_line)
+    for line in (cluster.details(results["cluster"]), cold_pair.details(results["cold"])):
+        if line:
+            lines.append(line)
     core = results.get("core")
     if core:
         c, lg = core["crypto"], core["ledger"]
@@ -530,6 +541,7 @@ def run_sections(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
             ("transfers", lambda: bench_transfers(plan, root, cpu_load)),
         ]
         sections.append(("cluster", lambda: bench_cluster(plan, cpu_server, cpu_load)))
+        sections.append(("cold", lambda: cold_pair.measure(plan.cold_pairs)))
         if not args.skip_core:
             quick = args.quick or args.smoke
             sections.append(("core", lambda: bench_core(quick, cpu_load)))
@@ -556,7 +568,7 @@ def main() -> int:
     plan = Plan.for_run(args.quick, args.smoke)
     started = time.perf_counter()
     summary: dict[str, Any] = {
-        "version": 3,
+        "version": 4,
         "quick": args.quick,
         "smoke": args.smoke,
         "python": platform.python_version(),
@@ -571,8 +583,10 @@ def main() -> int:
         ratios, figures = summarize(results)
         summary.update({k: None if v is None else round(v, 4) for k, v in ratios.items()})
         summary["goals"] = {g.key: {"target": g.target, "met": g.met(ratios[g.key])} for g in GOALS}
-        if "skipped" in results["cluster"]:  # the goal's key stays, null, with the reason
-            summary["goals"][cluster.GOAL]["skipped"] = results["cluster"]["skipped"]
+        skippable = {cluster.GOAL: "cluster", cold_pair.GOAL: "cold", cold_pair.GOAL_LIGHT: "cold"}
+        for key, section in skippable.items():
+            if "skipped" in results[section]:  # the goal's key stays, null, with the reason
+                summary["goals"][key]["skipped"] = results[section]["skipped"]
         summary["absolute"] = {key: round(value, 3) for key, value in figures.items()}
         summary["results"] = results
         print(table(ratios, figures, results))

@@ -26,6 +26,8 @@ GOAL_KEYS = {
     "cli_help_vs_import_click",
 }
 CLUSTER_KEY = "cluster_cross_vs_local"  # measured where redis-server is installed, else skipped
+# Measured where magic-wormhole and its mailbox server are installed (extra 'bench'), else skipped.
+COLD_KEYS = ("cold_pair_vs_wormhole", "cold_pair_light_key_vs_wormhole")
 
 
 @pytest.mark.timeout(180)
@@ -61,6 +63,15 @@ def test_bench_smoke_prints_one_json_line_with_every_goal() -> None:
         assert isinstance(summary["goals"][CLUSTER_KEY]["met"], bool)
         assert cluster["cross"]["frames_per_s"] > 0 and cluster["local"]["frames_per_s"] > 0
     assert CLUSTER_KEY in done.stdout
+    cold = summary["results"]["cold"]
+    for key in COLD_KEYS:
+        assert key in done.stdout
+        if "skipped" in cold:
+            assert summary[key] is None and summary["goals"][key]["met"] is None
+            assert summary["goals"][key]["skipped"] == cold["skipped"]
+        else:
+            assert isinstance(summary[key], float) and summary[key] > 0
+            assert isinstance(summary["goals"][key]["met"], bool)
     for goal in GOAL_KEYS:  # the human table names every goal too
         assert goal in done.stdout
     assert "vs SQLite commits" in done.stdout

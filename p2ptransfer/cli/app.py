@@ -15,6 +15,9 @@ print mixes our words with text from the relay and from other people.
 The root command builds an App even for ``p2ptransfer CMD --help``, so this
 module stays import-light: the home, the consoles and the event loop are made
 on first use, and the storage layer, rich and asyncio are imported only then.
+A line for a stream that is not a terminal is written as it is, without rich
+(rich would print the same characters, and importing it costs a noticeable
+part of a short command's start-up).
 """
 
 from __future__ import annotations
@@ -30,9 +33,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..clock import now_ms
-from ..errors import InputError, NotFound, PassphraseUnavailable, WrongPassphrase
+from ..errors import (
+    InputError,
+    NotFound,
+    P2PTransferError,
+    PassphraseUnavailable,
+    WrongPassphrase,
+)
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from rich.console import Console
 
     from ..net.peer import Peer
@@ -113,6 +124,8 @@ class App:
         self._warned_files: set[Path] = set()
         # The identity a typed passphrase was checked against, so unlock() runs scrypt once.
         self._unlocked: tuple[str, Identity] | None = None
+        # A key file being opened in a thread since start_unlock(), for that passphrase.
+        self._unlocking: tuple[str, Future[Identity]] | None = None
 
     @property
     def relay_url(self) -> str:
@@ -296,18 +309,65 @@ class App:
             **options,
         )
 
+    def unlock_early(self) -> None:
+        """:meth:`start_unlock` right away when the passphrase needs no question.
+
+        That is when it comes from the environment or ``--passphrase-file``
+        (not both: then :meth:`read_passphrase` has a word to say first).
+        Anything wrong is left to be reported where the command reads the
+        passphrase or opens the home, exactly as without this head start.
+        """
+        env = os.environ.get(PASSPHRASE_ENV)
+        if env and self.passphrase_file is None:
+            passphrase = env
+        elif self.passphrase_file is not None and not env:
+            try:
+                passphrase, _ = _read_passphrase_file(self.passphrase_file)
+            except PassphraseUnavailable:
+                return
+        else:
+            return
+        with contextlib.suppress(P2PTransferError):
+            self.start_unlock(passphrase)
+
+    def start_unlock(self, passphrase: str) -> None:
+        """Start opening the key file in a thread now; :meth:`unlock` picks the result up.
+
+        scrypt is the slowest part of a short command and leaves the
+        interpreter free meanwhile, so a command that goes online starts it
+        before loading the network code: the two overlap. Errors (a wrong
+        passphrase) are raised where :meth:`unlock` is awaited, as before.
+        """
+        import threading
+        from concurrent.futures import Future
+
+        home = self.require_home()
+        if self._unlocking is not None or self._checked_already(passphrase):
+            return
+        future: Future[Identity] = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(home.load_identity(passphrase))
+            except BaseException as exc:  # handed to whoever awaits the unlock
+                future.set_exception(exc)
+
+        self._unlocking = (passphrase, future)
+        threading.Thread(target=work, name="p2ptransfer-unlock", daemon=True).start()
+
     async def unlock(self, passphrase: str) -> Identity:
         """Open the key file in a worker thread, so scrypt runs beside other async setup."""
         import asyncio
-        import hmac
 
         home = self.require_home()
-        if self._unlocked is not None and hmac.compare_digest(
-            self._unlocked[0].encode("utf-8", "surrogatepass"),
-            passphrase.encode("utf-8", "surrogatepass"),
-        ):
+        if self._unlocked is not None and self._checked_already(passphrase):
             return self._unlocked[1]  # already checked at the prompt: no second scrypt
+        if self._unlocking is not None and _same(self._unlocking[0], passphrase):
+            return await asyncio.wrap_future(self._unlocking[1])
         return await asyncio.to_thread(home.load_identity, passphrase)
+
+    def _checked_already(self, passphrase: str) -> bool:
+        return self._unlocked is not None and _same(self._unlocked[0], passphrase)
 
     # --- running and waiting ----------------------------------------------------
 
@@ -320,7 +380,9 @@ class App:
     @contextlib.contextmanager
     def waiting(self, text: str) -> Iterator[None]:
         """A spinner on stderr while a block runs, only when stderr is a terminal."""
-        if self.err.is_terminal:
+        if self._err is None and not _isatty(sys.stderr):
+            yield  # no spinner: no need for rich to find that out
+        elif self.err.is_terminal:
             from rich.text import Text
 
             from ..protocol.text import escape_for_terminal
@@ -332,15 +394,38 @@ class App:
 
     def say(self, text: str) -> None:
         """One line of data on stdout, shown inert (see the module docstring)."""
-        from ..protocol.text import escape_for_terminal
-
-        self.out.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+        self._line(text, stderr=False)
 
     def note(self, text: str) -> None:
         """One diagnostic line on stderr, shown inert (see the module docstring)."""
+        self._line(text, stderr=True)
+
+    def _line(self, text: str, *, stderr: bool) -> None:
         from ..protocol.text import escape_for_terminal
 
-        self.err.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+        console = self._err if stderr else self._out
+        if console is None and not _isatty(sys.stderr if stderr else sys.stdout):
+            # What rich would print here, character for character, without loading it.
+            click.echo(escape_for_terminal(text), err=stderr)
+            return
+        if console is None:
+            console = self.err if stderr else self.out
+        console.print(escape_for_terminal(text), markup=False, emoji=False, highlight=False)
+
+
+def _same(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _check_relay_url(url: str, *, after_command: bool = False) -> None:

@@ -372,12 +372,59 @@ def cli(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point (``p2ptransfer``); exits with the command's code."""
+    """Console-script entry point (``p2ptransfer``); exits with the command's code.
+
+    Run as the program itself (``argv`` None), it leaves with ``os._exit``
+    once the command has returned, its output is flushed and the exit
+    handlers have run: tearing down the few hundred modules a command loads
+    takes longer than many commands, and nothing is left for it to do. Called
+    with an ``argv`` (from Python, or tests), it raises SystemExit as usual.
+    """
     try:
-        cli.main(args=argv, prog_name="p2ptransfer")
-    except BrokenPipeError:
-        # stdout closed early (| head): not an error worth a word. Point stdout
-        # at devnull so the interpreter's final flush does not complain.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(1)
+        try:
+            cli.main(args=argv, prog_name="p2ptransfer")
+        except BrokenPipeError:
+            # stdout closed early (| head): not an error worth a word. Point stdout
+            # at devnull so the interpreter's final flush does not complain.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
+    except SystemExit as exc:
+        if argv is not None:
+            raise
+        _leave(exc)
+        raise
+
+
+def _leave(exc: SystemExit) -> None:
+    """Exit now with ``exc``'s status, skipping the interpreter's teardown, when that is safe.
+
+    Safe means: no other thread still running (it would be cut off), no
+    profiler or tracer (cProfile, coverage) waiting to write its data at
+    exit, stdout and stderr flushed without error, and the exit handlers
+    (``atexit``: logging, temporary directories) run. Otherwise it returns,
+    and the caller exits the ordinary way.
+    """
+    import atexit
+    import threading
+
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        return  # a message to print: the ordinary exit prints it
+    if sys.getprofile() is not None or sys.gettrace() is not None or "coverage" in sys.modules:
+        return
+    if any(t is not threading.main_thread() and t.is_alive() for t in threading.enumerate()):
+        return
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # let the ordinary exit report or absorb it
+    run_exit_handlers()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code or 0)

@@ -11,8 +11,11 @@ from :func:`~p2ptransfer.protocol.text.escape_for_terminal`-ed parts. JSON
 output escapes the same characters as ``\\uXXXX`` (valid JSON, same value), so
 ``--json`` piped to a terminal is inert too.
 
-This module loads rich and the library, so commands import it inside their
-bodies, never at the top; the ``--json``/``--csv`` flags are in :mod:`.options`.
+This module loads the library, so commands import it inside their bodies,
+never at the top; the ``--json``/``--csv`` flags are in :mod:`.options`. rich
+is imported only by the functions that build rich objects (tables, ``Text``),
+so a command whose output is plain lines (``send`` and ``receive`` piped or in
+a script) starts without it.
 """
 
 from __future__ import annotations
@@ -22,17 +25,19 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from ..protocol.amounts import format_amount
 from ..protocol.identity import PublicIdentity
 from ..protocol.text import escape_for_terminal, is_unsafe_for_terminal
 from ..storage.ledger import Contact, QuarantinedTransfer, TransferRow
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = [
     "CSV_COLUMNS",
@@ -144,6 +149,8 @@ def echo_json(value: object) -> None:
 
 def inert(text: str, style: str = "") -> Text:
     """Text for a table cell or line that came from elsewhere: escaped, no markup, no emoji."""
+    from rich.text import Text
+
     return Text(escape_for_terminal(text), style=style)
 
 
@@ -370,6 +377,9 @@ def transfers_table(
     long status) rather than lose characters. The others are dropped in
     :data:`DROP_ORDER` until the table fits.
     """
+    from rich.table import Table
+    from rich.text import Text
+
     times = [local_time(row.created_at, utc=utc) for row in rows]
     zones = {zone for _, zone in times}
     one_zone = len(zones) == 1
@@ -417,6 +427,8 @@ _NAME_LEAST = 20
 
 def _least_width(name: str, header: str, cells: list[Text]) -> int:
     """How narrow column ``name`` may get: whole amounts and ids, whole words elsewhere."""
+    from rich.cells import cell_len
+
     longest = max((cell.cell_len for cell in cells), default=0)
     if name in _UNBROKEN:
         return max(cell_len(header), longest)
@@ -502,6 +514,8 @@ def balance_fields(balances: Balances, names: Names, pending: Balances | None = 
 
 
 def balances_table(balances: Balances, names: Names, pending: Balances | None = None) -> Table:
+    from rich.table import Table
+
     pending = pending or {}
     table = Table(
         title="Balances (+ they paid you more than you paid them)",
@@ -537,6 +551,9 @@ def contact_json(contact: Contact) -> dict[str, object]:
 
 
 def contacts_table(contacts: Sequence[Contact]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="Contacts", title_justify="left", expand=False)
     table.add_column("name", no_wrap=True)
     table.add_column("fingerprint", no_wrap=True)

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..errors import ChannelError, HandshakeError, ProtocolError, SignatureError
 
@@ -100,7 +99,7 @@ def x25519_public_from_private(private: bytes) -> bytes:
     if len(private) != X25519_KEY_SIZE:
         raise HandshakeError("X25519 private key must be 32 bytes")
     key = X25519PrivateKey.from_private_bytes(private)
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_key().public_bytes_raw()
 
 
 class X25519Ephemeral:
@@ -117,7 +116,7 @@ class X25519Ephemeral:
         if len(private) != X25519_KEY_SIZE:
             raise HandshakeError("X25519 private key must be 32 bytes")
         self._key = X25519PrivateKey.from_private_bytes(private)
-        self.public: bytes = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public: bytes = self._key.public_key().public_bytes_raw()
 
     def __repr__(self) -> str:
         return "X25519Ephemeral(<private>)"
@@ -159,7 +158,7 @@ def ed25519_public_from_seed(seed: bytes) -> bytes:
     if len(seed) != ED25519_KEY_SIZE:
         raise ValueError("Ed25519 seed must be 32 bytes")
     key = Ed25519PrivateKey.from_private_bytes(seed)
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.public_key().public_bytes_raw()
 
 
 def ed25519_sign(seed: bytes, message: bytes) -> bytes:
@@ -184,7 +183,7 @@ class Ed25519Signer:
         if len(seed) != ED25519_KEY_SIZE:
             raise ValueError("Ed25519 seed must be 32 bytes")
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
-        self.public_key: bytes = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_key: bytes = self._key.public_key().public_bytes_raw()
 
     def __repr__(self) -> str:
         return "Ed25519Signer(<private>)"
@@ -427,9 +426,7 @@ def hpke_public_from_private(private: bytes) -> bytes:
         raise ValueError(f"an HPKE private key is {HPKE_PRIVATE_KEY_SIZE} bytes")
     mlkem = MLKEM768PrivateKey.from_seed_bytes(private[:_MLKEM_SEED_SIZE])
     x25519 = X25519PrivateKey.from_private_bytes(private[_MLKEM_SEED_SIZE:])
-    return mlkem.public_key().public_bytes_raw() + x25519.public_key().public_bytes(
-        Encoding.Raw, PublicFormat.Raw
-    )
+    return mlkem.public_key().public_bytes_raw() + x25519.public_key().public_bytes_raw()
 
 
 def hpke_check_public(public: bytes) -> None:

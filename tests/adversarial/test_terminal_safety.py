@@ -27,6 +27,7 @@ from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
 
 from p2ptransfer.cli import cli
+from p2ptransfer.cli.app import App
 from p2ptransfer.cli.render import Names, json_text, transfer_line, transfers_table
 from p2ptransfer.protocol.identity import Identity, PublicIdentity
 from p2ptransfer.protocol.relay_wire import (
@@ -244,3 +245,26 @@ def test_contact_note_markup_and_emoji_codes_print_literally(home: Path) -> None
     code, out, err = run("--home", str(home), "contacts", "show", "bob")
     assert code == 0, err
     assert f"note          {note}\n" in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_a_memo_emoji_code_prints_literally_on_both_output_paths(
+    terminal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, a line is written without rich; on a terminal, through a console with emoji off."""
+    out, err = (_Terminal(), _Terminal()) if terminal else (io.StringIO(), io.StringIO())
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    app = App(home=None, relay_url="ws://127.0.0.1:1")
+    app.say("memo :smile: [red]x[/red]")
+    app.note("note :thumbs_up:")
+    assert out.getvalue() == "memo :smile: [red]x[/red]\n"
+    assert err.getvalue() == "note :thumbs_up:\n"
+    if terminal:  # a console's own print (tables, lines) turns no code into an emoji either
+        app.out.print(":smile:")
+        assert out.getvalue().endswith(":smile:\n")

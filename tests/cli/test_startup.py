@@ -8,14 +8,18 @@ interpreter each time; the time itself is not asserted (timings are flaky).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 import pytest
 
-from p2ptransfer.cli.main import COMMANDS, cli
+from p2ptransfer import __version__
+from p2ptransfer.cli.main import COMMANDS, cli, main
+from p2ptransfer.errors import NotFound
 
 HEAVY = (
     "rich",
@@ -122,3 +126,56 @@ def test_listed_help_is_the_commands_own(name: str) -> None:
 
 def test_every_command_is_listed() -> None:
     assert cli.list_commands(click.Context(cli)) == sorted(COMMANDS)
+
+
+# --- leaving: the console script exits with os._exit, with the same codes and output ---
+
+
+def _program(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``p2ptransfer ARGS`` as a program of its own (``python -m``: the console script's path)."""
+    return subprocess.run(
+        [sys.executable, "-m", "p2ptransfer", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_the_program_exits_with_each_commands_code_and_all_its_output(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("P2PTRANSFER_", "PYTHONWARN"))}
+    env.update(P2PTRANSFER_KDF_LOG_N="10", P2PTRANSFER_PASSPHRASE="correct horse battery staple")
+    home = str(tmp_path / "home")
+    version = _program("--version", env=env)
+    assert (version.returncode, version.stdout) == (0, f"p2ptransfer, version {__version__}\n")
+    assert _program("bogus", env=env).returncode == 2
+    missing = _program("--home", home, "whoami", env=env)
+    assert missing.returncode == NotFound.exit_code
+    assert missing.stderr.startswith("error: no identity in ")
+    assert _program("--home", home, "init", "--name", "alice", env=env).returncode == 0
+    shown = _program("--home", home, "whoami", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["name"] == "alice"  # complete: flushed before leaving
+
+
+def test_called_from_python_main_raises_system_exit_as_usual() -> None:
+    """Only the program itself leaves with os._exit; main(argv) from Python raises."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+
+
+def test_plain_lines_to_a_pipe_load_no_rich() -> None:
+    """``send`` and ``receive`` piped or in a script: their lines and notes need no rich."""
+    report = _python(
+        """
+import json, sys
+from p2ptransfer.cli.app import App
+app = App(home=None, relay_url="ws://127.0.0.1:1")
+with app.waiting("waiting..."):
+    app.say("a line :smile: [red]x[/red]")
+    app.note("a note \\x1b[2J")
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "rich")))
+"""
+    )
+    assert report == []

@@ -121,6 +121,9 @@ def send(
                 app.note("not sent; nothing was signed or recorded")
                 return
         passphrase = app.read_passphrase()
+        # scrypt runs while the network code loads. receive starts its own sooner, so a
+        # receiver started at the same moment is more often online and serving first.
+        app.start_unlock(passphrase)
         # No question carried the warning: it gets a line of its own, once the key is
         # unlocked and the relay reached, just before the transfer is signed.
         warning = None
@@ -211,9 +214,11 @@ def receive(
     """Wait for the first incoming transfer, record it, show it, exit."""
     from ..render import Names, echo_json, transfer_json, transfer_line
 
+    app.unlock_early()  # scrypt runs while the ledger and the network code load
     with app.ledger() as ledger:
         policy = acceptance_policy(ledger, accept_unknown, currencies)
         passphrase = app.read_passphrase()
+        app.start_unlock(passphrase)  # scrypt runs while the network code loads
 
         async def go() -> TransferRow:
             peer = await app.open_peer(ledger, passphrase, policy=policy)
