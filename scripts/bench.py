@@ -45,6 +45,8 @@ median = statistics.median
 PAIRS = 50
 SIZE = 256
 LARGE = 16 * 1024
+IDLE_WARM = 100  # idle connections opened before the first memory reading
+IDLE_PER_LOAD = 4000  # at most so many idle client sockets per load process
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class Plan:
             blocks=2,
             frames_per_sender=4000,
             rtt_rounds=3000,
-            idle_peers=2000,
+            idle_peers=10_000,  # --quick measures 2,000: a tenth of the time
             ceiling_seconds=2.0,
             sessions_per_pair=60,
             transfers=5000,
@@ -213,31 +215,57 @@ def bench_relay(plan: Plan, cpu_server: int | None, cpu_load: int | None) -> dic
     return out
 
 
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` counts that differ by at most one."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def bench_idle(plan: Plan, cpu_server: int | None, cpu_load: int | None) -> dict[str, Any]:
-    """Anonymous memory a relay gains per idle peer, from two crowds after a warm-up one."""
+    """Anonymous memory a relay gains per idle peer, from two crowds after a warm-up one.
+
+    The crowds' connections are spread over enough load processes that none
+    holds more than ``IDLE_PER_LOAD`` sockets (each process has its own
+    open-file limit); the relay holds them all.
+    """
     half = plan.idle_peers // 2
-    out: dict[str, Any] = {"peers": 2 * half}
+    warm = IDLE_WARM
+    loads = -(-(warm + 2 * half) // IDLE_PER_LOAD)
+    out: dict[str, Any] = {
+        "peers": 2 * half,
+        "full_run_peers": Plan.for_run(quick=False, smoke=False).idle_peers,
+        "load_processes": loads,
+        "open_files_limit": procs.raise_open_files(),
+    }
     for kind in ("ours", "bare"):
-        with (
-            procs.Server(kind, cpu=cpu_server) as server,
-            procs.worker(
-                "relay_load",
-                "idle",
-                f"--kind={kind}",
-                f"--url={server.url}",
-                "--warm=100",
-                f"--peers={half}",
-                "--crowds=2",
-                cpu=cpu_load,
-            ) as load,
-        ):
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(procs.Server(kind, cpu=cpu_server))
+            workers = [
+                stack.enter_context(
+                    procs.worker(
+                        "relay_load",
+                        "idle",
+                        f"--kind={kind}",
+                        f"--url={server.url}",
+                        f"--warm={w}",
+                        f"--peers={p}",
+                        "--crowds=2",
+                        f"--first={n * (warm + 2 * half)}",
+                        cpu=cpu_load,
+                    )
+                )
+                for n, (w, p) in enumerate(
+                    zip(shares(warm, loads), shares(half, loads), strict=True)
+                )
+            ]
             readings = []
             for step in range(3):  # after the warm-up crowd, then after each half
-                connected = load.expect_json("ready", 120)["connections"]
+                connected = sum(w.expect_json("ready", 300)["connections"] for w in workers)
                 time.sleep(0.5)  # let the last connections' handshake tasks finish
                 readings.append(procs.anon_rss_bytes(server.pid))
-                load.tell("go" if step < 2 else "stop")
-            load.expect_json("result", 60)
+                for w in workers:
+                    w.tell("go" if step < 2 else "stop")
+            for w in workers:
+                w.expect_json("result", 120)
         out[kind] = {
             "bytes_per_peer": (readings[2] - readings[0]) / (2 * half),
             "second_half_bytes_per_peer": (readings[2] - readings[1]) / half,

@@ -29,7 +29,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from benchlib import profiling
+from benchlib import procs, profiling
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.protocol.relay_mail_wire import MailInfo
 from p2ptransfer.protocol.relay_wire import (
@@ -237,11 +237,12 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
     conns: list[ClientConnection] = []
     loop = asyncio.get_running_loop()
     try:
-        await hold(args.kind, args.url, args.warm, 0, conns)
+        await hold(args.kind, args.url, args.warm, args.first, conns)
         for crowd in range(args.crowds):
             print(f"ready {json.dumps({'connections': len(conns)})}", flush=True)
             await loop.run_in_executor(None, sys.stdin.readline)  # "go"
-            await hold(args.kind, args.url, args.peers, args.warm + crowd * args.peers, conns)
+            first = args.first + args.warm + crowd * args.peers
+            await hold(args.kind, args.url, args.peers, first, conns)
         print(f"ready {json.dumps({'connections': len(conns)})}", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
     finally:
@@ -261,7 +262,9 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=100)
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--crowds", type=int, default=2)
+    parser.add_argument("--first", type=int, default=0, help="number of the first idle peer")
     args = parser.parse_args()
+    procs.raise_open_files()  # thousands of idle sockets
     run = throughput if args.command == "throughput" else idle
     result = profiling.run(f"relay_load-{args.command}-{args.kind}", lambda: asyncio.run(run(args)))
     print(f"result {json.dumps(result)}", flush=True)
