@@ -602,6 +602,7 @@ def main() -> int:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": len(procs.cpus()),
+        "event_loop": procs.event_loop(),
     }
     status = 0
     signal.signal(signal.SIGALRM, _overtime)

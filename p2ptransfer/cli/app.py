@@ -372,10 +372,10 @@ class App:
     # --- running and waiting ----------------------------------------------------
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one command's async part on a fresh event loop."""
-        import asyncio
+        """Run one command's async part on a fresh event loop (uvloop's when installed)."""
+        from ..net.eventloop import run
 
-        return asyncio.run(coro)
+        return run(coro)
 
     @contextlib.contextmanager
     def waiting(self, text: str) -> Iterator[None]:

@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
 from benchlib import profiling
+from p2ptransfer.net import eventloop
 from p2ptransfer.net.relay.config import RelayConfig
 
 _DEFAULTS = RelayConfig()
@@ -77,4 +78,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    profiling.run(f"relay-bare-{os.getpid()}", lambda: asyncio.run(main()))
+    profiling.run(f"relay-bare-{os.getpid()}", lambda: eventloop.run(main()))

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from benchlib import profiling
 from benchlib.timing import per_second
+from p2ptransfer.net import eventloop
 
 DEADLINE = 90.0
 
@@ -265,7 +266,7 @@ def main() -> None:
         result = asyncio.run(connect_floor(args.seconds))
     else:
         work = responders if args.command == "responders" else initiators
-        result = profiling.run(f"handshakes-{args.command}", lambda: asyncio.run(work(args)))
+        result = profiling.run(f"handshakes-{args.command}", lambda: eventloop.run(work(args)))
     print(f"result {json.dumps(result)}", flush=True)
 
 

@@ -76,6 +76,13 @@ def raise_open_files() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def event_loop() -> str:
+    """The loop relays and peers run on: ``uvloop`` (installed, not switched off) or ``asyncio``."""
+    from p2ptransfer.net.eventloop import loop_factory
+
+    return "asyncio" if loop_factory() is None else "uvloop"
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time ``pid`` has used so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -84,7 +91,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PTRANSFER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("P2PTRANSFER_") or k == "P2PTRANSFER_UVLOOP"  # the loop is chosen
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS), str(ROOT)])
     return env

@@ -36,6 +36,7 @@ from typing import Any
 
 from benchlib import profiling
 from benchlib.timing import per_second
+from p2ptransfer.net import eventloop
 
 DEADLINE = 120.0
 
@@ -147,7 +148,7 @@ def main() -> None:
         result = signatures(args.seconds)
     else:
         work = receiver if args.command == "receiver" else sender
-        result = profiling.run(f"transfers-{args.command}", lambda: asyncio.run(work(args)))
+        result = profiling.run(f"transfers-{args.command}", lambda: eventloop.run(work(args)))
     print(f"result {json.dumps(result)}", flush=True)
 
 

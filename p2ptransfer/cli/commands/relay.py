@@ -156,9 +156,9 @@ def _run(**options: Any) -> None:
     from ..main import CommandFailed  # one style of error for `p2ptransfer relay` and rendezvous.py
 
     try:
-        import asyncio
+        from ...net.eventloop import run
 
-        asyncio.run(run_relay(config))
+        run(run_relay(config))
     except P2PTransferError as exc:
         raise CommandFailed(str(exc), exc.exit_code) from exc
     except OSError as exc:
