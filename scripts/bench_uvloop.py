@@ -75,10 +75,12 @@ def main() -> int:
     ]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="p2pt-bench-") as tmp:
-        for pair in order:
+        for n, pair in enumerate(order):
             for loop in pair:
                 bench.say(f"{loop} ...")
-                runs[loop].append(one_run(loop, plan, Path(tmp)))
+                root = Path(tmp) / f"{n}-{loop}"  # fresh ledgers for every run
+                root.mkdir()
+                runs[loop].append(one_run(loop, plan, root))
     out: dict[str, Any] = {"runs": runs, "ratios_uvloop_vs_asyncio": {}}
     for name in FIGURES:
         ratios = [u[name] / a[name] for u, a in zip(runs["uvloop"], runs["asyncio"], strict=True)]
