@@ -36,11 +36,14 @@ import itertools
 import logging
 import secrets
 import ssl
+import sys
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.http11 import Request
 
 from ...errors import DecodeError, ProtocolError
 from ...protocol.relay_wire import (
@@ -81,6 +84,10 @@ _SELF_CLOSES: dict[int, str] = {
     CloseCode.MESSAGE_TOO_BIG: "frame-too-big",
     CloseCode.INTERNAL_ERROR: "ping-timeout",
 }  # RFC 6455: a close reason fits in a 125-byte control frame
+
+
+_UPGRADED = Request("/", Headers())
+"""Stands in for every open connection's handshake request (see ``_handler``)."""
 
 
 class _Close(Exception):
@@ -331,7 +338,11 @@ class RelayServer:
         throttle = None
         if cfg.frame_rate > 0 or cfg.byte_rate > 0:
             throttle = FrameThrottle(cfg.frame_rate, cfg.frame_burst, cfg.byte_rate, cfg.byte_burst)
-        conn = Conn(ws, next(self._ids), client_ip(ws, cfg.trusted_proxies), throttle)
+        conn = Conn(ws, next(self._ids), sys.intern(client_ip(ws, cfg.trusted_proxies)), throttle)
+        # websockets keeps the upgrade's request and response, headers and all, for the
+        # connection's whole life; the relay reads them once (the client's IP, above).
+        # A non-None request tells websockets the upgrade is behind it: one shared empty one.
+        ws.request, ws.response = _UPGRADED, None
         self._conns.add(conn)
         self.http.opened(conn.ip)
         self.metrics.connections_total += 1
