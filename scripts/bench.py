@@ -130,7 +130,7 @@ class Plan:
             blocks=2,
             frames_per_sender=4000,
             rtt_rounds=3000,
-            idle_peers=10_000,  # --quick measures 2,000: a tenth of the time
+            idle_peers=10_000,  # --quick measures 2,000: a fifth of the peers, of the time
             ceiling_seconds=2.0,
             sessions_per_pair=60,
             transfers=5000,
