@@ -115,12 +115,7 @@ def redis_server(cpu: int | None) -> Iterator[tuple[str, int]]:
         try:
             yield f"redis://127.0.0.1:{port}/0", proc.pid
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            procs.stop(proc, 5)
 
 
 class Node(procs.Child):
@@ -253,7 +248,7 @@ def details(result: dict[str, Any]) -> str | None:
 
 async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     """relay_load's throughput, with each pair's receiver on ``--url-b``."""
-    from benchlib.relay_load import End, authenticated, ping_pong, push
+    from benchlib.relay_load import End, authenticated, measure
     from p2ptransfer.protocol.identity import Identity
     from p2ptransfer.protocol.relay_wire import Send
 
@@ -265,26 +260,7 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
         return (a, lambda p: Send(1, to_b, p).encode()), (b, lambda p: Send(1, to_a, p).encode())
 
     pairs = [await pair() for _ in range(args.pairs)]
-    loop = asyncio.get_running_loop()
-    result: dict[str, Any] = {}
-    try:
-        await ping_pong(*pairs[0], 256, max(20, args.rounds // 10))  # warm up
-        rtts = sorted(await ping_pong(*pairs[0], 256, args.rounds))
-        quantiles = statistics.quantiles(rtts, n=100, method="inclusive")
-        result["rtt_p50_ms"] = quantiles[49] * 1e3
-        result["rtt_p99_ms"] = quantiles[98] * 1e3
-        print("ready {}", flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # "go"
-        seconds, cpu = await push(pairs, args.size, args.count)
-        print("pushed {}", flush=True)
-    finally:
-        for (a, _), (b, _) in pairs:
-            a.transport.abort()
-            b.transport.abort()
-    frames = args.pairs * args.count
-    result.update(frames=frames, seconds=seconds, frames_per_s=frames / seconds)
-    result["load_cpu_share"] = cpu / seconds
-    return result
+    return await measure(pairs, args)
 
 
 def main() -> None:

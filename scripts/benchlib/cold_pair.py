@@ -94,12 +94,7 @@ def _mailbox(root: Path) -> Iterator[str]:
         _wait_port(port, procs.START_TIMEOUT)
         yield f"ws://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        procs.stop(proc, 10)
 
 
 def _homes(root: Path, relay: str, light: bool) -> tuple[Path, Path]:

@@ -184,6 +184,15 @@ async def ping_pong(a: End, b: End, size: int, rounds: int) -> list[float]:
 async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     """Round trips first (the connections are still whole), then the push."""
     pairs = [await pair(args.kind, args.url, n) for n in range(args.pairs)]
+    return await measure(pairs, args)
+
+
+async def measure(pairs: list[tuple[End, End]], args: argparse.Namespace) -> dict[str, Any]:
+    """Round trips on the first pair (``--rounds``), then the push over all, on the driver's go.
+
+    Shared by every placement of the load (one relay, a bare forwarder, two
+    cluster nodes): the connections are made by the caller and closed here.
+    """
     loop = asyncio.get_running_loop()
     result: dict[str, Any] = {}
     try:
