@@ -237,10 +237,13 @@ class Outgoing(SessionHost):
     ) -> None:
         """One session: handshake, pipeline transfers, collect receipts."""
         loop = asyncio.get_running_loop()
-        run = await self._open_session(remote, deadline)
+        queue = collections.deque(t for t in remaining if t.id not in outcomes)
+        # Only a refill of _MIN_BATCH or more after the opening window travels batched:
+        # a shorter exchange has nothing to offer, and stays on the wire as it always was.
+        may_batch = len(queue) >= self._window + _MIN_BATCH
+        run = await self._open_session(remote, deadline, offer_batches=may_batch)
         session = run.session
         try:
-            queue = collections.deque(t for t in remaining if t.id not in outcomes)
             in_flight: dict[bytes, SignedTransfer] = {}
             # The opening window goes out one record per transfer, so a short exchange (a
             # send, a handful of transfers) is on the wire exactly as it always was; the
@@ -310,7 +313,11 @@ class Outgoing(SessionHost):
             batch: list[SignedTransfer] = []
             size = 0
             room = limit - len(in_flight)
-            together = batched and min(room, len(queue)) >= _MIN_BATCH
+            # A peer that has not answered in a RECEIPTS record may be of the first
+            # version, which ends the session on a TRANSFERS record.
+            together = (
+                batched and session.peer_reads_batches and min(room, len(queue)) >= _MIN_BATCH
+            )
             while queue and len(batch) < room:
                 need = 2 + len(queue[0].encode())  # its length prefix in a batch record
                 if batch and (not together or size + need > MAX_PLAINTEXT):
