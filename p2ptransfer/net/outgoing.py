@@ -294,6 +294,10 @@ class Outgoing(SessionHost):
                 await self._send_more(run, queue, in_flight, self._window, batched, later)
                 batched = True
                 await self._flush(run)
+                if later and len(queue) < self._window:
+                    # Sign the next ones while the peer works on those in flight, so a
+                    # refill finds them ready (committed as pending: see _send_more).
+                    later.take(PREPARE_CHUNK)
                 if not in_flight and session.is_open:
                     break  # rekey needed: finish this session, the caller starts another
                 # (Not open: the session refused a frame; the next wait raises its error.)
