@@ -11,6 +11,9 @@ quarantined, never journaled (see :mod:`..protocol.acceptance`).
 committed together in the next transaction, so a sender with many transfers
 in flight costs one fsync per batch, not per transfer; a batch's receipts for
 one session leave together, in as few records as that session's peer reads.
+A batch holds at most :data:`COMMIT_BATCH` transfers: a whole window in one
+commit would make the sender wait for all of its receipts at once, while
+smaller batches send the first receipts back as later transfers still arrive.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ _IDLE_SESSION_TIMEOUT = 60.0
 _MAX_SESSION_LIFETIME = 600.0  # a session kept alive by a trickle of frames still ends
 _MAX_UNANSWERED = 4 * DEFAULT_WINDOW  # transfers of one session not yet answered
 COMMIT_QUEUE = 4 * MAX_BATCH  # transfers waiting for the committer, all sessions
+COMMIT_BATCH = 32
+"""Transfers in one group commit at most (see the module docstring)."""
 
 
 class Incoming(SessionHost):
@@ -164,11 +169,11 @@ class Incoming(SessionHost):
             # session inboxes: several task hops) join this batch. A few event
             # loop turns, no timer: a lone transfer still commits at once.
             for _ in range(_BATCH_YIELDS):
-                if self._commit_queue.qsize() >= MAX_BATCH:
+                if self._commit_queue.qsize() >= COMMIT_BATCH:
                     break
                 await asyncio.sleep(0)
             batch = [first]
-            while len(batch) < MAX_BATCH and not self._commit_queue.empty():
+            while len(batch) < COMMIT_BATCH and not self._commit_queue.empty():
                 batch.append(self._commit_queue.get_nowait())
             try:
                 await self._commit_batch(batch)
