@@ -229,7 +229,9 @@ class Incoming(SessionHost):
                 to_store.append((signed, receipt))
             answers.append((run, receipt))
         if to_store:
-            stored = self._commit_incoming(to_store, decided_at)
+            stored = await self.ledger.write_off_loop(
+                lambda: self._commit_incoming(to_store, decided_at)
+            )  # the COMMIT in a thread: the sessions keep reading and verifying meanwhile
             for index, (receipt, row) in zip(store_index, stored, strict=True):
                 answers[index] = (answers[index][0], receipt)
                 if row is not None:  # written now (not a repeat or a loser within the batch)

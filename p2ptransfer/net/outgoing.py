@@ -12,9 +12,10 @@ its place as it arrives, and the receipts that arrive together are stored in
 one commit.
 
 A long :meth:`Outgoing.send_many` signs and commits its transfers in chunks
-(:data:`PREPARE_CHUNK`) as the window needs them, so the first ones are on
-their way while the rest are still being signed; each chunk is committed as
-pending before any transfer of it is sealed.
+(the first :data:`PREPARE_CHUNK`, then growing), the next one while the
+peer works on those in flight, so the first ones are on their way while the
+rest are still being signed; each chunk is committed as pending before any
+transfer of it is sealed.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ log = logging.getLogger("p2ptransfer.peer")
 _SESSION_ATTEMPTS = 5
 _RECEIPT_SILENCE = 10.0  # no frame for this long with transfers in flight -> retry
 PREPARE_CHUNK = 32
-"""Transfers a long send_many signs and commits as pending together, as the window needs them."""
+"""Transfers a long send_many signs and commits as pending first; later chunks grow."""
+_MAX_CHUNK = 256
 _MIN_BATCH = 8
 """Fewer transfers leaving at once go one record each: with a small window the saving is
 small, and a session's records then still count its transfers (the record cap's tests)."""
@@ -297,7 +299,7 @@ class Outgoing(SessionHost):
                 if later and len(queue) < self._window:
                     # Sign the next ones while the peer works on those in flight, so a
                     # refill finds them ready (committed as pending: see _send_more).
-                    later.take(PREPARE_CHUNK)
+                    await later.take_off_loop()
                 if not in_flight and session.is_open:
                     break  # rekey needed: finish this session, the caller starts another
                 # (Not open: the session refused a frame; the next wait raises its error.)
@@ -364,7 +366,7 @@ class Outgoing(SessionHost):
         ):
             if later and len(queue) < limit - len(in_flight):
                 await self._flush(run)  # what is sealed leaves while the next ones are signed
-                later.take(PREPARE_CHUNK)  # committed as pending before any of it is sealed
+                await later.take_off_loop()  # committed as pending before any of it is sealed
             batch: list[SignedTransfer] = []
             size = 0
             room = limit - len(in_flight)
@@ -415,7 +417,9 @@ class Outgoing(SessionHost):
             await self._hooks.after_receipt_received(self, receipt)
             valid.append((signed, receipt))
         if valid:
-            rows = self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())
+            rows = await self.ledger.write_off_loop(
+                lambda: self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())
+            )
             for (signed, receipt), row in zip(valid, rows, strict=True):
                 del in_flight[signed.id]
                 outcomes[signed.id] = SendOutcome(row, receipt)
@@ -437,6 +441,7 @@ class _Later:
         self._items = items
         self._lists: tuple[list[SignedTransfer], ...] = ()
         self.queue: collections.deque[SignedTransfer] | None = None
+        self._chunk = PREPARE_CHUNK
 
     @property
     def left(self) -> int:
@@ -453,7 +458,26 @@ class _Later:
         items, self._items = self._items[:count], self._items[count:]
         if not items:
             return []
-        prepared = self._host.prepare_many(self._recipient, items)
+        return self._prepared(self._host.prepare_many(self._recipient, items))
+
+    async def take_off_loop(self) -> list[SignedTransfer]:
+        """The next chunk, as :meth:`take` but with the COMMIT in the ledger's thread.
+
+        Chunks double from :data:`PREPARE_CHUNK` up to :data:`_MAX_CHUNK`: the
+        first ones small so transfers leave early, later ones larger so a
+        long send costs few commits. They join the lists after the COMMIT.
+        """
+        count, self._chunk = self._chunk, min(2 * self._chunk, _MAX_CHUNK)
+        items, self._items = self._items[:count], self._items[count:]
+        if not items:
+            return []
+        host, recipient = self._host, self._recipient
+        ledger = host.ledger
+        return self._prepared(
+            await ledger.write_off_loop(lambda: host.prepare_many(recipient, items))
+        )
+
+    def _prepared(self, prepared: list[SignedTransfer]) -> list[SignedTransfer]:
         for into in self._lists:
             into.extend(prepared)
         if self.queue is not None:

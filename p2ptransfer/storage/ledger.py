@@ -193,6 +193,7 @@ class Ledger(ContactBook, Recovery, RequestBook, QuarantineBook):
         return seq, digest
 
     def close(self) -> None:
+        self._close_committer()
         self._conn.close()
 
     def __enter__(self) -> Ledger:
