@@ -286,6 +286,7 @@ class Outgoing(SessionHost):
         may_batch = len(queue) + more >= self._window + _MIN_BATCH
         run = await self._open_session(remote, deadline, offer_batches=may_batch)
         session = run.session
+        stores: list[asyncio.Future[None]] = []  # receipts being committed, one at a time
         try:
             in_flight: dict[bytes, SignedTransfer] = {}
             # The opening window goes out one record per transfer, so a short exchange (a
@@ -333,11 +334,16 @@ class Outgoing(SessionHost):
                 finally:
                     # The receipts in hand are stored whatever became of the refill (a
                     # crash while sealing the next transfer, the relay lost mid-flush).
-                    await self._on_receipts(receipts, in_flight, outcomes)
+                    await self._on_receipts(receipts, in_flight, outcomes, stores)
                 if problem is not None:
                     raise problem
+            for store in stores:
+                await store
         except BaseException:
             await self._abandon_session(run)
+            for store in stores:  # what verified is stored (else it stays pending)
+                with contextlib.suppress(Exception):
+                    await store
             raise
         finally:
             await self._end_session(run)
@@ -392,11 +398,17 @@ class Outgoing(SessionHost):
         receipts: Sequence[SignedReceipt],
         in_flight: dict[bytes, SignedTransfer],
         outcomes: dict[bytes, SendOutcome],
+        stores: list[asyncio.Future[None]],
     ) -> None:
         """Verify receipts against the transfers in flight; store the valid ones in one commit.
 
-        A forged or mismatched receipt ends the session (after the valid ones
-        are stored); its transfer stays pending.
+        The commit runs in the background (appended to ``stores``), so the
+        session goes on reading receipts and refilling its window during
+        the fsync; one receipt commit at a time (the previous one is
+        awaited first), and an outcome exists only once its commit is done.
+        A receipt that verified frees its transfer's place in the window at
+        once. A forged or mismatched receipt ends the session (after the
+        valid ones are handed to the commit); its transfer stays pending.
         """
         valid: list[tuple[SignedTransfer, SignedReceipt]] = []
         answered: set[bytes] = set()
@@ -417,14 +429,24 @@ class Outgoing(SessionHost):
             await self._hooks.after_receipt_received(self, receipt)
             valid.append((signed, receipt))
         if valid:
-            rows = await self.ledger.write_off_loop(
-                lambda: self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())
-            )
-            for (signed, receipt), row in zip(valid, rows, strict=True):
+            for signed, _ in valid:
                 del in_flight[signed.id]
-                outcomes[signed.id] = SendOutcome(row, receipt)
+            if stores:
+                await stores[-1]  # its error (a failed commit) ends the session here
+            stores.append(asyncio.ensure_future(self._store_receipts(valid, outcomes)))
         if problem is not None:
             raise problem
+
+    async def _store_receipts(
+        self,
+        valid: list[tuple[SignedTransfer, SignedReceipt]],
+        outcomes: dict[bytes, SendOutcome],
+    ) -> None:
+        rows = await self.ledger.write_off_loop(
+            lambda: self.ledger.complete_outgoing_batch([r for _, r in valid], now_ms())
+        )
+        for (signed, receipt), row in zip(valid, rows, strict=True):
+            outcomes[signed.id] = SendOutcome(row, receipt)
 
 
 class _Later:

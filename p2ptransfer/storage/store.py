@@ -192,6 +192,7 @@ class Store:
         self._defer_commit = False  # inside write_off_loop: leave the COMMIT to it
         self._due: PendingWrites | None = None  # a transaction waiting for that COMMIT
         self._committer: ThreadPoolExecutor | None = None
+        self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     async def write_off_loop(self, write: Callable[[], _T]) -> _T:
         """Run ``write`` (a call that makes one write transaction) with its COMMIT in a thread.
@@ -200,7 +201,8 @@ class Store:
         inserts — runs here, on the caller's thread, as in a plain call; only
         the COMMIT (the fsync that makes it durable) and what runs after it
         (the checkpoint, also fsynced) go to one committer thread, so an
-        event loop keeps serving other sessions meanwhile. The work in the
+        event loop keeps serving other sessions meanwhile; other calls of this
+        method wait their turn without blocking it. The work in the
         transaction holds the GIL, so it stays here: in a thread it would
         only compete with the loop. Returns once the COMMIT is durable: the
         caller acts on the result (sends a receipt, a transfer) only then,
@@ -218,6 +220,13 @@ class Store:
         """
         if not isinstance(self._conn, _Connection) or self._defer_commit:
             return write()  # a connection of our own making only; never nested
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn[0] is not loop:
+            self._turn = (loop, asyncio.Lock())
+        async with self._turn[1]:  # writers here wait their turn without blocking the loop
+            return await self._write_then_commit(write)
+
+    async def _write_then_commit(self, write: Callable[[], _T]) -> _T:
         self._defer_commit = True
         try:
             result = write()
