@@ -436,7 +436,12 @@ class Session:
         self._seal(RecordType.RECEIPT, signed.encode())
 
     def send_transfers(self, signed: list[SignedTransfer]) -> None:
-        """Send several transfers in as few records as fit (one: the single form)."""
+        """Send several transfers in as few records as fit (one: the single form).
+
+        Several go in TRANSFERS records: for a session where
+        :attr:`peer_reads_batches` is true (the caller's check; a peer of the
+        first version would end the session on them).
+        """
         if len(signed) == 1:
             self.send_transfer(signed[0])
             return
