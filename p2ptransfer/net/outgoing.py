@@ -286,7 +286,7 @@ class Outgoing(SessionHost):
         may_batch = len(queue) + more >= self._window + _MIN_BATCH
         run = await self._open_session(remote, deadline, offer_batches=may_batch)
         session = run.session
-        stores: list[asyncio.Future[None]] = []  # receipts being committed, one at a time
+        stores: list[asyncio.Future[None]] = []  # the receipt commit under way, if any
         try:
             in_flight: dict[bytes, SignedTransfer] = {}
             # The opening window goes out one record per transfer, so a short exchange (a
@@ -432,7 +432,7 @@ class Outgoing(SessionHost):
             for signed, _ in valid:
                 del in_flight[signed.id]
             if stores:
-                await stores[-1]  # its error (a failed commit) ends the session here
+                await stores.pop()  # its error (a failed commit) ends the session here
             stores.append(asyncio.ensure_future(self._store_receipts(valid, outcomes)))
         if problem is not None:
             raise problem

@@ -554,10 +554,12 @@ class Session:
             self._fail()
             return [Aborted()]
         if kind is FrameKind.FEATURES:
+            if self.role is Role.INITIATOR:
+                return []  # responders send none (yet): ignored, whatever it holds
             flags = FEATURES.decode(body)["flags"]  # bits we do not know: features we lack
-            if self.role is Role.RESPONDER and flags & Feature.BATCHES:
+            if flags & Feature.BATCHES:
                 self._peer_batches = True
-            return []  # an initiator reads none: responders send no FEATURES yet
+            return []
         if self.state is SessionState.HANDSHAKING:
             step = _HANDSHAKE_STEPS.get((self.role, kind))
             if step is None:

@@ -96,3 +96,10 @@ def test_only_the_initiator_offers_batches():
     pair = Pair()
     with pytest.raises(ValueError):
         pair.r.offer_batches()
+
+
+def test_an_initiator_ignores_a_features_frame_whatever_it_holds():
+    pair = Pair()
+    pair.handshake()
+    assert pair.i.receive_frame(features_frame(pair.i.tag, b"garbage")) == []
+    assert pair.i.is_open and not pair.i.peer_reads_batches
