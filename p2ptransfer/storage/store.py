@@ -199,15 +199,16 @@ class Store:
 
         Everything but the COMMIT — BEGIN, the reads, the checks, the
         inserts — runs here, on the caller's thread, as in a plain call; only
-        the COMMIT (the fsync that makes it durable) and what runs after it
-        (the checkpoint, also fsynced) go to one committer thread, so an
-        event loop keeps serving other sessions meanwhile; other calls of this
-        method wait their turn without blocking it. The work in the
-        transaction holds the GIL, so it stays here: in a thread it would
-        only compete with the loop. Returns once the COMMIT is durable: the
-        caller acts on the result (sends a receipt, a transfer) only then,
-        exactly as after a plain call. An error of the COMMIT rolls the
-        transaction back and is raised here as StorageError.
+        the COMMIT (the fsync that makes it durable) goes to one committer
+        thread, so an event loop keeps serving other sessions meanwhile, and
+        other calls of this method wait their turn without blocking it. The
+        work in the transaction holds the GIL, so it stays here (in a thread
+        it would only compete with the loop), and so does the checkpoint
+        written after the COMMIT: each of its system calls would hand the
+        GIL back and forth. Returns once the COMMIT is durable: the caller
+        acts on the result (sends a receipt, a transfer) only then, exactly
+        as after a plain call. An error of the COMMIT rolls the transaction
+        back and is raised here as StorageError.
 
         Why this is safe with one connection: the connection is opened with
         ``check_same_thread=False``, and ``_Connection._busy`` is taken
@@ -251,9 +252,11 @@ class Store:
             conn._busy.release()
             raise
         await done
+        if pending.entries:
+            self._after_commit(pending)  # here: its file I/O would pass the GIL to and fro
 
     def _commit_and_release(self, conn: _Connection, pending: PendingWrites) -> None:
-        """The committer thread's part: COMMIT (or roll back), the after-commit hook, release."""
+        """The committer thread's part: COMMIT (or roll back), then release the connection."""
         try:
             try:
                 sqlite3.Connection.execute(conn, "COMMIT")  # _busy is ours: not conn.execute
@@ -263,8 +266,6 @@ class Store:
                 if isinstance(exc, sqlite3.Error):
                     raise StorageError(f"writing the ledger {self.path} failed: {exc}") from exc
                 raise
-            if pending.entries:
-                self._after_commit(pending)
         finally:
             conn._busy.release()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,7 @@ from p2ptransfer.errors import TransferConflict
 from p2ptransfer.protocol.identity import Identity
 from p2ptransfer.storage.ledger import Ledger
 from p2ptransfer.storage.records import TransferStatus
-from p2ptransfer.storage.store import PendingWrites
 from tests.storage.builders import T0, make_transfer
-
-
-class HeldCommit(Ledger):
-    """A ledger whose after-commit step (in the committer thread) waits for a go-ahead."""
-
-    go = threading.Event()
-    released_by_loop = False
-
-    def _after_commit(self, pending: PendingWrites) -> None:
-        HeldCommit.released_by_loop = HeldCommit.go.wait(timeout=30)
-        super()._after_commit(pending)
 
 
 async def test_the_commit_is_durable_when_write_off_loop_returns(
@@ -43,21 +30,23 @@ async def test_the_commit_is_durable_when_write_off_loop_returns(
 async def test_the_loop_runs_during_the_commit_and_its_reads_wait_for_it(
     tmp_path: Path, me: Identity, bob: Identity
 ) -> None:
-    HeldCommit.go.clear()
     signed = make_transfer(me, bob)
+    order: list[str] = []
     seen: list[TransferStatus] = []
 
     async def meanwhile(ledger: Ledger) -> None:
-        await asyncio.sleep(0)  # the commit is under way in its thread now
-        HeldCommit.go.set()  # only a loop that is not blocked gets here
+        await asyncio.sleep(0)  # runs next while the COMMIT is under way in its thread
+        order.append("loop ran")
         seen.append(ledger.get_transfer(signed.id, "out").status)  # waits for the COMMIT
 
-    with HeldCommit.open(tmp_path / "ledger.sqlite3") as ledger:
+    with Ledger.open(tmp_path / "ledger.sqlite3") as ledger:
         other = asyncio.ensure_future(meanwhile(ledger))
         await ledger.write_off_loop(lambda: ledger.record_outgoing_batch([signed], T0))
+        order.append("committed")
         await other
-    assert HeldCommit.released_by_loop
-    assert seen == [TransferStatus.PENDING]
+        ledger.verify()
+    assert order == ["loop ran", "committed"]  # a COMMIT on the loop would finish first
+    assert seen == [TransferStatus.PENDING]  # the read saw the committed row, not a half
 
 
 async def test_a_write_that_fails_rolls_back_and_the_next_one_commits(
