@@ -246,16 +246,16 @@ class Store:
         conn._busy.acquire()
         try:
             done = asyncio.get_running_loop().run_in_executor(
-                self._committer, self._commit_and_release, conn, pending
+                self._committer, self._commit_and_release, conn
             )
         except BaseException:
             conn._busy.release()
             raise
-        await done
+        await done  # cancelled: the COMMIT still completes; the next checkpoint covers it
         if pending.entries:
             self._after_commit(pending)  # here: its file I/O would pass the GIL to and fro
 
-    def _commit_and_release(self, conn: _Connection, pending: PendingWrites) -> None:
+    def _commit_and_release(self, conn: _Connection) -> None:
         """The committer thread's part: COMMIT (or roll back), then release the connection."""
         try:
             try:
