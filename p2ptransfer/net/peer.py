@@ -26,9 +26,12 @@ small group of session slots, oldest half-open first out, so throwaway keys
 can never crowd out a contact; their transfers are answered and quarantined,
 never journaled (see :mod:`..protocol.acceptance`).
 
-SQLite runs on the event loop thread: a group commit (one fsync) stalls the
-loop for its duration. Batching keeps that to one stall per batch; moving the
-ledger to a worker thread is the next step if fsyncs get slow.
+SQLite runs on the event loop thread, except the COMMIT (the fsync) of the
+hot writes — a group commit, a batch of receipts, a chunk of a long send —
+which runs in the ledger's committer thread
+(:meth:`~p2ptransfer.storage.store.Store.write_off_loop`), so the loop keeps
+serving other sessions meanwhile; a ledger read issued during that COMMIT
+(say, the contact lookup for a new session) waits for it.
 """
 
 from __future__ import annotations

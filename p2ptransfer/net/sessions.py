@@ -214,8 +214,13 @@ class SessionHost(abc.ABC):
             except Exception:  # a display callback must never break the runtime
                 log.exception("event callback failed")
 
-    async def _open_session(self, remote: PublicIdentity, deadline: float) -> _SessionRun:
+    async def _open_session(
+        self, remote: PublicIdentity, deadline: float, *, offer_batches: bool = False
+    ) -> _SessionRun:
         """Start a session to ``remote`` and wait until its handshake is done.
+
+        ``offer_batches``: tell the responder we read RECEIPTS records (a
+        FEATURES frame after the HELLO), for a session that may batch.
 
         The run is registered (so the reader routes its frames) before the
         first frame leaves; the caller must end it with :meth:`_end_session`.
@@ -231,6 +236,8 @@ class SessionHost(abc.ABC):
             nonce=secrets.token_bytes(32),
             max_records=self._max_records,
         )
+        if offer_batches:
+            session.offer_batches()
         run = _SessionRun(session, remote.address)
         self._runs[(remote.address, tag)] = run
         try:

@@ -26,10 +26,14 @@ Inside OPEN, records carry whole signed messages: a ``TRANSFER`` record one
 :class:`~p2ptransfer.protocol.transfer.SignedTransfer`, a ``RECEIPT`` record one
 :class:`~p2ptransfer.protocol.receipt.SignedReceipt`; a ``TRANSFERS`` or
 ``RECEIPTS`` record several of them, each still signed on its own (a record
-is per-hop packaging, never what is signed or stored). The responder answers
-in ``RECEIPTS`` records only once the initiator has sent a ``TRANSFERS``
-record in the session, so a peer that only knows the single forms never
-receives a batch. Transfers flow only from
+is per-hop packaging, never what is signed or stored). Batches go only to a
+peer that has shown it reads them, so a peer of the first version, which
+knows only the single forms, never receives one: the initiator offers them
+with a ``FEATURES`` frame (:meth:`Session.offer_batches`; a first-version
+responder drops the unknown frame), the responder then answers in
+``RECEIPTS`` records (also to an initiator that sent ``TRANSFERS``), and the
+initiator sends ``TRANSFERS`` only once a ``RECEIPTS`` record has arrived
+(:attr:`Session.peer_reads_batches`). Transfers flow only from
 initiator to responder and receipts only back: a transfer arriving at the
 initiator, or a receipt at the responder, is a remote protocol error and
 moves the session to ERROR like any other bad record. This module decodes them
@@ -78,6 +82,7 @@ __all__ = [
     "Aborted",
     "Established",
     "Event",
+    "Feature",
     "Frame",
     "FrameKind",
     "PeerClosed",
@@ -107,6 +112,13 @@ class FrameKind(enum.IntEnum):
     HELLO_FINISH = 3  # handshake message 3
     RECORD = 4  # one sealed channel record
     ABORT = 5  # unauthenticated "I am giving up on this session"
+    FEATURES = 6  # unauthenticated "I also read these record types" (initiator -> responder)
+
+
+class Feature(enum.IntFlag):
+    """What a FEATURES frame says its sender reads, beyond the version 1 record types."""
+
+    BATCHES = 1  # TRANSFERS and RECEIPTS records
 
 
 class RecordType(enum.IntEnum):
@@ -121,6 +133,8 @@ class RecordType(enum.IntEnum):
 
 
 _ITEM_LENGTH = 2  # u16be before each item of a batch record
+
+FEATURES = Schema("session-features", 0x1A, [Field(1, "flags", UInt(32))], max_size=16)
 
 
 FRAME = Schema(
@@ -334,7 +348,8 @@ class Session:
         self.session_id: bytes | None = None
         self._outgoing: list[bytes] = []
         self._peer_batches = False
-        """Responder: the initiator sent a TRANSFERS record, so it reads RECEIPTS too."""
+        """Responder: the initiator reads RECEIPTS (it said so, or it sent TRANSFERS).
+        Initiator: the responder sent a RECEIPTS record, so it reads TRANSFERS too."""
 
     # --- construction ---------------------------------------------------------
 
@@ -421,16 +436,53 @@ class Session:
         self._seal(RecordType.RECEIPT, signed.encode())
 
     def send_transfers(self, signed: list[SignedTransfer]) -> None:
-        """Send several transfers in as few records as fit (one: the single form)."""
+        """Send several transfers in as few records as fit (one: the single form).
+
+        Several go in TRANSFERS records: for a session where
+        :attr:`peer_reads_batches` is true (the caller's check; a peer of the
+        first version would end the session on them).
+        """
         if len(signed) == 1:
             self.send_transfer(signed[0])
             return
         for plaintext in encode_batches([s.encode() for s in signed]):
             self._seal(RecordType.TRANSFERS, plaintext)
 
+    @property
+    def peer_reads_batches(self) -> bool:
+        """Whether the peer has shown it reads batch records (see :meth:`offer_batches`).
+
+        The initiator's :meth:`send_transfers` of several transfers is for a
+        session where this is true: before, a peer of the first version would
+        end the session on the TRANSFERS record.
+        """
+        return self._peer_batches
+
+    def offer_batches(self) -> None:
+        """Initiator: tell the responder that RECEIPTS records are welcome here.
+
+        A FEATURES frame, queued after the HELLO. A responder of the first
+        version drops it (an unknown frame kind is a malformed frame) and
+        answers one RECEIPT a record; one that reads batches answers in
+        RECEIPTS records from its first receipt on, and that authenticated
+        record is what tells the initiator it may send TRANSFERS. The frame
+        itself is unauthenticated: forged, it only makes a responder send
+        RECEIPTS to an initiator that cannot read them (a session ended, as
+        dropping frames would); stripped, the session runs on single records.
+        """
+        if self.role is not Role.INITIATOR:
+            raise ValueError("only the initiator offers batches")
+        self._require_live()
+        body = FEATURES.encode({"flags": int(Feature.BATCHES)})
+        self._outgoing.append(_encode_frame(self.tag, FrameKind.FEATURES, body))
+
     def send_receipts(self, signed: list[SignedReceipt]) -> None:
-        """Send several receipts: batched if the peer batches its transfers, else one a record."""
-        if len(signed) == 1 or not self._peer_batches:
+        """Send several receipts: batched if the peer reads batches, else one a record.
+
+        To a peer that offered batches even a lone receipt goes as RECEIPTS:
+        that record is how the initiator learns it may send TRANSFERS.
+        """
+        if not self._peer_batches:
             for receipt in signed:
                 self.send_receipt(receipt)
             return
@@ -501,6 +553,13 @@ class Session:
         if kind is FrameKind.ABORT:
             self._fail()
             return [Aborted()]
+        if kind is FrameKind.FEATURES:
+            if self.role is Role.INITIATOR:
+                return []  # responders send none (yet): ignored, whatever it holds
+            flags = FEATURES.decode(body)["flags"]  # bits we do not know: features we lack
+            if flags & Feature.BATCHES:
+                self._peer_batches = True
+            return []
         if self.state is SessionState.HANDSHAKING:
             step = _HANDSHAKE_STEPS.get((self.role, kind))
             if step is None:
@@ -567,6 +626,7 @@ class Session:
         if record_type == RecordType.RECEIPTS:
             if self.role is not Role.INITIATOR:
                 raise ProtocolError("the peer sent a receipt in its own session")
+            self._peer_batches = True
             return [ReceiptArrived(SignedReceipt.decode(item)) for item in decode_batch(plaintext)]
         if record_type == RecordType.RECONCILE:
             return [ReconcileArrived(reconcile.decode_message(plaintext))]

@@ -76,6 +76,7 @@ class Ledger(ContactBook, Recovery, RequestBook, QuarantineBook):
         super().__init__(conn, path)
         self._signer: Identity | None = None
         self._checkpoint_trusted = False  # the stored checkpoint is on our chain
+        self._checkpointed = -1  # the seq this ledger last signed a checkpoint for
 
     # --- lifecycle ---
 
@@ -178,7 +179,10 @@ class Ledger(ContactBook, Recovery, RequestBook, QuarantineBook):
         if self._signer is None or pending.head is None or not self._checkpoint_trusted:
             return
         seq, digest = pending.head
+        if seq <= self._checkpointed:
+            return  # a later commit (its COMMIT finished first) already signed a newer head
         write_checkpoint(self.path, Checkpoint.sign(self._signer, seq, digest))
+        self._checkpointed = seq
 
     def reset_checkpoint(self) -> tuple[int, bytes]:
         """Sign the current head as the checkpoint, accepting the history as it is now.
@@ -190,9 +194,11 @@ class Ledger(ContactBook, Recovery, RequestBook, QuarantineBook):
         seq, digest = self.head
         write_checkpoint(self.path, Checkpoint.sign(self._signer, seq, digest))
         self._checkpoint_trusted = True
+        self._checkpointed = seq
         return seq, digest
 
     def close(self) -> None:
+        self._close_committer()
         self._conn.close()
 
     def __enter__(self) -> Ledger:

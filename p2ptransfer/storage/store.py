@@ -2,19 +2,24 @@
 
 :class:`Store` owns the SQLite connection; the ledger's parts
 (:mod:`.contacts`, :mod:`.transfers`, :mod:`.quarantine`) are mixins over it
-and :class:`~.ledger.Ledger` puts them together. One connection, one thread:
-the event loop's.
+and :class:`~.ledger.Ledger` puts them together. One connection, used by one
+thread at a time: the caller's (the event loop's, in the peer), and for the
+``COMMIT`` of :meth:`Store.write_off_loop` a committer thread, while the
+caller's thread waits for any statement of its own (see that method).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StorageError
 from . import schema
@@ -26,6 +31,8 @@ _INSERT_ENTRY = (
     "INSERT INTO journal (seq, kind, transfer_id, at, signed_transfer, signed_receipt, "
     "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+_T = TypeVar("_T")
 
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process's write transaction before giving up."""
@@ -106,6 +113,31 @@ class PendingWrites:
         self.fetched: dict[tuple[bytes, str], TransferRow | None] = {}
 
 
+class _Connection(sqlite3.Connection):
+    """The ledger's connection: a statement waits while a COMMIT runs in the committer thread.
+
+    ``_busy`` is held from just before a COMMIT is handed to the committer
+    thread until that thread is done with the connection; every statement
+    issued meanwhile (from the event loop: another session's lookup, the
+    next transaction's BEGIN) waits for it, so the connection is never used
+    by two threads at once and nothing sees the transaction half-committed.
+    """
+
+    _busy: threading.Lock
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        with self._busy:
+            return super().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        with self._busy:
+            return super().executemany(sql, parameters)
+
+    def close(self) -> None:
+        with self._busy:
+            super().close()
+
+
 def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     """Open (creating 0600 and migrating as needed) the SQLite file at ``path``.
 
@@ -118,7 +150,16 @@ def connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     old_umask = os.umask(0o077)
     conn: sqlite3.Connection | None = None
     try:
-        conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        # check_same_thread=False: only for write_off_loop's COMMIT, which runs in the
+        # committer thread while _Connection._busy keeps every other use out.
+        conn = sqlite3.connect(
+            path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            factory=_Connection,
+            check_same_thread=False,
+        )
+        conn._busy = threading.Lock()
         conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(mode).lower() != "wal":
@@ -148,6 +189,90 @@ class Store:
         self._conn = conn
         self.path = path
         self._pending: PendingWrites | None = None
+        self._defer_commit = False  # inside write_off_loop: leave the COMMIT to it
+        self._due: PendingWrites | None = None  # a transaction waiting for that COMMIT
+        self._committer: ThreadPoolExecutor | None = None
+        self._turn: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    async def write_off_loop(self, write: Callable[[], _T]) -> _T:
+        """Run ``write`` (a call that makes one write transaction) with its COMMIT in a thread.
+
+        Everything but the COMMIT — BEGIN, the reads, the checks, the
+        inserts — runs here, on the caller's thread, as in a plain call; only
+        the COMMIT (the fsync that makes it durable) goes to one committer
+        thread, so an event loop keeps serving other sessions meanwhile, and
+        other calls of this method wait their turn without blocking it. The
+        work in the transaction holds the GIL, so it stays here (in a thread
+        it would only compete with the loop), and so does the checkpoint
+        written after the COMMIT: each of its system calls would hand the
+        GIL back and forth. Returns once the COMMIT is durable: the caller
+        acts on the result (sends a receipt, a transfer) only then, exactly
+        as after a plain call. An error of the COMMIT rolls the transaction
+        back and is raised here as StorageError.
+
+        Why this is safe with one connection: the connection is opened with
+        ``check_same_thread=False``, and ``_Connection._busy`` is taken
+        before the COMMIT is handed over and released by the committer
+        thread when it is done, so no statement of this thread runs in
+        between (it waits), and the committer touches the connection only
+        then. SQLite itself serializes calls on a connection as well
+        (Python builds it threadsafe); the lock is what keeps a BEGIN or a
+        read from slipping in while the transaction is still open.
+        """
+        if not isinstance(self._conn, _Connection) or self._defer_commit:
+            return write()  # a connection of our own making only; never nested
+        loop = asyncio.get_running_loop()
+        if self._turn is None or self._turn[0] is not loop:
+            self._turn = (loop, asyncio.Lock())
+        async with self._turn[1]:  # writers here wait their turn without blocking the loop
+            return await self._write_then_commit(write)
+
+    async def _write_then_commit(self, write: Callable[[], _T]) -> _T:
+        self._defer_commit = True
+        try:
+            result = write()
+        finally:
+            self._defer_commit = False
+            due, self._due = self._due, None
+            if due is not None:  # committed also when write raised after its transaction
+                await self._commit_in_thread(due)
+        return result
+
+    async def _commit_in_thread(self, pending: PendingWrites) -> None:
+        conn = self._conn
+        assert isinstance(conn, _Connection)
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="ledger-commit")
+        conn._busy.acquire()
+        try:
+            done = asyncio.get_running_loop().run_in_executor(
+                self._committer, self._commit_and_release, conn
+            )
+        except BaseException:
+            conn._busy.release()
+            raise
+        await done  # cancelled: the COMMIT still completes; the next checkpoint covers it
+        if pending.entries:
+            self._after_commit(pending)  # here: its file I/O would pass the GIL to and fro
+
+    def _commit_and_release(self, conn: _Connection) -> None:
+        """The committer thread's part: COMMIT (or roll back), then release the connection."""
+        try:
+            try:
+                sqlite3.Connection.execute(conn, "COMMIT")  # _busy is ours: not conn.execute
+            except BaseException as exc:
+                if conn.in_transaction:
+                    sqlite3.Connection.execute(conn, "ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(f"writing the ledger {self.path} failed: {exc}") from exc
+                raise
+        finally:
+            conn._busy.release()
+
+    def _close_committer(self) -> None:
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
 
     def _next_entry(
         self,
@@ -202,6 +327,8 @@ class Store:
         inside (is this id known?) cannot be invalidated by another writer.
         """
         conn = self._conn
+        if self._due is not None:
+            raise RuntimeError("one write transaction per write_off_loop call")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -211,7 +338,10 @@ class Store:
         try:
             yield conn
             self._flush(conn, pending)
-            conn.execute("COMMIT")
+            if self._defer_commit:
+                self._due = pending  # write_off_loop commits it, in its thread
+            else:
+                conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -220,7 +350,7 @@ class Store:
             raise
         finally:
             self._pending = None
-        if pending.entries:
+        if pending.entries and self._due is not pending:
             self._after_commit(pending)
 
     @contextlib.contextmanager

@@ -15,9 +15,10 @@ pyca/cryptography, is the least CPU a transfer costs each side's core.
 ledger in ``--dir`` and knows the sender as a contact. ``sender``: a peer
 that calls ``send_many`` for ``--count`` transfers with ``--window``
 in flight in one session: the transfers are signed and committed as pending
-(one transaction), then each is encrypted, verified and committed by the
-receiver with its signed receipt (group commit), and each receipt verified
-and committed by the sender (receipts that arrive together, together). The figure is
+(in chunks, the first before anything leaves), then each is encrypted,
+verified and committed by the receiver with its signed receipt (group
+commit), and each receipt verified and committed by the sender (receipts
+that arrive together, together). The figure is
 ``count`` divided by the seconds ``send_many`` took, measured after a
 warm-up transfer.
 """
