@@ -355,19 +355,12 @@ class RelayServer:
             try:
                 async with asyncio.timeout(cfg.auth_timeout):
                     address = await self._authenticate(conn, challenge)
+                await self._register(conn, address)  # bounded by the cluster's confirmations
             except TimeoutError:
                 self.metrics.auth_failures += 1
                 raise _Close(
                     CloseCode.POLICY_VIOLATION, "authentication timeout", "auth-timeout"
                 ) from None
-            except StoreUnavailable:  # a cluster node cut off from Redis
-                raise _Close(
-                    CloseCode.TRY_AGAIN_LATER,
-                    "this relay node lost its cluster; try another node",
-                    "cluster-unavailable",
-                ) from None
-            try:
-                await self._register(conn, address)
             except StoreUnavailable:  # a cluster node cut off from Redis
                 raise _Close(
                     CloseCode.TRY_AGAIN_LATER,
