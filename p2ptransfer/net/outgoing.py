@@ -36,6 +36,7 @@ from ..errors import (
     PeerOffline,
     ProtocolError,
     SessionTimeout,
+    StorageError,
 )
 from ..protocol.channel import MAX_PLAINTEXT
 from ..protocol.identity import PublicIdentity
@@ -217,6 +218,16 @@ class Outgoing(SessionHost):
                 await self._run_outgoing(remote, remaining, outcomes, deadline, later)
             except IdentityError:
                 raise  # never retry against a key we did not expect
+            except StorageError as exc:
+                if later is None:
+                    raise
+                # A chunk could not be committed: say what is pending and what was never
+                # signed, so nobody sends the whole batch again and pays some twice.
+                waiting = [t for t in remaining if t.id not in outcomes]
+                raise StorageError(
+                    f"{exc}; {len(outcomes)} transfer(s) settled, {len(waiting)} stay pending"
+                    f" ('p2ptransfer pending'), {later.left} were never signed or sent"
+                ) from exc
             except (ProtocolError, NetworkError) as exc:
                 failures += 1
                 last_error = exc
@@ -480,7 +491,12 @@ class _Later:
         items, self._items = self._items[:count], self._items[count:]
         if not items:
             return []
-        return self._prepared(self._host.prepare_many(self._recipient, items))
+        try:
+            prepared = self._host.prepare_many(self._recipient, items)
+        except P2PTransferError:
+            self._items[:0] = items  # rolled back: none of them is pending, none was sent
+            raise
+        return self._prepared(prepared)
 
     async def take_off_loop(self) -> list[SignedTransfer]:
         """The next chunk, as :meth:`take` but with the COMMIT in the ledger's thread.
@@ -495,9 +511,14 @@ class _Later:
             return []
         host, recipient = self._host, self._recipient
         ledger = host.ledger
-        return self._prepared(
-            await ledger.write_off_loop(lambda: host.prepare_many(recipient, items))
-        )
+        try:
+            prepared = await ledger.write_off_loop(lambda: host.prepare_many(recipient, items))
+        except P2PTransferError:
+            # The COMMIT failed and rolled back: none of them is pending. (A cancellation
+            # is not caught: its COMMIT may still land, and then they are pending.)
+            self._items[:0] = items
+            raise
+        return self._prepared(prepared)
 
     def _prepared(self, prepared: list[SignedTransfer]) -> list[SignedTransfer]:
         for into in self._lists:

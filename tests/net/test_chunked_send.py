@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2ptransfer.errors import PeerOffline
+from p2ptransfer.errors import PeerOffline, StorageError
 from p2ptransfer.net.outgoing import PREPARE_CHUNK
 from p2ptransfer.net.peer import FaultHooks, Peer
 from p2ptransfer.net.sessions import SessionHost
@@ -64,3 +64,33 @@ async def test_a_send_that_gives_up_leaves_every_transfer_pending(
     rows = alice.ledger.transfers()
     assert len(rows) == count and {r.status for r in rows} == {TransferStatus.PENDING}
     assert {r.id for r in rows} == set(raised.value.pending)
+
+
+async def test_a_chunk_that_cannot_be_committed_loses_nothing_and_says_what_is_where(
+    relay_url: str, alice: Side, bob: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later chunk's COMMIT fails (the disk, a lock): what is pending is named, none lost."""
+    count = 6 * PREPARE_CHUNK
+    real = alice.ledger.write_off_loop
+    calls = 0
+
+    async def failing_second_chunk(work):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StorageError("database is locked")
+        return await real(work)
+
+    monkeypatch.setattr(alice.ledger, "write_off_loop", failing_second_chunk)
+    async with (
+        listening(bob, relay_url),
+        Peer(alice.identity, alice.ledger, relay_url, window=16) as peer,
+    ):
+        with pytest.raises(StorageError) as raised:
+            await peer.send_many(bob.address, [(n + 1, "EUR", "") for n in range(count)])
+    message = str(raised.value)
+    never = int(message.split(", ")[-1].split(" ")[0])
+    mine = alice.ledger.transfers()
+    assert all(r.status in (TransferStatus.PENDING, TransferStatus.COMPLETED) for r in mine)
+    assert len(mine) + never == count  # each one asked for: in the ledger, or never signed
+    assert "were never signed or sent" in message
