@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import StorageError
+from ..errors import P2PTransferError, StorageError
 from . import schema
 from .records import TransferRow
 
@@ -251,9 +251,24 @@ class Store:
         except BaseException:
             conn._busy.release()
             raise
-        await done  # cancelled: the COMMIT still completes; the next checkpoint covers it
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # The COMMIT still completes in its thread; its checkpoint follows it then,
+            # on the loop, rather than waiting for a next commit that may never come.
+            if pending.entries:
+                done.add_done_callback(lambda future: self._checkpoint_after(future, pending))
+            raise
         if pending.entries:
             self._after_commit(pending)  # here: its file I/O would pass the GIL to and fro
+
+    def _checkpoint_after(self, future: asyncio.Future[None], pending: PendingWrites) -> None:
+        """The checkpoint of a COMMIT whose caller was cancelled, once it has landed."""
+        if future.cancelled() or future.exception() is not None:
+            return  # rolled back: nothing new to checkpoint
+        # A ledger closed meanwhile, a full disk: the next commit (or verify) writes one.
+        with contextlib.suppress(OSError, sqlite3.Error, P2PTransferError):
+            self._after_commit(pending)
 
     def _commit_and_release(self, conn: _Connection) -> None:
         """The committer thread's part: COMMIT (or roll back), then release the connection."""
