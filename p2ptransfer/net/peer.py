@@ -97,6 +97,7 @@ _MAX_SESSIONS = 64  # contacts' sessions, both directions
 _MAX_SESSIONS_PER_REMOTE = 8
 _MAX_STRANGER_SESSIONS = 16  # incoming sessions from non-contacts, all together
 _EARLY_HELLOS = 16  # first frames of sessions that came before serving started
+_EARLY_HELLOS_PER_ADDRESS = 2
 _EARLY_HELLO_AGE = 5.0  # seconds such a frame is kept (its sender's handshake waits 15)
 
 
@@ -143,9 +144,8 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         )
         self._serving: set[asyncio.Task[None]] = set()
         self._accepting = False
-        self._early_hellos: collections.deque[tuple[str, bytes, float]] = collections.deque(
-            maxlen=_EARLY_HELLOS
-        )
+        self._early_hellos: list[tuple[str, bytes, bytes, float]] = []
+        """Sessions' first frames that came before serving started (remote, tag, frame, when)."""
         self._first_recorded: asyncio.Future[TransferRow] | None = None  # receive() waiting
         self._commit_queue: asyncio.Queue[tuple[_SessionRun, TransferArrived]] = asyncio.Queue(
             COMMIT_QUEUE
@@ -321,16 +321,39 @@ class Peer(Reconciling, Requesting, Outgoing, Incoming):
         elif frame.kind is FrameKind.HELLO and not self._accepting:
             # Connected but not serving yet (receive/listen is still starting: prekeys,
             # mail): keep the first frame of a new session for a moment instead of
-            # letting its sender wait out a timeout. Bounded; old ones are dropped.
-            self._early_hellos.append((remote, payload, asyncio.get_running_loop().time()))
+            # letting its sender wait out a timeout.
+            self._keep_early_hello(remote, tag, payload)
         # Anything else belongs to a session this process does not own
         # (another connection of our address, or a stale one): ignore it.
 
+    def _keep_early_hello(self, remote: str, tag: bytes, payload: bytes) -> None:
+        """Keep a session's first frame until serving starts: bounded, contacts first.
+
+        One per session tag, two per address; when all the places are taken a
+        contact's frame takes a stranger's place, never the other way round,
+        so throwaway keys cannot push a contact back to its handshake timeout.
+        """
+        now = asyncio.get_running_loop().time()
+        early = self._early_hellos
+        early[:] = [e for e in early if now - e[3] <= _EARLY_HELLO_AGE]  # stale ones go first
+        if any(r == remote and t == tag for r, t, _, _ in early):
+            return
+        if sum(1 for r, _, _, _ in early if r == remote) >= _EARLY_HELLOS_PER_ADDRESS:
+            return
+        if len(early) >= _EARLY_HELLOS:
+            if not self._is_contact(remote):
+                return
+            strangers = [i for i, (r, _, _, _) in enumerate(early) if not self._is_contact(r)]
+            if not strangers:
+                return
+            del early[strangers[0]]  # the oldest stranger's
+        early.append((remote, tag, payload, now))
+
     def _start_accepting(self) -> None:
         super()._start_accepting()
-        early, self._early_hellos = self._early_hellos, collections.deque(maxlen=_EARLY_HELLOS)
+        early, self._early_hellos = self._early_hellos, []
         now = asyncio.get_running_loop().time()
-        for remote, payload, arrived in early:
+        for remote, _, payload, arrived in early:
             if now - arrived <= _EARLY_HELLO_AGE:
                 self._route(remote, payload)
 
