@@ -15,9 +15,12 @@ reproducible (its known-answer tests open a stored envelope instead).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import hmac
+from collections.abc import Iterator
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke
@@ -260,9 +263,31 @@ def ed25519_verify(public: bytes, signature: bytes, message: bytes) -> None:
     if _ed25519_has_small_order(signature[:32]):
         raise SignatureError("signature does not verify")
     key = (bytes(public), bytes(signature), bytes(message))
+    if _FROM_SCRATCH.get():
+        _ed25519_verified.__wrapped__(*key)  # neither cache: see fresh_verification
+        return
     if key in _OWN_SIGNATURES:
         return  # made (and checked) by sign_checked with this very key
     _ed25519_verified(*key)
+
+
+_FROM_SCRATCH: contextvars.ContextVar[bool] = contextvars.ContextVar("from_scratch", default=False)
+
+
+@contextlib.contextmanager
+def fresh_verification() -> Iterator[None]:
+    """Within the block every Ed25519 signature is verified by OpenSSL, no cache trusted.
+
+    The caches hold verdicts this process reached (or, for its own
+    signatures, a double-signing check, which catches a transient fault but
+    not one that repeats identically). An audit (``ledger verify``) must not
+    lean on either.
+    """
+    token = _FROM_SCRATCH.set(True)
+    try:
+        yield
+    finally:
+        _FROM_SCRATCH.reset(token)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -36,6 +36,7 @@ from types import TracebackType
 from ..clock import now_ms
 from ..errors import LedgerIntegrityError, LedgerOwnerMismatch, P2PTransferError
 from ..protocol.identity import Identity, PublicIdentity
+from ..protocol.primitives import fresh_verification
 from . import journal
 from .checkpoint import Checkpoint, checkpoint_path, read_checkpoint, write_checkpoint
 from .contacts import ContactBook
@@ -245,7 +246,7 @@ class Ledger(ContactBook, Recovery, RequestBook, QuarantineBook):
         ``row`` = the seq of the first bad journal entry (None when no entry
         is to blame).
         """
-        with self._snapshot() as conn:
+        with self._snapshot() as conn, fresh_verification():  # an audit trusts no cache
             (check,) = conn.execute("PRAGMA quick_check").fetchone()
             if check != "ok":
                 raise LedgerIntegrityError(f"the SQLite file is damaged: {check}")

@@ -483,3 +483,20 @@ def test_scrypt_rfc7914(vector: dict[str, str]) -> None:
         int(vector["DKLEN"]),
     )
     assert derived == unhex(vector["DK"])
+
+
+def test_an_audit_trusts_no_cached_verdict() -> None:
+    """A signature remembered as ours (or as verified) is checked again inside an audit."""
+    from p2ptransfer.errors import SignatureError
+    from p2ptransfer.protocol import primitives
+
+    signer = primitives.Ed25519Signer(bytes(range(32)))
+    message = b"an entry"
+    signature = signer.sign_checked(message)
+    forged = bytes([signature[0] ^ 1]) + signature[1:]
+    # Pretend a fault made ``forged`` and the double-signing check let it through.
+    primitives._OWN_SIGNATURES[(signer.public_key, forged, message)] = None
+    primitives.ed25519_verify(signer.public_key, forged, message)  # trusted outside an audit
+    with primitives.fresh_verification(), pytest.raises(SignatureError):
+        primitives.ed25519_verify(signer.public_key, forged, message)
+    del primitives._OWN_SIGNATURES[(signer.public_key, forged, message)]
