@@ -571,8 +571,9 @@ def main() -> int:
         ratios, figures = summarize(results)
         summary.update({k: None if v is None else round(v, 4) for k, v in ratios.items()})
         summary["goals"] = {g.key: {"target": g.target, "met": g.met(ratios[g.key])} for g in GOALS}
-        if "skipped" in results["cluster"]:  # the goal's key stays, null, with the reason
-            summary["goals"][cluster.GOAL]["skipped"] = results["cluster"]["skipped"]
+        for why in ("skipped", "failed"):  # the goal's key stays, null, with the reason
+            if why in results["cluster"]:
+                summary["goals"][cluster.GOAL][why] = results["cluster"][why]
         summary["absolute"] = {key: round(value, 3) for key, value in figures.items()}
         summary["results"] = results
         print(table(ratios, figures, results))
