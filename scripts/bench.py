@@ -614,8 +614,9 @@ def main() -> int:
         summary["goals"] = {g.key: {"target": g.target, "met": g.met(ratios[g.key])} for g in GOALS}
         skippable = {cluster.GOAL: "cluster", cold_pair.GOAL: "cold", cold_pair.GOAL_LIGHT: "cold"}
         for key, section in skippable.items():
-            if "skipped" in results[section]:  # the goal's key stays, null, with the reason
-                summary["goals"][key]["skipped"] = results[section]["skipped"]
+            for why in ("skipped", "failed"):  # the goal's key stays, null, with the reason
+                if why in results[section]:
+                    summary["goals"][key][why] = results[section][why]
         summary["absolute"] = {key: round(value, 3) for key, value in figures.items()}
         summary["results"] = results
         print(table(ratios, figures, results))

@@ -160,10 +160,24 @@ def bench_cluster(
     *, blocks: int, pairs: int, size: int, frames: int, rounds: int,
     cpu_server: int | None, cpu_load: int | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Frames/s across two nodes and on one, ABBA; ``{"skipped": reason}`` without Redis."""
+    """Frames/s across two nodes and on one, ABBA; ``{"skipped": reason}`` without Redis.
+
+    A run that fails (a node or the load gives up) is reported as
+    ``{"failed": reason}``: the other figures of the bench still count.
+    """
     reason = skip_reason()
     if reason is not None:
         return {"skipped": reason}
+    try:
+        return _measure(blocks, pairs, size, frames, rounds, cpu_server, cpu_load)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+
+
+def _measure(
+    blocks: int, pairs: int, size: int, frames: int, rounds: int,
+    cpu_server: int | None, cpu_load: int | None,
+) -> dict[str, Any]:  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {"local": [], "cross": []}
     prefix = f"bench{secrets.token_hex(4)}:"
     with (
@@ -200,9 +214,17 @@ def bench_cluster(
     return out
 
 
+def unmeasured(result: dict[str, Any]) -> str:
+    """ "skipped: why" or "failed: why" for a figure not measured; "" for a measured one."""
+    for key in ("skipped", "failed"):
+        if key in result:
+            return f"{key}: {result[key]}"
+    return ""
+
+
 def summarize(result: dict[str, Any]) -> tuple[float | None, dict[str, float]]:
-    """The goal ratio (None when skipped) and the plain figures printed beside it."""
-    if "skipped" in result:
+    """The goal ratio (None when skipped or failed) and the plain figures printed beside it."""
+    if unmeasured(result):
         return None, {}
     local, cross = result["local"], result["cross"]
     return statistics.median(result["throughput_ratios"]), {
@@ -217,9 +239,9 @@ def summarize(result: dict[str, Any]) -> tuple[float | None, dict[str, float]]:
 
 
 def beside(result: dict[str, Any]) -> str:
-    """The goal row's absolute figures, or why it was skipped."""
-    if "skipped" in result:
-        return f"skipped: {result['skipped']}"
+    """The goal row's absolute figures, or why it was not measured."""
+    if unmeasured(result):
+        return unmeasured(result)
     local, cross = result["local"], result["cross"]
     return (
         f"{cross['frames_per_s']:,.0f} vs {local['frames_per_s']:,.0f} frames/s"
@@ -229,7 +251,7 @@ def beside(result: dict[str, Any]) -> str:
 
 def details(result: dict[str, Any]) -> str | None:
     """A line under the table: CPU per frame on the cluster's core, both placements."""
-    if "skipped" in result:
+    if unmeasured(result):
         return None
     local, cross = result["local"], result["cross"]
     parts = ", ".join(f"{k} {v:.1f}" for k, v in cross["cpu_us_per_frame"].items())
