@@ -486,8 +486,7 @@ class RelayServer:
             closing.add_done_callback(_ignore_result)
             return
         assert isinstance(frame, Send)  # send_recipient accepts only a Send's layout
-        self.metrics.frames_refused["offline"] += 1
-        self.outbox.push(conn, Offline(frame.ref, frame.to).encode())
+        self._forwarded(conn, frame, 0)
 
     async def _authenticate(self, conn: Conn, challenge: bytes) -> str:
         frame = self._decode(await conn.ws.recv())
@@ -583,14 +582,14 @@ class RelayServer:
         answered then (the sender reads on meanwhile: its frames keep their
         order, and one lost frame costs a retry, not a stall).
         """
-        size = len(frame.payload)
-
-        def done(delivered: int) -> None:
-            if delivered:
-                self.metrics.frames_forwarded += delivered
-                self.metrics.bytes_forwarded += delivered * size
-            else:
-                self.metrics.frames_refused["offline"] += 1
-                self.outbox.push(conn, Offline(frame.ref, frame.to).encode())
-
+        done = functools.partial(self._forwarded, conn, frame)
         await self.routes.forward(frame.to, Deliver(sender, frame.payload).encode(), done)
+
+    def _forwarded(self, conn: Conn, frame: Send, delivered: int) -> None:
+        """Count a Send that reached ``delivered`` connections (or nodes); 0: answer Offline."""
+        if delivered:
+            self.metrics.frames_forwarded += delivered
+            self.metrics.bytes_forwarded += delivered * len(frame.payload)
+        else:
+            self.metrics.frames_refused["offline"] += 1
+            self.outbox.push(conn, Offline(frame.ref, frame.to).encode())
