@@ -169,17 +169,13 @@ class ClusterRoutes(Generic[C]):
         return await self.link.total(self._count_prefix + route_key(address))
 
     async def route(self, address: str, data: bytes) -> int:
-        if self.local.connections(address):
-            return await self.local.route(address, data)
-        loop = asyncio.get_running_loop()
-        received: asyncio.Future[int] = loop.create_future()
+        received: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def done(count: int) -> None:
             if not received.done():  # the caller may have been cancelled meanwhile
                 received.set_result(count)
 
-        await self.link.wait_room()
-        self.link.publish(self._address_prefix + route_key(address), data, done)
+        await self.forward(address, data, done)
         return await received
 
     async def forward(self, address: str, data: bytes, done: Callable[[int], None]) -> None:
@@ -187,7 +183,7 @@ class ClusterRoutes(Generic[C]):
             done(await self.local.route(address, data))
             return
         await self.link.wait_room()
-        self.link.publish(self._address_prefix + route_key(address), data, done)
+        self.publish(route_key(address), data, done)
 
     def publish(self, key: bytes, data: bytes, done: Callable[[int], None]) -> bool:
         """The relay's fast path for an address with no connection here (``key``: its bytes).
